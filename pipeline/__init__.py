@@ -1,0 +1,1 @@
+"""The runtime: config, sources, run loop, tracklets, matcher, identity store, events, output."""

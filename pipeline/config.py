@@ -1,0 +1,244 @@
+"""The camera config (contract): only `cameras: [{id, source}]` is required; every section is strict."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
+
+
+class ConfigError(Exception):
+    """A configuration problem: which file, which key, what is wrong (and how to fix it)."""
+
+    def __init__(self, file: str | Path, key_path: str, problem: str) -> None:
+        self.file, self.key_path, self.problem = str(file), key_path, problem
+        super().__init__(f"{self.file}: {key_path or '<top level>'}: {problem}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReconnectConfig(Strict):
+    """Exponential backoff with jitter between attempts to (re)open a live source."""
+
+    initial_s: float = Field(0.5, gt=0, description="delay before the first retry")
+    max_s: float = Field(30.0, gt=0, description="the delay never grows beyond this")
+    multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.2, ge=0, le=1, description="each delay is scaled by a random factor in [1-j, 1+j]")
+    reset_after_s: float = Field(10.0, gt=0, description="streaming this long resets the delay to initial_s")
+    max_attempts: int | None = Field(None, ge=1, description="consecutive failed attempts before 'failed'; none: forever")
+
+    @model_validator(mode="after")
+    def _order(self) -> "ReconnectConfig":
+        if self.max_s < self.initial_s:
+            raise ValueError("max_s must be at least initial_s")
+        return self
+
+
+class CameraConfig(Strict):
+    id: str
+    source: Union[int, str]
+    fps: float | None = Field(None, gt=0, description="processing rate; frames above it are skipped")
+    source_fps: float | None = Field(None, gt=0, description="override the container's frame rate")
+    backend: Literal["ffmpeg", "gstreamer"] = "ffmpeg"
+    transport: Literal["tcp", "udp"] = "tcp"  # RTSP only
+    open_timeout_s: float = Field(10.0, gt=0, description="give up opening a source after this long")
+    read_timeout_s: float = Field(5.0, gt=0, description="a live source silent this long is reconnected")
+    stall_after_s: float = Field(2.0, gt=0, description="no frame this long: camera state 'stalled'")
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not CAMERA_ID.match(v):
+            raise ValueError("camera id must be 1-64 characters of letters, digits, '_', '-', '.'")
+        return v
+
+    @property
+    def kind(self) -> Literal["file", "stream", "device"]:
+        if isinstance(self.source, int) or (isinstance(self.source, str) and self.source.isdigit()):
+            return "device"
+        if self.source.startswith(STREAM_SCHEMES):
+            return "stream"
+        return "file"
+
+
+class DetectorConfig(Strict):
+    backend: Literal["yolox", "ultralytics"] = "yolox"
+    model: str = "yolox_nano.onnx"
+    confidence: float = Field(0.1, ge=0, le=1)
+    nms_iou: float = Field(0.45, gt=0, le=1)
+    input_size: int | None = Field(None, ge=32)
+    classes: list[int] = [0]
+
+
+class TrackerConfig(Strict):
+    type: Literal["bytetrack", "botsort"] = "bytetrack"
+    params: dict[str, Any] = {}
+
+
+class ReidConfig(Strict):
+    backend: Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt"] = "auto"
+    model: str = "person-reidentification-retail-0267.ort.onnx"
+    min_height: int = Field(64, ge=1, description="smallest crop height (px) worth embedding")
+    min_width: int = Field(20, ge=1)
+    min_confidence: float = Field(0.4, ge=0, le=1)
+    crops_per_second: float = Field(2.0, gt=0, description="at most this many crops per track per second of video")
+    edge_margin: int = Field(2, ge=0, description="crops touching the frame border closer than this are truncated")
+    threads: int = Field(0, ge=0)
+
+
+class TransitConfig(Strict):
+    cameras: tuple[str, str] = Field(description="two camera ids (either direction)")
+    min_s: float = Field(0.0, ge=0, description="fastest walk between them, seconds")
+    max_s: float | None = Field(None, gt=0, description="slowest direct walk; longer gaps need revisit_after_s")
+
+    @model_validator(mode="after")
+    def _order(self) -> "TransitConfig":
+        if self.max_s is not None and self.max_s < self.min_s:
+            raise ValueError(f"max_s {self.max_s} is below min_s {self.min_s}")
+        return self
+
+
+class TopologyConfig(Strict):
+    overlapping: list[tuple[str, str]] = Field([], description="camera pairs that see the same place at once")
+    transits: list[TransitConfig] = []
+    default_min_transit_s: float = Field(0.0, ge=0, description="min transit between cameras not listed")
+    revisit_after_s: float | None = Field(600.0, gt=0, description="after this gap max_s no longer applies")
+
+
+class MatcherConfig(Strict):
+    threshold: float = Field(0.55, ge=-1, le=1, description="cosine similarity needed to join an identity")
+    min_crops: int = Field(3, ge=1, description="crops a tracklet needs before its first identity decision")
+    prototype_momentum: float = Field(0.9, ge=0, lt=1)
+    outfit_threshold: float = Field(0.7, ge=-1, le=1, description="descriptor cosine of a known outfit")
+    merge_threshold: float | None = Field(0.8, ge=-1, le=1, description="cosine that merges two identities; null: never")
+    top_k: int = Field(16, ge=1, description="prototypes per tracklet considered in the joint assignment")
+    presence_ttl_s: float = Field(3.0, gt=0, description="a live sighting from another worker counts this long")
+    retention_s: float | None = Field(None, gt=0, description="forget identities not seen for this long; null: keep")
+    gallery_log_maxlen: int = Field(100_000, ge=1000, description="bound of the gallery change log")
+    index: Literal["exact", "usearch"] = Field("exact", description="candidate search: numpy over all "
+                                                "prototypes, or an HNSW index (usearch) from ann_min_rows on")
+    ann_min_rows: int = Field(50_000, ge=1, description="gallery size from which the usearch index is used")
+    topology: TopologyConfig | None = None
+
+
+class EventsConfig(Strict):
+    stream: str = "pipeline:events"
+    maxlen: int = Field(100_000, ge=100)
+
+
+class OutputConfig(Strict):
+    dir: str | None = None  # default: runs/<config file stem>
+    video: bool = True
+
+
+class MetricsConfig(Strict):
+    port: int | None = Field(None, ge=0, le=65535, description="serve Prometheus metrics on this port; none: off")
+    host: str = "127.0.0.1"
+
+
+class PipelineConfig(Strict):
+    cameras: list[CameraConfig] = Field(min_length=1)
+    store: str = "embedded"
+    key_prefix: str = "pipeline"
+    detector: DetectorConfig = DetectorConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    reid: ReidConfig = ReidConfig()
+    matcher: MatcherConfig = MatcherConfig()
+    events: EventsConfig = EventsConfig()
+    output: OutputConfig = OutputConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        if v == "embedded":
+            return v
+        from urllib.parse import urlparse
+
+        parsed = urlparse(v)
+        if parsed.scheme not in ("redis", "rediss", "unix") or (parsed.scheme != "unix" and not parsed.hostname):
+            raise ValueError("store must be 'embedded' or a URL like redis://host:6379/0, rediss://… or unix:///path")
+        return v
+
+    @property
+    def cameras_by_id(self) -> dict[str, CameraConfig]:
+        return {c.id: c for c in self.cameras}
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "PipelineConfig":
+        seen: set[str] = set()
+        for i, cam in enumerate(self.cameras):
+            if cam.id in seen:
+                raise ValueError(f"cameras[{i}].id {cam.id!r} is used twice; camera ids must be unique")
+            seen.add(cam.id)
+        return self
+
+
+def _key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("int", "str") or str(part).startswith(("function-", "literal[")):
+            continue  # pydantic's union-branch labels are noise to a user
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def parse_config(raw: Any, file: str | Path = "<config>", base_dir: Path | None = None) -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "", f"expected a mapping with a 'cameras' list, got {type(raw).__name__}")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; see README 'Configuration')"
+        if err["type"] == "missing":
+            msg = "required key is missing"
+        raise ConfigError(file, _key_path(tuple(err["loc"])), msg) from None
+    base = base_dir or Path.cwd()
+    cameras = []
+    for i, cam in enumerate(config.cameras):
+        if cam.kind == "file":
+            path = Path(str(cam.source)).expanduser()
+            path = path if path.is_absolute() else (base / path)
+            if not path.is_file():
+                raise ConfigError(file, f"cameras[{i}].source", f"video file not found: {path}")
+            cam = cam.model_copy(update={"source": str(path.resolve())})
+        cameras.append(cam)
+    return config.model_copy(update={"cameras": cameras})
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a config file; relative video paths are relative to the config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "", "config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(path, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(raw, path, path.parent.resolve())
+
+
+def output_dir_for(config: PipelineConfig, config_path: str | Path, override: str | Path | None = None) -> Path:
+    if override:
+        return Path(override)
+    if config.output.dir:
+        out = Path(config.output.dir)
+        return out if out.is_absolute() else Path(config_path).parent / out
+    return Path("runs") / Path(config_path).stem

@@ -1,0 +1,143 @@
+"""Per-camera tracklets: which track crops are worth embedding, and their running embedding."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trackers.base import Tracks
+
+
+@dataclass
+class Tracklet:
+    tracklet_id: str
+    camera_id: str
+    track_id: int
+    first_frame: int
+    last_frame: int
+    last_bbox: np.ndarray
+    last_score: float
+    last_step: int = 0
+    last_crop_time: float = -np.inf
+    embedding_sum: np.ndarray | None = None
+    weight_sum: float = 0.0
+    crops: int = 0
+    identity_id: int | None = None
+    outfit_id: int | None = None
+    similarity: float | None = None
+    outfit_changed: bool = False  # decided as a new outfit of a known identity
+    decided_at_crops: int = 0
+    recheck_at_crops: int = 0  # re-examine the identity (merge?) once the tracklet has this many crops
+    started_at: float = field(default_factory=time.time)  # wall clock of the first frame (transit times)
+    last_seen_at: float = field(default_factory=time.time)  # wall clock of the last frame with the track
+    look_sum: np.ndarray | None = None  # quality-weighted sum of outfit descriptors
+    look_weight: float = 0.0
+
+    def add_embedding(self, vector: np.ndarray, weight: float, look: np.ndarray | None = None) -> None:
+        v = vector * weight
+        self.embedding_sum = v if self.embedding_sum is None else self.embedding_sum + v
+        self.weight_sum += weight
+        self.crops += 1
+        if look is not None:
+            lv = np.asarray(look, np.float32) * weight
+            self.look_sum = lv if self.look_sum is None else self.look_sum + lv
+            self.look_weight += weight
+
+    def look(self) -> np.ndarray | None:
+        """Quality-weighted mean outfit descriptor, renormalised (None without descriptors)."""
+        if self.look_sum is None:
+            return None
+        v = self.look_sum / max(self.look_weight, 1e-12)
+        return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+    def embedding(self) -> np.ndarray:
+        """Quality-weighted mean of the L2-normalised crop embeddings, renormalised."""
+        assert self.embedding_sum is not None, "tracklet has no embedding yet"
+        v = self.embedding_sum / max(self.weight_sum, 1e-12)
+        return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CropRequest:
+    tracklet: Tracklet
+    bbox: np.ndarray  # int xyxy inside the frame
+    weight: float
+
+
+@dataclass
+class CropGate:
+    min_height: int = 64
+    min_width: int = 20
+    min_confidence: float = 0.4
+    crops_per_second: float = 2.0
+    edge_margin: int = 2
+
+    def quality(self, bbox: np.ndarray, score: float, frame_shape: tuple[int, ...]) -> float:
+        """0 when the crop should not be embedded, else a weight in (0, 1]."""
+        h, w = frame_shape[:2]
+        x1, y1, x2, y2 = bbox
+        bw, bh = x2 - x1, y2 - y1
+        if bh < self.min_height or bw < self.min_width or score < self.min_confidence:
+            return 0.0
+        m = self.edge_margin
+        if x1 < m or y1 < m or x2 > w - 1 - m or y2 > h - 1 - m:
+            return 0.0  # a person cut by the border embeds as a different shape
+        if not 1.2 <= bh / max(bw, 1.0) <= 5.0:
+            return 0.0  # not a standing person's box: occlusion merge or a partial detection
+        return float(score) * min(1.0, bh / 128.0)
+
+
+@dataclass
+class CameraTracklets:
+    camera_id: str
+    run_id: str
+    gate: CropGate
+    max_lost_frames: int
+    live: dict[int, Tracklet] = field(default_factory=dict)
+    step: int = 0  # the last step fed to update()
+
+    def update(self, step: int, frame_index: int, video_time: float, tracks: Tracks, frame_shape: tuple[int, ...]
+               ) -> tuple[list[Tracklet], list[CropRequest]]:
+        """Feed this frame's tracks; returns the tracklets that started and the crops to embed."""
+        started, requests = [], []
+        self.step = step
+        h, w = frame_shape[:2]
+        min_gap = 1.0 / self.gate.crops_per_second
+        for i in range(len(tracks)):
+            tid = int(tracks.track_id[i])
+            bbox = tracks.xyxy[i]
+            score = float(tracks.score[i])
+            t = self.live.get(tid)
+            if t is None:
+                t = Tracklet(f"{self.camera_id}:{self.run_id}:{tid}", self.camera_id, tid, frame_index, frame_index,
+                             bbox, score)
+                self.live[tid] = t
+                started.append(t)
+            t.last_frame, t.last_step, t.last_bbox, t.last_score = frame_index, step, bbox, score
+            t.last_seen_at = time.time()
+            if video_time - t.last_crop_time < min_gap:
+                continue
+            weight = self.gate.quality(bbox, score, frame_shape)
+            if weight > 0:
+                x1, y1, x2, y2 = np.clip(np.round(bbox), 0, [w, h, w, h]).astype(int)
+                requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight))
+                t.last_crop_time = video_time
+        return started, requests
+
+    def expire(self, step: int, everything: bool = False) -> list[Tracklet]:
+        """Tracklets whose track has been lost longer than the tracker keeps it (or all, at the end).
+
+        `step` counts processed frames, the unit of the tracker's own lost-track buffer."""
+        ended = [t for t in self.live.values() if everything or step - t.last_step > self.max_lost_frames]
+        for t in ended:
+            del self.live[t.track_id]
+        return ended
+
+    def visible(self) -> list[Tracklet]:
+        """Tracklets whose track is in the latest frame (not merely kept by the tracker while lost)."""
+        return [t for t in self.live.values() if t.last_step == self.step]
+
+    def visible_identities(self) -> set[int]:
+        return {t.identity_id for t in self.visible() if t.identity_id is not None}

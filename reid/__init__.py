@@ -1,0 +1,1 @@
+"""Clothes-changing person ReID: models, methods, data sets, protocols, training, export, inference."""

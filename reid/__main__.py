@@ -1,0 +1,161 @@
+"""`python -m reid train RECIPE.yaml ...`, `python -m reid eval --weights W --dataset NAME --root DIR`, `python -m reid export`.
+
+Exit status: 0 success, 2 configuration or data-layout error (the message says what and where), 1 other failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set expects KEY=VALUE (e.g. optim.epochs=5), got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from reid.config import load_recipe
+    from reid.train import Trainer, format_results
+
+    overrides = _parse_set(args.set)
+    for key, value in (("data.root", args.root), ("output_dir", args.output_dir), ("optim.epochs", args.epochs),
+                       ("seed", args.seed), ("device", args.device), ("threads", args.threads)):
+        if value is not None:
+            overrides[key] = value
+    recipe = load_recipe(args.recipe, overrides)
+    trainer = Trainer(recipe, progress=not args.no_progress)
+    if args.resume:
+        path = Path(recipe.output_dir) / "last.safetensors" if args.resume == "auto" else Path(args.resume)
+        if path.is_file():
+            trainer.resume(path)
+        elif args.resume != "auto":
+            raise FileNotFoundError(f"--resume {path}: no such checkpoint")
+    if trainer.start_epoch >= recipe.optim.epochs:
+        print(f"nothing to do: {recipe.output_dir} already holds all {recipe.optim.epochs} epochs")
+        return 0
+    s = trainer.run()
+    print(f"\nlast epoch ({s['last_epoch']}):\n{format_results(s['last'])}")
+    print(f"\nbest epoch ({s['best_epoch']}, by {s['selection']} rank-1 on the test split, as the papers' code "
+          f"selects; quote the last epoch for honest comparisons):\n{format_results(s['best'])}")
+    print(f"\ncheckpoints: {recipe.output_dir}/model_last.safetensors, model_best.safetensors, last.safetensors")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from reid.datasets import load_dataset
+    from reid.models import load_checkpoint
+    from reid.train import evaluate_dataset, format_results, pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    model, spec = load_checkpoint(args.weights, device)
+    dataset = load_dataset(args.dataset, args.root)
+    print(dataset.summary())
+    print(f"model: {args.weights} ({spec.method}, trained on {spec.train_dataset}, input {spec.height}x{spec.width})")
+    results = evaluate_dataset(model, dataset, spec, device, args.batch_size, flip=not args.no_flip,
+                               progress=not args.no_progress)
+    print(format_results(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from reid.export import ExportError, ExportOptions, run_export
+    from reid.inference.tensorrt_backend import BatchProfile
+
+    try:
+        batch = BatchProfile.parse(args.batch)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    opts = ExportOptions(
+        weights=Path(args.weights), format=args.format, out=Path(args.out) if args.out else None, fp16=args.fp16,
+        int8=args.int8, calib=Path(args.calib) if args.calib else None, calib_size=args.calib_size,
+        eval_root=Path(args.eval_root) if args.eval_root else None, batch=batch,
+        parity_video=Path(args.parity_video) if args.parity_video else None,
+        parity_gt=Path(args.parity_gt) if args.parity_gt else None, threads=args.threads)
+    report = run_export(opts)
+    print(report.format_text())
+    if not report.passed:
+        print(f"error: {args.weights} -> {report.artefact} failed its parity check (see above and "
+              f"{report.artefact}.export.json); the file was kept for inspection but must not be deployed",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m reid", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model from a YAML recipe")
+    t.add_argument("recipe")
+    t.add_argument("--root", help="data-set root (overrides data.root)")
+    t.add_argument("--output-dir", help="run folder (overrides output_dir)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--resume", nargs="?", const="auto",
+                   help="continue from a training checkpoint (default: OUTPUT_DIR/last.safetensors if present)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a data set's protocols")
+    e.add_argument("--weights", required=True, help="a .safetensors checkpoint written by `reid train`")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--root", required=True)
+    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--threads", type=int, default=0)
+    e.add_argument("--no-flip", action="store_true", help="no flip-summed features")
+    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--json", help="also write the results to this JSON file")
+    e.set_defaults(func=cmd_eval)
+    x = sub.add_parser("export", help="export a checkpoint to ONNX / OpenVINO / TensorRT, with a parity check")
+    x.add_argument("--weights", required=True, help="a .safetensors checkpoint written by `reid train`")
+    x.add_argument("--format", choices=["onnx", "openvino", "tensorrt"], default="onnx")
+    x.add_argument("--out", help="output file (.onnx; .xml for openvino; default: beside the weights)")
+    x.add_argument("--fp16", action="store_true", help="half-precision weights/compute (parity cosine >= 0.995)")
+    x.add_argument("--int8", action="store_true", help="INT8 post-training quantisation (needs --calib)")
+    x.add_argument("--calib", help="folder of crops for INT8 calibration (a SynthCC root uses its train/)")
+    x.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300)")
+    x.add_argument("--eval-root", help="SynthCC root for the INT8 rank-1 check (default: --calib if it is one)")
+    x.add_argument("--batch", default="1:16:64", help="MIN:OPT:MAX batch (TensorRT optimisation profile)")
+    x.add_argument("--parity-video", help="video for parity crops (default: shared PETS09-S2L1 vtest.avi)")
+    x.add_argument("--parity-gt", help="MOT ground truth giving the parity boxes (default: its gt/gt_dev.txt)")
+    x.add_argument("--threads", type=int, default=0, help="CPU threads (0: library default)")
+    x.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from reid.config import RecipeError
+    from reid.datasets import DatasetLayoutError
+    from reid.export import ExportError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (RecipeError, DatasetLayoutError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Checkpoints in safetensors: tensors under `model.` (and `optim.<name>.` for resuming); JSON metadata.
+
+Metadata keys: ``ccreid.spec`` (PreprocessSpec JSON), ``ccreid.arch`` (ArchConfig JSON), and for
+training checkpoints ``ccreid.train`` (epoch, seed, metrics, optimiser hyper-parameters). A model is
+rebuilt from the file alone with `load_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from reid.inference.base import SPEC_METADATA_KEY, PreprocessSpec
+from reid.models import ArchConfig, ReIDModel, build_model
+
+ARCH_KEY = "ccreid.arch"
+TRAIN_KEY = "ccreid.train"
+
+
+def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"optim.{name}.{idx}.{key}"] = t.detach().cpu().contiguous()
+    return tensors, sd["param_groups"]
+
+
+def save_checkpoint(path: str | Path, model: ReIDModel, spec: PreprocessSpec, *, inference_only: bool,
+                    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+                    train_state: dict[str, Any] | None = None) -> None:
+    """Write atomically (temp file + rename) so an interrupted run never leaves a torn checkpoint."""
+    arch = model.arch
+    if inference_only:
+        weights = model.inference_state_dict()
+        arch = arch.model_copy(update={"num_classes": 0, "num_clothes": 0, "pretrained": None})
+    else:
+        weights = model.state_dict()
+        arch = arch.model_copy(update={"pretrained": None})
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in weights.items()}
+    meta = {SPEC_METADATA_KEY: spec.to_json(), ARCH_KEY: arch.model_dump_json()}
+    train_state = dict(train_state or {})
+    groups = {}
+    for name, opt in (optimizers or {}).items():
+        t, g = _optimizer_tensors(name, opt)
+        tensors.update(t)
+        groups[name] = g
+    if groups:
+        train_state["param_groups"] = groups
+    if train_state:
+        meta[TRAIN_KEY] = json.dumps(train_state, sort_keys=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for key in (SPEC_METADATA_KEY, ARCH_KEY):
+        if key not in meta:
+            raise ValueError(f"checkpoint {path} lacks metadata {key!r}; it was not written by `python -m reid`")
+    return tensors, meta
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ReIDModel, PreprocessSpec]:
+    """Rebuild the model from the file alone; returns it in eval mode with its PreprocessSpec."""
+    tensors, meta = read_checkpoint(path)
+    arch = ArchConfig.model_validate_json(meta[ARCH_KEY])
+    model = build_model(arch)
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), PreprocessSpec.from_json(meta[SPEC_METADATA_KEY])
+
+
+def restore_training(path: str | Path, model: ReIDModel, optimizers: dict[str, torch.optim.Optimizer]
+                     ) -> dict[str, Any]:
+    """Load model and optimiser states from a training checkpoint; returns its train-state record."""
+    tensors, meta = read_checkpoint(path)
+    if TRAIN_KEY not in meta:
+        raise ValueError(f"{path} is an inference checkpoint; resume needs last.safetensors from the run folder")
+    train_state = json.loads(meta[TRAIN_KEY])
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    for name, opt in optimizers.items():
+        groups = train_state.get("param_groups", {}).get(name)
+        if groups is None:
+            raise ValueError(f"{path} holds no state for optimiser {name!r}")
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        prefix = f"optim.{name}."
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                idx, field = key[len(prefix):].split(".", 1)
+                state.setdefault(int(idx), {})[field] = value
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    return train_state

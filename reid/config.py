@@ -1,0 +1,110 @@
+"""Training recipe schema (YAML). Unknown keys are errors, with the key path in the message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reid.models.arch import ArchConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    dataset: str
+    root: str
+    height: int = Field(384, gt=0)
+    width: int = Field(192, gt=0)
+    batch_size: int = Field(64, gt=0, description="P x K images per step")
+    num_instances: int = Field(8, ge=2, description="K: images per identity in a batch")
+    num_workers: int = Field(4, ge=0)
+    cache_images: bool = False  # keep resized training images in memory (small data sets, CPU runs)
+
+    @model_validator(mode="after")
+    def _pk(self):
+        if self.batch_size % self.num_instances:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of num_instances {self.num_instances}")
+        return self
+
+
+class AugmentConfig(_Strict):
+    random_crop_p: float = Field(0.5, ge=0, le=1)
+    crop_enlarge: float = Field(1.125, ge=1)
+    hflip_p: float = Field(0.5, ge=0, le=1)
+    erasing_p: float = Field(0.5, ge=0, le=1)
+    erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+
+
+class LossConfig(_Strict):
+    method: Literal["baseline", "cal"] = "cal"
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    triplet_weight: float = Field(0.0, ge=0)
+    triplet_margin: float = Field(0.3, ge=0)
+    triplet_distance: Literal["cosine", "euclidean"] = "cosine"
+    clothes_scale: float = Field(16.0, gt=0)
+    adv_epsilon: float = Field(0.1, ge=0, lt=1)
+    adv_weight: float = Field(1.0, ge=0)
+    start_epoch_cal: int = Field(25, ge=0, description="0-based epoch from which the clothes head and L_CA run")
+
+
+class OptimConfig(_Strict):
+    epochs: int = Field(60, gt=0)
+    lr: float = Field(3.5e-4, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    milestones: list[int] = [20, 40]
+    gamma: float = Field(0.1, gt=0)
+    clothes_lr: float = Field(3.5e-4, gt=0)
+    clothes_weight_decay: float = Field(5e-4, ge=0)
+
+
+class EvalConfig(_Strict):
+    every: int = Field(5, gt=0, description="evaluate every N epochs and at the last epoch")
+    batch_size: int = Field(128, gt=0)
+    flip: bool = True
+    selection: str | None = None  # "<split>/<label>" whose rank-1 picks the best epoch; None = the data set's
+
+
+class Recipe(_Strict):
+    name: str
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = leave torch's default")
+    output_dir: str = "runs/reid"
+    data: DataConfig
+    augment: AugmentConfig = AugmentConfig()
+    model: ArchConfig = ArchConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"recipe {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path} must be a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        msgs = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise RecipeError(f"recipe {path} is invalid:\n  " + "\n  ".join(msgs)) from None

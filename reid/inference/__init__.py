@@ -1,0 +1,9 @@
+"""Inference side of ReID: the `Embedder` interface and its backends.
+
+The runtime (`pipeline/`) imports only this subpackage of `reid`; nothing here may import
+training code (`reid.train`, losses, samplers, datasets).
+"""
+
+from reid.inference.base import Embedder, EmbeddingBatch, PreprocessSpec, preprocess_crops
+
+__all__ = ["Embedder", "EmbeddingBatch", "PreprocessSpec", "preprocess_crops"]

@@ -1,0 +1,128 @@
+"""OpenVINO embedder (CPU plugin; any OpenVINO device name works).
+
+Reads an OpenVINO IR (`.xml` + `.bin`, written by `python -m reid export --format openvino`) or an
+ONNX file directly. The preprocessing spec comes from the IR's runtime info (`ccreid.spec`) or the
+ONNX metadata, so no constant is duplicated here.
+
+Precision: on CPUs with AMX/AVX512-BF16 the CPU plugin runs FP32 models in bfloat16 unless told
+otherwise; `precision="f32"` pins exact FP32 (what the FP32 parity check needs), `"auto"` keeps the
+plugin's choice (bf16 where the CPU has it: faster, parity checked at the FP16 threshold). INT8 IRs
+(NNCF post-training quantisation) run their INT8 kernels in either case.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.properties as props
+import openvino.properties.hint as hints
+
+from reid.inference.base import SPEC_METADATA_KEY, EmbeddingBatch, PreprocessSpec, l2_normalise, preprocess_crops
+
+PRECISIONS = ("f32", "bf16", "f16", "auto")
+HINTS = ("latency", "throughput")
+
+
+def read_openvino_spec(model: ov.Model, path: Path) -> PreprocessSpec:
+    if model.has_rt_info([SPEC_METADATA_KEY]):
+        return PreprocessSpec.from_json(model.get_rt_info([SPEC_METADATA_KEY]).astype(str))
+    if path.suffix == ".onnx":
+        import onnx
+
+        from reid.inference.onnx_backend import read_spec
+
+        return read_spec(path, onnx.load(str(path), load_external_data=False))
+    sidecar = path.with_name(path.name + ".json")
+    if sidecar.exists():
+        return PreprocessSpec.from_json(sidecar.read_text())
+    raise ValueError(f"{path}: no '{SPEC_METADATA_KEY}' runtime info and no sidecar {sidecar.name}; export the model "
+                     f"with `python -m reid export --format openvino`")
+
+
+class OpenVinoEmbedder:
+    """Batched OpenVINO embedder with a dynamic batch axis.
+
+    With the throughput hint the plugin makes several streams; a large batch is then split into one
+    sub-batch per infer request and run concurrently through an `AsyncInferQueue`.
+    """
+
+    def __init__(self, model_path: str | Path, threads: int = 0, device: str = "CPU", hint: str = "latency",
+                 precision: str = "f32", max_batch: int = 64) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"OpenVINO embedder: model file {path} not found")
+        if hint not in HINTS:
+            raise ValueError(f"OpenVINO hint must be one of {HINTS}, got {hint!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"OpenVINO precision must be one of {PRECISIONS}, got {precision!r}")
+        core = ov.Core()
+        model = core.read_model(str(path))
+        spec = read_openvino_spec(model, path)
+        shape = model.inputs[0].get_partial_shape()
+        if shape.rank.get_length() != 4:
+            raise ValueError(f"{path}: expected a 4-D NCHW input, got {shape}")
+        if shape[0].is_static:
+            # Files exported with a fixed batch still take any batch: make the axis dynamic at load.
+            shape[0] = ov.Dimension()
+            model.reshape({model.inputs[0].any_name: shape})
+        if shape[2].is_static and shape[3].is_static:
+            spec = PreprocessSpec(**{**spec.__dict__, "height": shape[2].get_length(), "width": shape[3].get_length()})
+        config: dict = {hints.performance_mode: hints.PerformanceMode.THROUGHPUT if hint == "throughput"
+                        else hints.PerformanceMode.LATENCY}
+        if threads:
+            config[props.inference_num_threads] = threads
+        if precision != "auto":
+            config[hints.inference_precision] = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}[precision]
+        self.compiled = core.compile_model(model, device, config)
+        names = [o.any_name for o in self.compiled.outputs]
+        self.identity_index = names.index("identity") if "identity" in names else 0
+        self.appearance_index = names.index("appearance") if "appearance" in names else None
+        self.requests = max(1, int(self.compiled.get_property(props.optimal_number_of_infer_requests)))
+        self.queue = ov.AsyncInferQueue(self.compiled, self.requests) if self.requests > 1 else None
+        self.request = self.compiled.create_infer_request()
+        self.spec = spec
+        self.max_batch = max_batch
+        self.device = device
+        self.hint = hint
+        self.precision = precision
+
+    def _run_sync(self, x: np.ndarray) -> list[np.ndarray]:
+        result = self.request.infer({0: x}, share_inputs=True)
+        return [np.array(result[self.compiled.outputs[i]]) for i in self._output_indices()]
+
+    def _output_indices(self) -> list[int]:
+        return [self.identity_index] + ([self.appearance_index] if self.appearance_index is not None else [])
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.queue is None or len(x) < 2 * self.requests:
+            return self._run_sync(x)
+        chunks = np.array_split(x, self.requests)
+        results: list[list[np.ndarray] | None] = [None] * len(chunks)
+        indices = self._output_indices()
+
+        def done(request: ov.InferRequest, slot: int) -> None:
+            results[slot] = [np.array(request.get_output_tensor(i).data) for i in indices]
+
+        self.queue.set_callback(done)
+        for slot, chunk in enumerate(chunks):
+            self.queue.start_async({0: np.ascontiguousarray(chunk)}, userdata=slot)
+        self.queue.wait_all()
+        return [np.concatenate([r[k] for r in results]) for k in range(len(indices))]  # type: ignore[index]
+
+    def embed(self, crops: list[np.ndarray]) -> EmbeddingBatch:
+        identity_parts, appearance_parts = [], []
+        for start in range(0, len(crops), self.max_batch):
+            x = preprocess_crops(crops[start:start + self.max_batch], self.spec)
+            outs = self._run(x)
+            identity_parts.append(outs[0].reshape(len(x), -1))
+            if self.appearance_index is not None:
+                appearance_parts.append(outs[1].reshape(len(x), -1))
+        if not identity_parts:
+            return EmbeddingBatch(np.zeros((0, self.spec.identity_dim), np.float32),
+                                  np.zeros((0, self.spec.appearance_dim), np.float32) if self.appearance_index
+                                  is not None else None)
+        identity = l2_normalise(np.concatenate(identity_parts))
+        appearance = l2_normalise(np.concatenate(appearance_parts)) if appearance_parts else None
+        return EmbeddingBatch(identity, appearance)

@@ -1,0 +1,82 @@
+"""Image loading and the training augmentations of the CAL recipe (methods.md §1.3).
+
+Evaluation uses `reid.inference.preprocess_crops`, the single definition of preprocessing, so train,
+eval and the runtime see identical inputs; training resizes with the same cv2 call before augmenting.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from reid.inference.base import PreprocessSpec
+
+
+def read_bgr(path: str) -> np.ndarray:
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"cannot read image {path} (missing or not an image)")
+    return img
+
+
+def resize_to_spec(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """BGR uint8 -> HxWx3 uint8 in the spec's channel order, resized like `preprocess_crops`."""
+    img = cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(img[..., ::-1]) if spec.colour == "rgb" else img
+
+
+class _Scale(torch.nn.Module):
+    """Multiply by the spec's pixel scale (a module, not a lambda, so worker processes can pickle it)."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def build_train_transform(spec: PreprocessSpec, random_crop_p: float = 0.5, crop_enlarge: float = 1.125,
+                          hflip_p: float = 0.5, erasing_p: float = 0.5,
+                          erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)) -> v2.Compose:
+    """uint8 CHW tensor -> normalised float CHW tensor with CAL's augmentations.
+
+    Random crop: enlarge by `crop_enlarge` and crop back at a random offset, with probability p.
+    Random erasing: area 2-40 %, aspect 0.3-3.3, filled with constants in *normalised* space (CAL's
+    quirk; set erasing_fill to 0 for the data-set mean, as the Wang repos do).
+    """
+    h, w = spec.height, spec.width
+    big = (int(round(h * crop_enlarge)), int(round(w * crop_enlarge)))
+    ops = [
+        v2.RandomApply([v2.Resize(big, antialias=True), v2.RandomCrop((h, w))], p=random_crop_p),
+        v2.RandomHorizontalFlip(p=hflip_p),
+        v2.ToDtype(torch.float32, scale=False),
+        _Scale(spec.scale),
+        v2.Normalize(mean=list(spec.mean), std=list(spec.std)),
+    ]
+    if erasing_p > 0:
+        ops.append(v2.RandomErasing(p=erasing_p, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3), value=list(erasing_fill)))
+    return v2.Compose(ops)
+
+
+class TrainImages(torch.utils.data.Dataset):
+    """Training images as (image tensor, pid, clothes, camid); optionally keeps resized images in memory."""
+
+    def __init__(self, records, spec: PreprocessSpec, transform, cache: bool = False):
+        self.records = list(records)
+        self.spec = spec
+        self.transform = transform
+        self.cache: list[np.ndarray] | None = None
+        if cache:
+            self.cache = [resize_to_spec(read_bgr(r.path), spec) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, idx: int):
+        r = self.records[idx]
+        img = self.cache[idx] if self.cache is not None else resize_to_spec(read_bgr(r.path), self.spec)
+        x = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+        return self.transform(x), r.pid, r.clothes, r.camid

@@ -1,0 +1,54 @@
+"""Shared fixtures: real video from ../shared/data, real model files, a private real Redis server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CCREID_SHARED", PROJECT.parent / "shared"))
+DATA = SHARED / "data"
+MODELS = SHARED / "models"
+PETS_VIDEO = DATA / "pets09-s2l1" / "vtest.avi"
+PETS_GT = DATA / "pets09-s2l1" / "gt" / "gt_dev.txt"
+ROOM_MP4 = DATA / "videos" / "one-by-one-person-detection.mp4"
+ROOM_H264 = DATA / "videos" / "people-detection.264"
+YOLOX = MODELS / "detectors" / "yolox_nano.onnx"
+REID_0267 = MODELS / "reid" / "person-reidentification-retail-0267.ort.onnx"
+
+
+def _need(*paths: Path) -> None:
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"shared test data missing: {missing} (CI has ../shared beside the checkout)")
+
+
+@pytest.fixture(scope="session")
+def shared_video() -> dict[str, Path]:
+    _need(PETS_VIDEO, PETS_GT, ROOM_MP4, ROOM_H264)
+    return {"pets": PETS_VIDEO, "pets_gt": PETS_GT, "room_mp4": ROOM_MP4, "room_h264": ROOM_H264}
+
+
+@pytest.fixture(scope="session")
+def shared_models() -> dict[str, Path]:
+    _need(YOLOX, REID_0267)
+    return {"yolox": YOLOX, "reid": REID_0267}
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private redis-server on a free loopback port, torn down after the test."""
+    from pipeline.redis_server import RedisServer, free_port
+
+    server = RedisServer(tmp_path / "redis", port=free_port(), persist=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis_server.client()
+    yield client
+    client.close()

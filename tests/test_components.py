@@ -1,0 +1,98 @@
+"""Detector, tracker and embedder on real video and real model files."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from detectors import create_detector
+from reid.inference.factory import create_embedder
+from trackers import create_tracker
+
+
+def _frames(path, n):
+    cap = cv2.VideoCapture(str(path))
+    frames = [cap.read()[1] for _ in range(n)]
+    cap.release()
+    return frames
+
+
+def _gt(path, frame):
+    rows = np.loadtxt(path, delimiter=",")
+    rows = rows[rows[:, 0] == frame]
+    return np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], 1)
+
+
+def _iou(a, b):
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+
+@pytest.fixture(scope="module")
+def detector(shared_models):
+    return create_detector("yolox", shared_models["yolox"], confidence=0.3)
+
+
+def test_yolox_finds_pets_people_and_batches(detector, shared_video):
+    frames = _frames(shared_video["pets"], 3)
+    batched = detector.detect(frames)
+    gt = _gt(shared_video["pets_gt"], 1)
+    found = (_iou(gt, batched[0].xyxy) >= 0.5).any(axis=1)
+    assert found.sum() >= len(gt) - 1, f"found {found.sum()} of {len(gt)} ground-truth people"
+    assert set(batched[0].cls.tolist()) == {0}
+    single = detector.detect(frames[2:3])[0]
+    np.testing.assert_allclose(single.xyxy, batched[2].xyxy, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
+def test_tracker_keeps_ids_over_frames(detector, shared_video, kind):
+    frames = _frames(shared_video["pets"], 12)
+    tracker = create_tracker(kind)
+    ids_per_frame = []
+    for frame, dets in zip(frames, detector.detect(frames)):
+        tracks = tracker.update(dets, frame)
+        assert np.all(tracks.det_index < len(dets))
+        ids_per_frame.append(set(tracks.track_id.tolist()))
+    assert len(ids_per_frame[-1]) >= 3
+    assert len(ids_per_frame[4] & ids_per_frame[-1]) >= 3, "the same people should keep their track ids"
+
+
+def test_tracker_rejects_unknown_param():
+    with pytest.raises(ValueError, match="unknown bytetrack parameter"):
+        create_tracker("bytetrack", {"track_bufer": 10})
+
+
+def test_embedder_batches_and_separates_people(shared_models, shared_video):
+    embedder = create_embedder(shared_models["reid"])
+    frames = _frames(shared_video["pets"], 1)
+    boxes = _gt(shared_video["pets_gt"], 1).astype(int)
+    crops = [frames[0][y1:y2, x1:x2] for x1, y1, x2, y2 in boxes]
+    batch = embedder.embed(crops + crops[:1])
+    assert batch.identity.shape == (len(crops) + 1, 256)
+    np.testing.assert_allclose(np.linalg.norm(batch.identity, axis=1), 1.0, atol=1e-5)
+    one = embedder.embed(crops[1:2]).identity[0]
+    assert float(one @ batch.identity[1]) > 0.999  # batch and single runs may use different kernels
+    sims = batch.identity[: len(crops)] @ batch.identity[: len(crops)].T
+    off_diagonal = sims[~np.eye(len(crops), dtype=bool)]
+    assert off_diagonal.max() < 0.9, "different people should not look identical"
+    assert embedder.embed([]).identity.shape[0] == 0
+
+
+def test_ultralytics_backend_runs_any_model_file(tmp_path, shared_video):
+    from ultralytics import YOLO
+
+    weights = tmp_path / "yolov8n_random.pt"
+    YOLO("yolov8n.yaml").save(str(weights))  # built offline from the architecture file; random weights
+    det = create_detector("ultralytics", weights, input_size=320, confidence=0.0, classes=(0,))
+    frames = _frames(shared_video["pets"], 2)
+    out = det.detect(frames)
+    assert len(out) == 2
+    for d in out:
+        assert d.xyxy.dtype == np.float32 and set(d.cls.tolist()) <= {0}
+        assert np.all(d.xyxy[:, 2] <= frames[0].shape[1] + 1) and np.all(d.xyxy[:, 3] <= frames[0].shape[0] + 1)
+    with pytest.raises(FileNotFoundError, match="never|not found"):
+        create_detector("ultralytics", tmp_path / "yolov8n.pt")

@@ -1,0 +1,76 @@
+"""Config contract: minimal configs run with defaults; every mistake exits 2 with file, key path, problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "cams.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_minimal_config_gets_defaults(tmp_path, shared_video):
+    cfg = load_config(_write(tmp_path, f"cameras: [{{id: a, source: {shared_video['pets']}}}]\n"))
+    assert cfg.store == "embedded"
+    assert cfg.detector.backend == "yolox" and cfg.tracker.type == "bytetrack"
+    assert cfg.cameras[0].kind == "file"
+
+
+def test_relative_source_is_relative_to_config(tmp_path, shared_video):
+    (tmp_path / "v.avi").symlink_to(shared_video["pets"])
+    cfg = load_config(_write(tmp_path, "cameras: [{id: a, source: v.avi}]\n"))
+    assert cfg.cameras[0].source == str((tmp_path / "v.avi").resolve())
+
+
+@pytest.mark.parametrize(
+    "text, key_path, words",
+    [
+        ("cameras: [{id: a, source: rtsp://x/y}]\ndetectr: {}\n", "detectr", "unknown key"),
+        ("cameras: [{id: a, source: rtsp://x/y}]\ntracker: {type: sort}\n", "tracker.type", "bytetrack"),
+        ("cameras: [{id: a, source: rtsp://x/y, fps: fast}]\n", "cameras[0].fps", "number"),
+        ("cameras: [{id: a, source: /no/such/video.mp4}]\n", "cameras[0].source", "not found"),
+        ("cameras: [{id: a, source: rtsp://x/y}]\nstore: http://localhost:6379\n", "store", "redis://"),
+        ("cameras: [{id: a, source: rtsp://x/y}, {id: a, source: rtsp://x/z}]\n", "", "used twice"),
+        ("cameras: []\n", "cameras", "at least 1"),
+        ("store: embedded\n", "cameras", "missing"),
+        ("cameras: [{id: a, source: rtsp://x/y}]\nmatcher: {threshold: 2}\n", "matcher.threshold", "less than"),
+    ],
+)
+def test_bad_config_names_key_path(tmp_path, text, key_path, words):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key_path == key_path
+    assert words in info.value.problem
+    assert str(path) in str(info.value)
+
+
+def test_cli_exits_2_with_one_line(tmp_path):
+    path = _write(tmp_path, "cameras: [{id: a, source: rtsp://x/y}]\nreid: {modle: x.onnx}\n")
+    for cmd in ("validate", "run"):
+        proc = subprocess.run([sys.executable, "-m", "pipeline", cmd, str(path)], capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert lines == [f"error: {path}: reid.modle: unknown key (check its spelling; see README 'Configuration')"]
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "cameras: [\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_missing_model_file_is_a_config_error(tmp_path, shared_video):
+    path = _write(tmp_path, f"cameras: [{{id: a, source: {shared_video['pets']}}}]\nreid: {{model: nope.onnx}}\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "run", str(path), "--output-dir", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "model file 'nope.onnx' not found" in proc.stderr

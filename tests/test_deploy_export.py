@@ -1,0 +1,241 @@
+"""Export and backend parity on real crops: torch <-> ONNX Runtime <-> OpenVINO (CPU), INT8 retrieval gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from reid.checkpoint import save_checkpoint
+from reid.export import (COSINE_FP32, ExportError, ExportOptions, ParityResult, RetrievalResult, pets_crops,
+                         run_export)
+from reid.inference.base import (SPEC_METADATA_KEY, PreprocessSpec, normalise_uint8, preprocess_crops,
+                                 resize_crops)
+from reid.inference.factory import create_embedder, resolve_backend
+from reid.inference.onnx_backend import OnnxRuntimeEmbedder
+from reid.inference.openvino_backend import OpenVinoEmbedder
+from reid.inference.torch_backend import TorchEmbedder
+from reid.models import ArchConfig, build_model
+from tests.reid_fixtures import make_synthcc
+
+SPEC = PreprocessSpec(height=128, width=64, method="test resnet_lite", train_dataset="none")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(ArchConfig(backbone="resnet_lite", lite_widths=(16, 32, 64, 128))).eval()
+    # Non-trivial BN statistics, so the parity check sees a network whose outputs are not near-constant.
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("ckpt") / "lite.safetensors"
+    save_checkpoint(path, model, SPEC, inference_only=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def crops(shared_video):
+    return pets_crops(shared_video["pets"], shared_video["pets_gt"], max_crops=24)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(checkpoint, crops, shared_video, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "lite.onnx"
+    report = run_export(ExportOptions(checkpoint, "onnx", out=out, parity_video=shared_video["pets"],
+                                      parity_gt=shared_video["pets_gt"], parity_crops=24, threads=1), log=lambda *_: None)
+    return out, report
+
+
+def test_pets_crops_are_real_person_boxes(crops):
+    assert len(crops) == 24
+    for c in crops:
+        assert c.ndim == 3 and c.shape[2] == 3 and c.shape[0] >= 40
+        assert c.std() > 5  # image content, not padding
+
+
+def test_preprocess_split_matches_reference_formula():
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (rng.integers(20, 90), rng.integers(10, 40), 3), dtype=np.uint8) for _ in range(5)]
+    buf = np.zeros((8, SPEC.height, SPEC.width, 3), np.uint8)
+    resized = resize_crops(imgs, SPEC, out=buf)
+    assert resized.base is buf or np.shares_memory(resized, buf)
+    ref = (resized[..., ::-1].astype(np.float32) * SPEC.scale - np.array(SPEC.mean, np.float32)) / np.array(
+        SPEC.std, np.float32)
+    np.testing.assert_allclose(preprocess_crops(imgs, SPEC), ref.transpose(0, 3, 1, 2), atol=1e-5)
+    np.testing.assert_array_equal(normalise_uint8(resized, SPEC), preprocess_crops(imgs, SPEC))
+    with pytest.raises(ValueError, match="cannot hold"):
+        resize_crops(imgs, SPEC, out=np.zeros((2, SPEC.height, SPEC.width, 3), np.uint8))
+
+
+def test_onnx_export_has_dynamic_batch_named_outputs_and_spec(onnx_export):
+    out, report = onnx_export
+    assert report.passed and report.simplifier.startswith("onnxslim")
+    [p] = report.parity
+    assert p.threshold == COSINE_FP32 and p.cosine_min >= COSINE_FP32 and p.crops == 24
+    proto = onnx.load(str(out))
+    assert [o.name for o in proto.graph.output] == ["identity"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch axis
+    meta = {m.key: m.value for m in proto.metadata_props}
+    spec = PreprocessSpec.from_json(meta[SPEC_METADATA_KEY])
+    assert (spec.height, spec.width, spec.method) == (128, 64, "test resnet_lite")
+    assert spec.identity_dim == 256 and spec.appearance_dim == 0  # maxavg pooling of 128 channels
+    saved = json.loads((out.parent / "lite.onnx.export.json").read_text())
+    assert saved["passed"] is True and saved["parity"][0]["cosine_min"] >= COSINE_FP32
+
+
+def test_torch_onnxruntime_openvino_agree_on_real_crops(checkpoint, onnx_export, crops, tmp_path):
+    out, _ = onnx_export
+    torch_f = TorchEmbedder(checkpoint, device="cpu", threads=1).embed(crops).identity
+    ort_f = OnnxRuntimeEmbedder(out, threads=1).embed(crops).identity
+    ov_f = OpenVinoEmbedder(out, threads=1, precision="f32").embed(crops).identity
+    for a, b in ((torch_f, ort_f), (torch_f, ov_f), (ort_f, ov_f)):
+        assert (a * b).sum(1).min() >= COSINE_FP32
+    np.testing.assert_allclose(np.linalg.norm(ov_f, axis=1), 1.0, atol=1e-5)
+    # The batch axis is really dynamic: one crop alone gives the row it gets inside a batch.
+    single = OnnxRuntimeEmbedder(out, threads=1).embed(crops[3:4]).identity
+    assert float(single[0] @ ort_f[3]) >= 0.99999
+
+
+def test_openvino_ir_export_carries_spec_and_passes_parity(checkpoint, shared_video, tmp_path):
+    out = tmp_path / "ir" / "lite.xml"
+    report = run_export(ExportOptions(checkpoint, "openvino", out=out, parity_video=shared_video["pets"],
+                                      parity_gt=shared_video["pets_gt"], parity_crops=16, threads=1),
+                        log=lambda *_: None)
+    assert report.passed and out.is_file() and out.with_suffix(".bin").is_file()
+    names = [p.name for p in report.parity]
+    assert any("plugin-default" in n for n in names)  # bf16 path where the CPU has it, checked at 0.995
+    emb = OpenVinoEmbedder(out, threads=1)
+    assert emb.spec.method == "test resnet_lite" and (emb.spec.height, emb.spec.width) == (128, 64)
+    assert resolve_backend(out)[0] == "openvino"
+
+
+def test_fp16_onnx_export_parity(checkpoint, shared_video, tmp_path):
+    out = tmp_path / "lite_fp16.onnx"
+    report = run_export(ExportOptions(checkpoint, "onnx", out=out, fp16=True, parity_video=shared_video["pets"],
+                                      parity_gt=shared_video["pets_gt"], parity_crops=16, threads=1),
+                        log=lambda *_: None)
+    assert report.passed and report.precision == "fp16" and report.parity[0].threshold == 0.995
+    proto = onnx.load(str(out))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in proto.graph.initializer)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # callers feed float32
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_int8_export_is_gated_on_synthcc_rank1(fmt, checkpoint, shared_video, tmp_path):
+    root = make_synthcc(tmp_path / "synth", n_train=4, n_test=4, size=(64, 32))
+    out = tmp_path / ("q.onnx" if fmt == "onnx" else "ir/q.xml")
+    report = run_export(ExportOptions(checkpoint, fmt, out=out, int8=True, calib=root, calib_size=32,
+                                      parity_video=shared_video["pets"], parity_gt=shared_video["pets_gt"],
+                                      parity_crops=16, threads=1), log=lambda *_: None)
+    assert report.precision == "int8" and report.parity[0].threshold is None
+    assert 0.9 < report.parity[0].cosine_mean <= 1.0001  # quantised, yet close to the float model
+    protocols = {r.protocol for r in report.retrieval}
+    assert {"general", "cloth_changing"} <= protocols
+    for r in report.retrieval:
+        assert r.passed == (r.rank1_reference - r.rank1_candidate <= 1.0)
+    if fmt == "onnx":
+        ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+def test_gates_fail_when_they_should(checkpoint, shared_video, tmp_path, monkeypatch, capsys):
+    assert not RetrievalResult("synthcc", "general", 50.0, 48.5, 40.0, 39.0).passed
+    assert RetrievalResult("synthcc", "general", 50.0, 49.0, 40.0, 39.0).passed
+    assert not ParityResult("x", 4, 0.9985, 0.9995, COSINE_FP32).passed
+    # An impossible FP32 threshold must turn into exit status 1 from the CLI.
+    import reid.export
+    from reid.__main__ import main
+
+    monkeypatch.setattr(reid.export, "COSINE_FP32", 1.5)
+    rc = main(["export", "--weights", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--threads", "1",
+               "--parity-video", str(shared_video["pets"]), "--parity-gt", str(shared_video["pets_gt"])])
+    assert rc == 1 and "failed its parity check" in capsys.readouterr().err
+
+
+def test_export_errors_say_what_to_do(checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="--calib"):
+        ExportOptions(checkpoint, "openvino", int8=True)
+    with pytest.raises(ExportError, match="INT8 TensorRT"):
+        ExportOptions(checkpoint, "tensorrt", int8=True, calib=tmp_path)
+    from reid.__main__ import main
+
+    assert main(["export", "--weights", str(tmp_path / "missing.safetensors")]) == 2
+    assert main(["export", "--weights", str(checkpoint), "--batch", "16:1:64"]) == 2
+
+
+def test_factory_resolves_and_builds(checkpoint, onnx_export):
+    out, _ = onnx_export
+    assert resolve_backend(checkpoint)[0] == "torch"
+    name, why = resolve_backend(out)
+    from reid.inference.tensorrt_backend import tensorrt_available
+
+    if not tensorrt_available()[0]:
+        assert name in ("openvino", "onnxruntime") and "TensorRT" in why
+    with pytest.raises(ValueError, match="reads .safetensors"):
+        resolve_backend(out, "torch")
+    with pytest.raises(ValueError, match="unknown embedder backend"):
+        resolve_backend(out, "tflite")
+    emb = create_embedder(out, "onnxruntime", threads=1)
+    assert isinstance(emb, OnnxRuntimeEmbedder) and emb.providers[-1] == "CPUExecutionProvider"
+    assert isinstance(create_embedder(checkpoint, "auto", threads=1), TorchEmbedder)
+
+
+class TwoFeatureNet(torch.nn.Module):
+    """A model with a clothes-sensitive appearance branch beside the identity feature."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = build_model(ArchConfig(backbone="resnet_lite", lite_widths=(8, 16, 32, 64)))
+        self.app = torch.nn.Linear(128, 32)
+
+    def forward(self, x):
+        f = self.trunk(x)
+        return {"identity": f, "appearance": self.app(f)}
+
+
+def test_appearance_output_is_exported_and_read_by_every_cpu_backend(tmp_path, crops):
+    from reid.export import export_onnx, torch_features
+    from reid.inference.torch_backend import spec_with_dims
+
+    torch.manual_seed(2)
+    net = TwoFeatureNet().eval()
+    spec = spec_with_dims(net, SPEC)
+    assert (spec.identity_dim, spec.appearance_dim) == (128, 32)
+    export_onnx(net, spec, tmp_path / "two.onnx", "test")
+    assert [o.name for o in onnx.load(str(tmp_path / "two.onnx")).graph.output] == ["identity", "appearance"]
+    ref_id, ref_app = torch_features(net, crops, spec)
+    ref_app = ref_app / np.linalg.norm(ref_app, axis=1, keepdims=True)
+    for emb in (OnnxRuntimeEmbedder(tmp_path / "two.onnx", threads=1),
+                OpenVinoEmbedder(tmp_path / "two.onnx", threads=1, precision="f32")):
+        out = emb.embed(crops)
+        assert out.appearance is not None and out.appearance.shape == (len(crops), 32)
+        assert (out.appearance * ref_app).sum(1).min() >= COSINE_FP32
+
+
+def test_inference_package_imports_no_training_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, reid.inference.factory, reid.inference.torch_backend, reid.inference.openvino_backend, "
+            "reid.inference.onnx_backend, reid.inference.batching, reid.inference.tensorrt_backend\n"
+            "bad = [m for m in ('reid.train', 'reid.losses', 'reid.datasets', 'reid.samplers', 'reid.export') "
+            "if m in sys.modules]\n"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+
+
+def test_onnxruntime_providers_auto_and_explicit():
+    import onnxruntime as ort
+
+    from reid.inference.onnx_backend import GPU_PROVIDERS, choose_providers
+
+    auto = choose_providers("auto")
+    assert auto[-1] == "CPUExecutionProvider"
+    assert [p for p in auto if p in GPU_PROVIDERS] == [p for p in GPU_PROVIDERS if p in ort.get_available_providers()]
+    with pytest.raises(ValueError, match="not in this build"):
+        choose_providers(["NoSuchExecutionProvider"])

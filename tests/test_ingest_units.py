@@ -1,0 +1,104 @@
+"""Ingest pieces without a server: backoff, redaction, camera diff, file reader buffer, device errors,
+config, metrics exposition."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from pipeline.config import CameraConfig, ConfigError, parse_config
+from pipeline.metrics import PipelineMetrics
+from pipeline.redact import redact_text, redact_url
+from pipeline.sources import END, Backoff, CameraSet, camera_changes
+
+
+def test_backoff_grows_caps_jitters_and_resets():
+    b = Backoff(0.5, 4.0, multiplier=2.0, jitter=0.2, rng=random.Random(7))
+    delays = [b.next_delay() for _ in range(8)]
+    bases = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    for d, base in zip(delays, bases):
+        assert base * 0.8 <= d <= base * 1.2
+    assert len({round(d, 6) for d in delays[3:]}) > 1, "jitter must spread retries of many cameras"
+    assert b.bound() == pytest.approx(4.0 * 1.2)
+    b.reset()
+    assert 0.4 <= b.next_delay() <= 0.6 and b.bound(0) == pytest.approx(0.6)
+
+
+def test_redaction_of_urls_in_text():
+    assert redact_url("rtsp://admin:pw@10.0.0.1:554/s") == "rtsp://admin:***@10.0.0.1:554/s"
+    assert redact_url("rtsp://10.0.0.1/s?user=a&password=pw") == "rtsp://10.0.0.1/s?user=a&password=***"
+    assert redact_url("videos/a.mp4") == "videos/a.mp4"
+    msg = redact_text("Could not open rtsp://u:topsecret@cam/x: refused; also http://h/?token=abc")
+    assert "topsecret" not in msg and "abc" not in msg and "rtsp://u:***@cam/x:" in msg
+
+
+def test_camera_changes_keeps_unchanged_cameras():
+    a, b = CameraConfig(id="a", source="rtsp://h/a"), CameraConfig(id="b", source="rtsp://h/b")
+    b2 = b.model_copy(update={"transport": "udp"})
+    c = CameraConfig(id="c", source="rtsp://h/c")
+    added, removed = camera_changes({"a": a, "b": b}, [a, b2, c])
+    assert [x.id for x in added] == ["b", "c"] and removed == ["b"]
+    assert camera_changes({"a": a}, [a]) == ([], [])
+    assert camera_changes({"a": a, "b": b}, [b]) == ([], ["a"])
+
+
+def test_camera_config_validation(tmp_path):
+    cfg = parse_config({"cameras": [{"id": "x", "source": "rtsp://h/s", "backend": "gstreamer", "transport": "udp",
+                                     "reconnect": {"initial_s": 0.2, "max_s": 5}}], "metrics": {"port": 9108}})
+    assert cfg.cameras[0].reconnect.max_s == 5 and cfg.metrics.port == 9108
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.backend"):
+        parse_config({"cameras": [{"id": "x", "source": "rtsp://h/s", "backend": "vlc"}]})
+    with pytest.raises(ConfigError, match="max_s must be at least initial_s"):
+        parse_config({"cameras": [{"id": "x", "source": "rtsp://h/s", "reconnect": {"initial_s": 5, "max_s": 1}}]})
+
+
+def test_file_reader_bounded_buffer_no_drops(shared_video):
+    """Files: the reader decodes ahead at most FILE_BUFFER frames and never drops one, however slow the
+    consumer; fps=5 on a 10 fps file keeps every other frame."""
+    cs = CameraSet()
+    cam = CameraConfig(id="f", source=str(shared_video["pets"]), fps=5)
+    reader = cs.reader(cam, max_frames=40)
+    reader.start()
+    time.sleep(1.0)  # a stalled consumer
+    assert reader.queue_depth <= 8 and reader.decoded <= 2 * 8 + 2
+    got = []
+    while True:
+        cs.wait([reader], 1.0)
+        item = reader.poll()
+        if item is END:
+            break
+        if item is not None:
+            got.append(item.index)
+    reader.close()
+    assert got == list(range(0, 40, 2)) and reader.dropped_stale == 0 and reader.state == "ended"
+
+
+def test_missing_device_fails_alone_with_a_clear_error():
+    cs = CameraSet()
+    cam = CameraConfig(id="usb", source=57, open_timeout_s=1, reconnect={"initial_s": 0.05, "max_s": 0.1,
+                                                                         "max_attempts": 2})
+    reader = cs.reader(cam)
+    reader.start()
+    reader.join(10)
+    assert reader.state == "failed" and "camera usb: cannot open 57" in reader.error
+    assert reader.connect_failures == 2 and reader.poll() is END
+
+
+def test_metrics_exposition_lists_camera_health(shared_video):
+    cs = CameraSet()
+    reader = cs.reader(CameraConfig(id="f", source=str(shared_video["pets"])), max_frames=5)
+    reader.start()
+    while reader.poll() is not END:
+        time.sleep(0.01)
+    reader.close()
+    m = PipelineMetrics(lambda: [reader])
+    m.stage_seconds.labels("detect").observe(0.01)
+    text = m.text()
+    for line in ('pipeline_camera_frames_in_total{camera="f"} 5.0', 'pipeline_camera_frames_out_total{camera="f"} 5.0',
+                 'pipeline_camera_state{camera="f",state="ended"} 1.0',
+                 'pipeline_camera_frames_dropped_total{camera="f",reason="stale"} 0.0',
+                 'pipeline_camera_reconnects_total{camera="f"} 0.0', 'pipeline_stage_seconds_count{stage="detect"} 1.0'):
+        assert line in text, line
+    assert str(shared_video["pets"]) not in text

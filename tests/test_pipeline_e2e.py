@@ -1,0 +1,106 @@
+"""End to end: real videos -> `python -m pipeline run` -> Redis -> `python -m pipeline events`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.events import EVENT_TYPES, IdentityEvent
+
+
+def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _check_mot(path: Path, max_frame: int) -> np.ndarray:
+    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    assert rows.shape[1] == 10
+    assert rows[:, 0].min() >= 1 and rows[:, 0].max() <= max_frame
+    assert np.all(rows[:, 4:6] > 0) and np.all(rows[:, 7:] == -1)
+    return rows
+
+
+def test_two_cameras_to_redis_events(tmp_path, shared_video, shared_models, redis_server):
+    cfg = tmp_path / "cams.yaml"
+    cfg.write_text(
+        f"cameras:\n  - {{id: pets, source: {shared_video['pets']}}}\n"
+        f"  - {{id: room, source: {shared_video['room_h264']}, source_fps: 10, fps: 5}}\n"
+        f"store: {redis_server.url}\n"
+        "matcher: {min_crops: 2}\n"
+    )
+    proc = _run("run", cfg, "--max-frames", 40, "--output-dir", tmp_path / "out", "--mot-dir", tmp_path / "mot")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "identities" in proc.stdout and "events" in proc.stdout
+    pets = _check_mot(tmp_path / "mot" / "pets.txt", 40)
+    assert len(np.unique(pets[:, 1])) >= 3
+    room = np.loadtxt(tmp_path / "mot" / "room.txt", delimiter=",", ndmin=2)
+    # fps 5 on a 10 fps source keeps every other decoded frame: MOT frames are decoded indexes + 1.
+    assert room.size == 0 or set(np.unique(room[:, 0]).astype(int) % 2) <= {1}
+    assert (tmp_path / "out" / "pets.mp4").stat().st_size > 10_000
+
+    events = [json.loads(line) for line in _run("events", "--store", redis_server.url, "--from-start").stdout.splitlines()]
+    assert events, "the run must publish events"
+    for e in events:
+        assert e["type"] in EVENT_TYPES and e["schema"] == 1
+        IdentityEvent.from_json(json.dumps(e))  # schema-valid
+    kinds = [e["type"] for e in events]
+    assert kinds.count("camera.state") >= 4  # streaming + ended per camera
+    assert "identity.created" in kinds and "track.ended" in kinds
+    started = {e["tracklet_id"] for e in events if e["type"] == "track.started"}
+    ended = {e["tracklet_id"] for e in events if e["type"] == "track.ended"}
+    assert started == ended, "every track that started must end (the run drained)"
+    decided = [e for e in events if e["type"] in ("identity.created", "identity.assigned")]
+    assert all(e["identity_id"] is not None for e in decided)
+    # PETS people are distinct: simultaneous tracks of one camera never share an identity.
+    ids = _run("identities", "--store", redis_server.url, "--json").stdout.splitlines()
+    assert len(ids) == len({e["identity_id"] for e in events if e["type"] == "identity.created"})
+
+
+def test_broken_video_fails_only_its_camera(tmp_path, shared_video, shared_models):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 100)
+    cfg = tmp_path / "cams.yaml"
+    cfg.write_text(f"cameras:\n  - {{id: good, source: {shared_video['pets']}}}\n  - {{id: bad, source: {broken}}}\n"
+                   "output: {video: false}\n")
+    proc = _run("run", cfg, "--max-frames", 25, "--output-dir", tmp_path / "out", "--mot-dir", tmp_path / "mot")
+    assert proc.returncode == 1, proc.stderr  # a camera failed: runtime failure, after the others finished
+    assert "camera bad" in proc.stderr
+    good = _check_mot(tmp_path / "mot" / "good.txt", 25)
+    assert good[:, 0].max() >= 20, "the healthy camera must run to its end"
+    # The embedded store is found again from the config alone.
+    ev = _run("events", "--config", cfg, "--output-dir", tmp_path / "out", "--from-start")
+    assert ev.returncode == 0, ev.stderr
+    states = [(e["camera_id"], e["state"]) for e in map(json.loads, ev.stdout.splitlines()) if e["type"] == "camera.state"]
+    assert ("bad", "failed") in states and ("good", "ended") in states
+
+
+def test_sigterm_drains_and_exits_0(tmp_path, shared_video, shared_models, redis_server):
+    import signal
+    import time
+
+    cfg = tmp_path / "cams.yaml"
+    cfg.write_text(f"cameras: [{{id: pets, source: {shared_video['pets']}}}]\nstore: {redis_server.url}\n"
+                   "output: {video: false}\nmatcher: {min_crops: 1}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(cfg), "--output-dir", str(tmp_path / "o")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = redis_server.client()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and client.xlen("pipeline:events") < 5 and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the run ended before SIGTERM: {proc.communicate()}"
+    assert client.xlen("pipeline:events") >= 5, "the run never got going"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped early" in out
+    events = [json.loads(f[b"json"]) for _, f in client.xrange("pipeline:events")]
+    started = {e["tracklet_id"] for e in events if e["type"] == "track.started"}
+    ended = {e["tracklet_id"] for e in events if e["type"] == "track.ended"}
+    assert started and started == ended, "SIGTERM must close every open track before exiting"
+    frames = max(e["frame_index"] for e in events if e["frame_index"] is not None)
+    assert frames < 790, "the run should have stopped before the end of the video"

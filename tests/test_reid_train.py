@@ -1,0 +1,170 @@
+"""Training framework: reproducibility, resume, checkpoints, CLI, CAL update order, model parts."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from reid.checkpoint import load_checkpoint
+from reid.config import RecipeError, load_recipe
+from reid.inference.base import PreprocessSpec, preprocess_crops
+from reid.models import ArchConfig, build_model
+from reid.train import Trainer
+from reid.transforms import TrainImages, build_train_transform, read_bgr
+from tests.reid_fixtures import make_synthcc
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """Trainer switches on deterministic algorithms and sets the thread count; undo for other tests."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    return make_synthcc(tmp_path_factory.mktemp("synthcc"), n_train=6, n_test=4, size=(32, 16))
+
+
+def _recipe(root, out, epochs=2, **over):
+    raw = {
+        "name": "test", "seed": 3, "device": "cpu", "threads": 1, "output_dir": str(out),
+        "data": {"dataset": "synthcc", "root": str(root), "height": 32, "width": 16, "batch_size": 8,
+                 "num_instances": 2, "num_workers": 0, "cache_images": True},
+        "model": {"backbone": "resnet_lite", "lite_widths": [8, 8, 16, 16]},
+        "loss": {"method": "cal", "triplet_weight": 1.0, "start_epoch_cal": 1},
+        "optim": {"epochs": epochs, "lr": 1e-3, "milestones": [1]},
+        "eval": {"every": 1, "batch_size": 32},
+    }
+    for k, v in over.items():
+        node = raw
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    path = Path(out).with_suffix(".yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _train(path, resume=None):
+    t = Trainer(load_recipe(path), log=lambda *_: None, progress=False)
+    if resume:
+        t.resume(resume)
+    return t, t.run()
+
+
+def test_same_seed_gives_identical_metrics_and_resume_matches(synth_root, tmp_path):
+    _, a = _train(_recipe(synth_root, tmp_path / "a", epochs=3))
+    _, b = _train(_recipe(synth_root, tmp_path / "b", epochs=3))
+    assert a["last"] == b["last"]
+    ha = [json.loads(x)["train"] for x in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    hb = [json.loads(x)["train"] for x in (tmp_path / "b" / "history.jsonl").read_text().splitlines()]
+    assert ha == hb
+    # 2 epochs, then resume to 3: same result as 3 straight epochs
+    _train(_recipe(synth_root, tmp_path / "c", epochs=2))
+    _, c = _train(_recipe(synth_root, tmp_path / "c", epochs=3), resume=tmp_path / "c" / "last.safetensors")
+    assert c["last"] == a["last"]
+    # a different seed gives a different run
+    _, d = _train(_recipe(synth_root, tmp_path / "d", epochs=3, seed=4))
+    assert d["last"] != a["last"] or ha != [json.loads(x)["train"] for x in
+                                            (tmp_path / "d" / "history.jsonl").read_text().splitlines()]
+
+
+def test_checkpoint_rebuilds_model_from_file_alone(synth_root, tmp_path):
+    trainer, summary = _train(_recipe(synth_root, tmp_path / "r", epochs=1))
+    model, spec = load_checkpoint(tmp_path / "r" / "model_last.safetensors")
+    assert isinstance(spec, PreprocessSpec) and (spec.height, spec.width) == (32, 16)
+    assert spec.identity_dim == model.feature_dim and spec.method == "cal" and spec.train_dataset == "synthcc"
+    assert model.id_head is None and model.clothes_head is None  # heads are training-only
+    x = torch.randn(3, 3, 32, 16)
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), trainer.model(x))
+    assert (tmp_path / "r" / "model_best.safetensors").is_file()
+    assert summary["last_epoch"] == 1 and summary["best_epoch"] == 1
+
+
+def test_cal_clothes_head_updates_only_from_start_epoch(synth_root, tmp_path):
+    t = Trainer(load_recipe(_recipe(synth_root, tmp_path / "o", epochs=2)), log=lambda *_: None, progress=False)
+    w0 = t.model.clothes_head.weight.detach().clone()
+    assert all(p is not t.model.clothes_head.weight for g in t.opt.param_groups for p in g["params"])
+    stats = t.train_epoch(0)  # before start_epoch_cal: no clothes head step, no L_CA
+    assert torch.equal(t.model.clothes_head.weight, w0) and stats["adv_loss"] == 0
+    stats = t.train_epoch(1)
+    assert not torch.equal(t.model.clothes_head.weight, w0) and stats["adv_loss"] > 0
+
+
+def test_baseline_has_no_clothes_head(synth_root, tmp_path):
+    t = Trainer(load_recipe(_recipe(synth_root, tmp_path / "b", **{"loss.method": "baseline"})),
+                log=lambda *_: None, progress=False)
+    assert t.model.clothes_head is None and "clothes" not in t.optimizers
+
+
+def test_train_transform_without_augmentation_equals_runtime_preprocessing(synth_root):
+    spec = PreprocessSpec(height=32, width=16)
+    tf = build_train_transform(spec, random_crop_p=0, hflip_p=0, erasing_p=0)
+    from reid.datasets import load_dataset
+
+    recs = load_dataset("synthcc", synth_root).train[:4]
+    ds = TrainImages(recs, spec, tf)
+    ref = preprocess_crops([read_bgr(r.path) for r in recs], spec)
+    got = np.stack([ds[i][0].numpy() for i in range(4)])
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_last_stride_one_and_pooling_dims():
+    m = build_model(ArchConfig(backbone="resnet18", last_stride=1, pooling="maxavg"))
+    assert m.backbone(torch.zeros(1, 3, 64, 32)).shape[-2:] == (4, 2)
+    m2 = build_model(ArchConfig(backbone="resnet18", last_stride=2, pooling="gem"))
+    assert m2.backbone(torch.zeros(1, 3, 64, 32)).shape[-2:] == (2, 1)
+    assert m.feature_dim == 1024 and m2.feature_dim == 512
+
+
+def test_pretrained_weights_load_from_local_torchvision_file(tmp_path):
+    from torchvision.models import resnet18
+
+    ref = resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    m = build_model(ArchConfig(backbone="resnet18", pretrained=str(tmp_path / "r18.pth")))
+    assert torch.equal(m.backbone.layer3[0].conv1.weight, ref.layer3[0].conv1.weight)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_model(ArchConfig(backbone="resnet18", pretrained=str(tmp_path / "missing.pth")))
+
+
+def test_recipe_unknown_key_is_an_error_with_its_path(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"name": "x", "data": {"dataset": "synthcc", "root": ".", "hieght": 3}}))
+    with pytest.raises(RecipeError, match=r"data\.hieght"):
+        load_recipe(p)
+
+
+def test_cli_eval_and_bad_recipe_exit_codes(synth_root, tmp_path):
+    _train(_recipe(synth_root, tmp_path / "e", epochs=1))
+    out = subprocess.run([sys.executable, "-m", "reid", "eval", "--weights", str(tmp_path / "e" / "model_last.safetensors"),
+                          "--dataset", "synthcc", "--root", str(synth_root), "--threads", "1", "--no-progress",
+                          "--json", str(tmp_path / "e.json")], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "test/cloth_changing" in out.stdout
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert set(res) == {"test/general", "test/cloth_changing", "test/same_clothes"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nfoo: 1\ndata: {dataset: synthcc, root: .}\n")
+    out = subprocess.run([sys.executable, "-m", "reid", "train", str(bad)], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and "foo" in out.stderr
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs" / "reid").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_validate(recipe):
+    r = load_recipe(recipe)
+    assert r.data.batch_size % r.data.num_instances == 0
