@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -57,8 +58,6 @@ def _store_location(args) -> tuple[str, Path, PipelineConfig | None]:
 
 
 def cmd_run(args) -> int:
-    from rich.console import Console
-
     from pipeline.runner import PipelineRunner
 
     config = load_config(args.config)
@@ -66,8 +65,15 @@ def cmd_run(args) -> int:
     runner = PipelineRunner(config, out, args.max_frames, Path(args.mot_dir) if args.mot_dir else None,
                             progress=not args.no_progress and sys.stderr.isatty(), config_path=Path(args.config))
     summary = runner.run()
-    _print_summary(Console(), summary)
+    _print_summary(_console(), summary)
     return EXIT_RUNTIME if summary.failed else EXIT_OK
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped or captured output gets a wide console: rich's 80-column default would cut table cells.
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _print_summary(console, s) -> None:
@@ -136,7 +142,6 @@ def cmd_events(args) -> int:
 
 
 def cmd_identities(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from pipeline.store import IdentityStore, describe_identity, open_redis
@@ -157,7 +162,7 @@ def cmd_identities(args) -> int:
     for row in rows:
         table.add_row(*(", ".join(row[c]) if isinstance(row[c], list) else ("" if row[c] is None else str(row[c]))
                         for c in cols))
-    Console().print(table)
+    _console().print(table)
     return EXIT_OK
 
 
@@ -183,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:  # model files (ModelNotFound) and other named inputs
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BrokenPipeError:
+        # The reader went away (`events | head`): not an error. Point stdout at devnull so the
+        # interpreter's final flush does not raise again (BrokenPipeError is a ConnectionError).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ConnectionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

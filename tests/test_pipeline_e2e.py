@@ -104,3 +104,18 @@ def test_sigterm_drains_and_exits_0(tmp_path, shared_video, shared_models, redis
     assert started and started == ended, "SIGTERM must close every open track before exiting"
     frames = max(e["frame_index"] for e in events if e["frame_index"] is not None)
     assert frames < 790, "the run should have stopped before the end of the video"
+
+
+def test_events_into_a_closed_pipe_is_not_an_error(redis_server):
+    """`events | head -1`: the reader leaves early; the command ends quietly with 0, no 'error:' line."""
+    client = redis_server.client()
+    for i in range(5000):
+        client.xadd("pipeline:events", {"json": json.dumps({"type": "track.started", "track_id": i, "schema": 1})})
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "events", "--store", redis_server.url, "--from-start"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    _, err = proc.communicate(timeout=60)
+    assert json.loads(first)["track_id"] == 0
+    assert proc.returncode == 0, err
+    assert b"error" not in err.lower() and b"Traceback" not in err, err
