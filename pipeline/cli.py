@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
                             progress=not args.no_progress and sys.stderr.isatty(), config_path=Path(args.config))
     summary = runner.run()
     _print_summary(_console(), summary)
-    return EXIT_RUNTIME if summary.failed else EXIT_OK
+    return EXIT_RUNTIME if summary.failed or summary.undelivered else EXIT_OK
 
 
 def _console():
@@ -93,9 +93,14 @@ def _print_summary(console, s) -> None:
     console.print(stages)
     console.print(
         f"frames {s.frames} in {s.wall_s:.1f} s ({s.frames / max(s.wall_s, 1e-9):.1f} frames/s over all cameras); "
-        f"crops embedded {s.crops}; identities {s.identities}; events {s.events}; output {s.output_dir}"
+        f"crops embedded {s.crops}; identities {'?' if s.identities is None else s.identities}; "
+        f"events {s.events}; output {s.output_dir}"
         + ("; stopped early" if s.stopped_early else "")
     )
+    if s.store_outages:
+        console.print(f"store outages during the run: {s.store_outages}"
+                      + (f"; {s.undelivered} events not delivered, see {s.undelivered_file}" if s.undelivered
+                         else "; every buffered event was delivered"))
 
 
 def cmd_events(args) -> int:

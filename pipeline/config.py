@@ -132,7 +132,9 @@ class MatcherConfig(Strict):
 
 class EventsConfig(Strict):
     stream: str = "pipeline:events"
-    maxlen: int = Field(100_000, ge=100)
+    maxlen: int = Field(100_000, ge=100, description="stream length kept, and events buffered while the store is down")
+    drain_timeout_s: float = Field(10.0, ge=0, description="at the end of a run, wait this long for an unreachable "
+                                                           "store before writing undelivered events to a file")
 
 
 class OutputConfig(Strict):

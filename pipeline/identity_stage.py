@@ -46,12 +46,15 @@ class MatchStage:
     def tracks(self) -> list[Tracklet]:
         return [t for ct in self.cameras for t in ct.live.values()]
 
-    def step(self, now: float | None = None) -> list[IdentityEvent]:
-        """Decide every tracklet that became ready in this step, re-check grown ones, refresh presence."""
+    def step(self, now: float | None = None, out: list[IdentityEvent] | None = None) -> list[IdentityEvent]:
+        """Decide every tracklet that became ready in this step, re-check grown ones, refresh presence.
+        Events are appended to `out` as they are decided, so a caller whose store fails half-way through
+        (the exception propagates) still holds the events of the decisions already made."""
         now = time.time() if now is None else now
         pending = [tl for ct in self.cameras for tl in ct.live.values()
                    if tl.identity_id is None and tl.crops >= self.min_crops]
-        events = self._decide(pending, now)
+        events = out if out is not None else []
+        events.extend(self._decide(pending, now))
         for ct in self.cameras:
             for tl in list(ct.live.values()):
                 if tl.identity_id is not None and tl.recheck_at_crops and tl.crops >= tl.recheck_at_crops:
@@ -61,9 +64,10 @@ class MatchStage:
                                       now)
         return events
 
-    def end(self, tl: Tracklet) -> list[IdentityEvent]:
-        """A tracklet ended: final decision (short tracks), merge check, prototype refinement, track.ended."""
-        events: list[IdentityEvent] = []
+    def end(self, tl: Tracklet, out: list[IdentityEvent] | None = None) -> list[IdentityEvent]:
+        """A tracklet ended: final decision (short tracks), merge check, prototype refinement, track.ended.
+        Safe to call again for the same tracklet after a store failure (`out` as in `step`)."""
+        events = out if out is not None else []
         if tl.identity_id is None and tl.crops > 0:
             events.extend(self._decide([tl], time.time(), frame_index=tl.last_frame))
         elif tl.identity_id is not None and tl.crops > tl.decided_at_crops:

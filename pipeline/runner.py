@@ -26,7 +26,8 @@ from pipeline.matcher import matcher_from_config
 from pipeline.models import resolve_model
 from pipeline.metrics import PipelineMetrics
 from pipeline.sources import END, CameraSet, Frame, FrameReader, camera_changes
-from pipeline.store import IdentityStore, open_redis
+from pipeline.redact import redact_url
+from pipeline.store import IdentityStore, StoreLink, StoreUnavailable, open_redis, runtime_client_options
 from pipeline.tracklets import CameraTracklets, CropGate, Tracklet
 from reid.inference.factory import create_embedder
 from trackers import create_tracker
@@ -62,6 +63,9 @@ class RunSummary:
     crops: int
     output_dir: Path
     stopped_early: bool
+    undelivered: int = 0  # events the store never took (written to undelivered_file)
+    undelivered_file: Path | None = None
+    store_outages: int = 0
 
     @property
     def failed(self) -> list[dict]:
@@ -85,6 +89,10 @@ class PipelineRunner:
         self._stop = threading.Event()
         self.stage_s: dict[str, float] = defaultdict(float)
         self.events_published = 0
+        self.link: StoreLink | None = None
+        self._ended_backlog: list[Tracklet] = []  # ended while the store was down; decided when it is back
+        self.undelivered = 0
+        self.undelivered_file: Path | None = None
         self.crops_embedded = 0
 
     def request_stop(self, *_: object) -> None:
@@ -133,10 +141,11 @@ class PipelineRunner:
         if self.config.metrics.port is not None:
             self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
-        with open_redis(self.config.store, self.output_dir / "store") as client:
+        with open_redis(self.config.store, self.output_dir / "store", **runtime_client_options()) as client:
             m = self.config.matcher
             store = IdentityStore(client, self.config.key_prefix, self.config.events.stream, self.config.events.maxlen,
                                   gallery_log_maxlen=m.gallery_log_maxlen, retention_s=m.retention_s or 0)
+            self.link = StoreLink(store, redact_url(self.config.store), max_buffered=self.config.events.maxlen)
             matcher = MatchStage(matcher_from_config(store, m), m.min_crops,
                                  lambda: [c.tracklets for c in cams])  # cameras may be added while running
             for c in cams:
@@ -156,10 +165,14 @@ class PipelineRunner:
                         self._end_camera(c, store, matcher, "ended", None, "pipeline stopped")
                     c.reader.close()
                     self._finish_camera(c, store, matcher, everything=True)
+                self._drain_store(matcher)
                 self.metrics.close()
                 for s, h in previous.items():
                     signal.signal(s, h)
-            identities = len(store.identities())
+            try:
+                identities = len(self.link.call(store.identities))
+            except StoreUnavailable:
+                identities = None
         wall = time.monotonic() - t0
         total_frames = sum(c.frames for c in cams)
         return RunSummary(
@@ -169,11 +182,49 @@ class PipelineRunner:
             stage_ms_per_frame={s: 1000 * self.stage_s[s] / max(total_frames, 1) for s in STAGES},
             frames=total_frames, wall_s=wall, identities=identities, events=self.events_published,
             crops=self.crops_embedded, output_dir=self.output_dir, stopped_early=self._stop.is_set(),
+            undelivered=self.undelivered, undelivered_file=self.undelivered_file, store_outages=self.link.outages,
         )
 
     def _publish(self, store: IdentityStore, events: list[IdentityEvent]) -> None:
-        store.publish(events)
-        self.events_published += len(events)
+        """Events go through the store link: published now, or buffered while the store is down."""
+        self.events_published += self.link.publish(events)
+
+    def _store_step(self, matcher: MatchStage, events: list[IdentityEvent]) -> None:
+        """Decisions that need the store: first the tracklets whose end a store outage interrupted, then
+        this step's. While the store is down they wait (tracklets keep collecting crops meanwhile)."""
+        try:
+            while self._ended_backlog:
+                self.link.call(matcher.end, self._ended_backlog[0], out=events)
+                self._ended_backlog.pop(0)
+            self.link.call(matcher.step, out=events)
+        except StoreUnavailable:
+            pass
+
+    def _drain_store(self, matcher: MatchStage) -> None:
+        """At the end of a run: give an unreachable store `events.drain_timeout_s` to come back; what still
+        cannot be delivered is written to `undelivered_events.jsonl` under the output dir, never dropped."""
+        deadline = time.monotonic() + self.config.events.drain_timeout_s
+        while True:
+            events: list[IdentityEvent] = []
+            self._store_step(matcher, events)
+            self._publish(None, events)
+            if (not self._ended_backlog and not self.link.outbox) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        pending = list(self.link.outbox)
+        for tl in self._ended_backlog:  # never decided: the store was down from their end to ours
+            pending.append(IdentityEvent("track.ended", tl.camera_id, tl.track_id, tl.tracklet_id, tl.identity_id,
+                                         tl.similarity, _bbox(tl.last_bbox), tl.last_frame, tl.outfit_id,
+                                         outfit_changed=tl.outfit_changed, detail="store unreachable: not decided"))
+        if pending or self.link.dropped:
+            self.undelivered = len(pending) + self.link.dropped
+            self.undelivered_file = self.output_dir / "undelivered_events.jsonl"
+            with open(self.undelivered_file, "a") as f:
+                for ev in pending:
+                    f.write(ev.to_json() + "\n")
+            log.error("store at %s unreachable at the end of the run: %d events written to %s%s", self.link.where,
+                      len(pending), self.undelivered_file,
+                      f" ({self.link.dropped} older ones dropped beyond events.maxlen)" if self.link.dropped else "")
 
     def _next_frames(self, cams: list[CameraRun], store: IdentityStore, matcher) -> list[tuple[CameraRun, Frame]]:
         """The frames ready now (at most one per camera; live cameras: their newest). Waits until some
@@ -287,10 +338,10 @@ class PipelineRunner:
             self.stage_s["embed"] += time.perf_counter() - t
 
             t = time.perf_counter()
-            events.extend(self._decide(matcher))
+            self._store_step(matcher, events)
             for c, frame, _ in per_camera_tracks:
                 for tl in c.tracklets.expire(c.frames):
-                    events.extend(self._end_tracklet(c, tl, matcher))
+                    self._end_tracklet(c, tl, matcher, events)
             self._publish(store, events)
             published_at = time.time()
             self.stage_s["match"] += time.perf_counter() - t
@@ -310,17 +361,20 @@ class PipelineRunner:
                                        events, published_at, step_started)
             progress.update(batch)
 
-    def _decide(self, matcher: MatchStage) -> list[IdentityEvent]:
-        """All cameras' tracklets that are ready, decided jointly (see pipeline/identity_stage.py)."""
-        return matcher.step()
-
-    def _end_tracklet(self, c: CameraRun, tl: Tracklet, matcher: MatchStage) -> list[IdentityEvent]:
-        return matcher.end(tl)
+    def _end_tracklet(self, c: CameraRun, tl: Tracklet, matcher: MatchStage, events: list[IdentityEvent]) -> None:
+        """Final decision and track.ended; deferred (in order) while the store is unreachable."""
+        if self._ended_backlog:
+            self._ended_backlog.append(tl)
+            return
+        try:
+            self.link.call(matcher.end, tl, out=events)
+        except StoreUnavailable:
+            self._ended_backlog.append(tl)
 
     def _finish_camera(self, c: CameraRun, store: IdentityStore, matcher, everything: bool) -> None:
         events = []
         for tl in c.tracklets.expire(c.frames, everything=everything):
-            events.extend(self._end_tracklet(c, tl, matcher))
+            self._end_tracklet(c, tl, matcher, events)
         self._publish(store, events)
         if c.mot is not None:
             c.mot.close()

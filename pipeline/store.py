@@ -34,7 +34,9 @@ length. Without it, identities are kept until deleted.
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +44,14 @@ from typing import Iterator
 
 import numpy as np
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from pipeline.events import IdentityEvent, iso_utc
 from pipeline.redact import redact_url
 from pipeline.redis_server import RedisServer
+
+log = logging.getLogger(__name__)
 
 VECTOR_DTYPE = np.dtype("<f4")
 
@@ -503,16 +509,17 @@ def describe_identity(rec: IdentityRecord) -> dict:
 
 
 @contextmanager
-def open_redis(url: str, embedded_dir: str | Path) -> Iterator[redis.Redis]:
-    """A Redis client for a store URL; `embedded` starts (or reuses) the private server in `embedded_dir`."""
+def open_redis(url: str, embedded_dir: str | Path, **client_kwargs) -> Iterator[redis.Redis]:
+    """A Redis client for a store URL; `embedded` starts (or reuses) the private server in `embedded_dir`.
+    `client_kwargs` go to redis.Redis (the runner passes short timeouts, see `runtime_client_options`)."""
     if url == "embedded":
         server = RedisServer(embedded_dir).start()
         try:
-            yield server.client()
+            yield server.client(**client_kwargs)
         finally:
             server.stop()
         return
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    client = redis.Redis.from_url(url, **{"socket_connect_timeout": 5, **client_kwargs})
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -521,3 +528,100 @@ def open_redis(url: str, embedded_dir: str | Path) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+# -- store outages ---------------------------------------------------------------------------------
+# What the run loop passes to its client: fail fast (one quick retry for a dropped idle connection,
+# bounded connect and reply times) so an unreachable store costs the cameras milliseconds, not the
+# default client's retries with multi-second backoff.
+def runtime_client_options() -> dict:
+    return {"socket_connect_timeout": 2.0, "socket_timeout": 5.0,
+            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), 1)}
+STORE_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError is a ConnectionError
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached now; the caller defers what needed it."""
+
+
+class StoreLink:
+    """Keeps a run going through a store outage.
+
+    Events wait in a bounded outbox (oldest dropped, and counted, only beyond `max_buffered`) and are
+    published in order once the store answers again; calls that need the store (`call`) are refused at
+    once while it is down, so the cameras, tracking and outputs never wait on it; the store is tried
+    again with exponential backoff. Delivery is at least once: a batch cut by the outage may be
+    published twice (events carry `event_id` for consumers that must deduplicate).
+    """
+
+    def __init__(self, store: IdentityStore, where: str, max_buffered: int = 100_000,
+                 retry_initial_s: float = 0.5, retry_max_s: float = 5.0, clock=time.monotonic) -> None:
+        self.store = store
+        self.where = where  # redacted store URL, for messages
+        self.outbox: deque[IdentityEvent] = deque()
+        self.max_buffered = max_buffered
+        self.dropped = 0
+        self.up = True
+        self.outages = 0
+        self._clock = clock
+        self._initial, self._max = retry_initial_s, retry_max_s
+        self._delay = retry_initial_s
+        self._next_try = 0.0
+        self._down_since: float | None = None
+
+    def ready(self) -> bool:
+        """True when the store is up, or down but due for another try."""
+        return self.up or self._clock() >= self._next_try
+
+    def call(self, fn, *args, **kwargs):
+        if not self.ready():
+            raise StoreUnavailable(f"store at {self.where} is unreachable")
+        try:
+            result = fn(*args, **kwargs)
+        except STORE_DOWN_ERRORS as exc:
+            self._went_down(exc)
+            raise StoreUnavailable(f"store at {self.where} is unreachable: {exc}") from exc
+        self._came_back()
+        return result
+
+    def publish(self, events: list[IdentityEvent]) -> int:
+        """Queue `events` and publish what the store takes now; returns how many were published."""
+        self.outbox.extend(events)
+        overflow = len(self.outbox) - self.max_buffered
+        if overflow > 0:
+            for _ in range(overflow):
+                self.outbox.popleft()
+            if self.dropped == 0:
+                log.error("store at %s unreachable and %d events buffered: dropping the oldest from now on",
+                          self.where, self.max_buffered)
+            self.dropped += overflow
+        return self.flush()
+
+    def flush(self, chunk: int = 500) -> int:
+        published = 0
+        while self.outbox and self.ready():
+            batch = [self.outbox[i] for i in range(min(chunk, len(self.outbox)))]
+            try:
+                self.call(self.store.publish, batch)
+            except StoreUnavailable:
+                break
+            for _ in batch:
+                self.outbox.popleft()
+            published += len(batch)
+        return published
+
+    def _went_down(self, exc: Exception) -> None:
+        now = self._clock()
+        if self.up:
+            self.up, self._down_since, self._delay = False, now, self._initial
+            self.outages += 1
+            log.error("store at %s unreachable (%s): cameras keep running; events are buffered and identity "
+                      "decisions wait until it answers again", self.where, exc)
+        self._next_try = now + self._delay
+        self._delay = min(self._delay * 2, self._max)
+
+    def _came_back(self) -> None:
+        if not self.up:
+            log.warning("store at %s answers again after %.1f s; publishing %d buffered events",
+                        self.where, self._clock() - (self._down_since or self._clock()), len(self.outbox))
+            self.up, self._delay, self._down_since = True, self._initial, None
