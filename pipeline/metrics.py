@@ -56,10 +56,29 @@ class _CameraCollector(Collector):
         yield from (frames_in, frames_out, dropped, reconnects, failures, fps_in, fps_out, depth, state)
 
 
+class _StoreCollector(Collector):
+    """The store link (pipeline.store.StoreLink) as seen at scrape time: up or not, what waits, what was lost."""
+
+    def __init__(self, link: Callable[[], object | None]) -> None:
+        self._link = link
+
+    def collect(self):
+        link = self._link()
+        if link is None:
+            return
+        yield GaugeMetricFamily("pipeline_store_up", "1 while the identity store answers", value=float(link.up))
+        yield GaugeMetricFamily("pipeline_events_buffered", "events waiting for the store", value=len(link.outbox))
+        yield CounterMetricFamily("pipeline_events_dropped", "events dropped: the buffer was full during a store outage",
+                                  value=link.dropped)
+        yield CounterMetricFamily("pipeline_store_outages", "times the store became unreachable", value=link.outages)
+
+
 class PipelineMetrics:
-    def __init__(self, readers: Callable[[], Iterable[CameraReader]]) -> None:
+    def __init__(self, readers: Callable[[], Iterable[CameraReader]],
+                 store_link: Callable[[], object | None] = lambda: None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_CameraCollector(readers))
+        self.registry.register(_StoreCollector(store_link))
         self.stage_seconds = Histogram("pipeline_stage_seconds", "time per batch spent in each stage",
                                        ["stage"], registry=self.registry, buckets=LATENCY_BUCKETS)
         self.frame_age = Histogram("pipeline_frame_age_seconds",

@@ -79,7 +79,7 @@ class PipelineRunner:
         self.config_path = config_path  # re-read on SIGHUP / reload(): the camera set follows it
         self.sources = CameraSet()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()  # camera add/remove/reload, applied by the loop
-        self.metrics = PipelineMetrics(lambda: list(self.sources.readers.values()))
+        self.metrics = PipelineMetrics(lambda: list(self.sources.readers.values()), lambda: self.link)
         self.metrics_port: int | None = None
         self.output_dir = Path(output_dir)
         self.max_frames = max_frames

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.metrics import PipelineMetrics
 from pipeline.redis_server import RedisServer, free_port
 from pipeline.store import StoreLink, StoreUnavailable
 
@@ -130,6 +131,10 @@ def test_store_link_buffers_in_order_backs_off_and_bounds_memory():
         link.call(store.publish, [99])  # refused at once, without touching the store, until the retry is due
     assert link.publish([4, 5, 6, 7, 8]) == 0
     assert list(link.outbox) == [4, 5, 6, 7, 8] and link.dropped == 1  # bounded: the oldest (3) went
+    scrape = PipelineMetrics(lambda: [], lambda: link).text()
+    for line in ("pipeline_store_up 0.0", "pipeline_events_buffered 5.0", "pipeline_events_dropped_total 1.0",
+                 "pipeline_store_outages_total 1.0"):
+        assert line in scrape, scrape
     now[0] = 1.0  # first retry due: fails, next delay doubles
     assert link.flush() == 0
     now[0] = 2.5
