@@ -30,6 +30,9 @@ class MatchStage:
         self.store = matcher.store
         self.min_crops = min_crops
         self._cameras = cameras
+        # Tracklets the trackers gave up whose end() has not run yet (several end in one step, or wait for
+        # the store): still evidence of who was on screen when, so merges and joins must see them.
+        self.ending: list[Tracklet] = []
 
     @property
     def cameras(self) -> list[CameraTracklets]:
@@ -40,11 +43,15 @@ class MatchStage:
 
     def held(self) -> dict[str, set[int]]:
         """Identities of every live tracklet per camera, lost ones included (they may come back)."""
-        return {ct.camera_id: {t.identity_id for t in ct.live.values() if t.identity_id is not None}
+        held = {ct.camera_id: {t.identity_id for t in ct.live.values() if t.identity_id is not None}
                 for ct in self.cameras}
+        for t in self.ending:
+            if t.identity_id is not None:
+                held.setdefault(t.camera_id, set()).add(t.identity_id)
+        return held
 
     def tracks(self) -> list[Tracklet]:
-        return [t for ct in self.cameras for t in ct.live.values()]
+        return [t for ct in self.cameras for t in ct.live.values()] + self.ending
 
     def step(self, now: float | None = None, out: list[IdentityEvent] | None = None) -> list[IdentityEvent]:
         """Decide every tracklet that became ready in this step, re-check grown ones, refresh presence.
@@ -77,6 +84,7 @@ class MatchStage:
         events.append(IdentityEvent("track.ended", tl.camera_id, tl.track_id, tl.tracklet_id, tl.identity_id,
                                     tl.similarity, _bbox(tl.last_bbox), tl.last_frame, tl.outfit_id,
                                     outfit_changed=tl.outfit_changed))
+        self.ending = [t for t in self.ending if t is not tl]
         return events
 
     def _decide(self, pending: list[Tracklet], now: float, frame_index: int | None = None) -> list[IdentityEvent]:
@@ -87,6 +95,7 @@ class MatchStage:
         for tl, d in zip(pending, decisions):
             tl.identity_id, tl.outfit_id, tl.similarity = d.identity_id, d.outfit_id, d.similarity
             tl.outfit_changed = d.outfit_changed
+            tl.created_identity = d.created
             tl.decided_at_crops = tl.crops
             tl.recheck_at_crops = 2 * tl.crops
             events.extend(self._events(tl, d, tl.last_frame if frame_index is None else frame_index))
@@ -112,10 +121,9 @@ class MatchStage:
         merge = self.matcher.recheck(tl, self.visible(), now, tracks)
         if merge is None:
             return []
-        for ct in self.cameras:  # every local tracklet of the retired identity now carries the kept one
-            for other in ct.live.values():
-                if other.identity_id == merge.drop:
-                    other.identity_id, other.outfit_id = merge.keep, None
+        for other in tracks:  # every local tracklet of the retired identity now carries the kept one
+            if other.identity_id == merge.drop:
+                other.identity_id, other.outfit_id = merge.keep, None
         if tl.identity_id == merge.drop:
             tl.identity_id, tl.outfit_id = merge.keep, None
         return [IdentityEvent("identity.merged", tl.camera_id, tl.track_id, tl.tracklet_id, merge.keep,

@@ -657,9 +657,15 @@ class CrossCameraMatcher:
         now = time.time() if now is None else now
         own = self.resolve(tracklet.identity_id)
         q = tracklet.embedding()
+        # An identity this tracklet created from its first few crops, and that nothing else has confirmed
+        # yet, is tentative: the fuller evidence may move it to an existing identity at the ordinary
+        # matching threshold (announced as a merge). Identities with other evidence need merge_threshold.
+        threshold = self.merge_threshold
+        if tracklet.created_identity and self._only_evidence(own, tracklet, tracks):
+            threshold = min(self.threshold, self.merge_threshold)
         for _ in range(self.max_retries):
             cand = self.gallery.candidates(q[None], self.top_k)[0]
-            others = [(s, i) for i, s in cand.items() if i != own and s >= self.merge_threshold
+            others = [(s, i) for i, s in cand.items() if i != own and s >= threshold
                       and self._compatible(own, i, live, now, tracks)]
             if not others:
                 return None
@@ -676,6 +682,14 @@ class CrossCameraMatcher:
             if own not in self.gallery.identities():
                 return None
         return None
+
+    def _only_evidence(self, identity: int, tracklet, tracks) -> bool:
+        """True when `tracklet` is all this worker knows of `identity`: one outfit, no finished tracklet,
+        no other live tracklet."""
+        if self.history.get(identity) or len(self.gallery.outfits(identity)) > 1:
+            return False
+        return not any(t is not tracklet and t.identity_id is not None and self.resolve(t.identity_id) == identity
+                       for t in tracks)
 
     def finish(self, tracklet, now: float | None = None) -> None:
         """Track end: the final embedding refines the tracklet's outfit prototype; presence ends."""

@@ -170,7 +170,7 @@ class PipelineRunner:
                 for s, h in previous.items():
                     signal.signal(s, h)
             try:
-                identities = len(self.link.call(store.identities))
+                identities = len(self.link.call(store.identities, include_merged=False))
             except StoreUnavailable:
                 identities = None
         wall = time.monotonic() - t0
@@ -339,9 +339,10 @@ class PipelineRunner:
 
             t = time.perf_counter()
             self._store_step(matcher, events)
-            for c, frame, _ in per_camera_tracks:
-                for tl in c.tracklets.expire(c.frames):
-                    self._end_tracklet(c, tl, matcher, events)
+            expired = [(c, tl) for c, _, _ in per_camera_tracks for tl in c.tracklets.expire(c.frames)]
+            matcher.ending.extend(tl for _, tl in expired)  # evidence for each other's end decisions
+            for c, tl in expired:
+                self._end_tracklet(c, tl, matcher, events)
             self._publish(store, events)
             published_at = time.time()
             self.stage_s["match"] += time.perf_counter() - t
@@ -373,7 +374,9 @@ class PipelineRunner:
 
     def _finish_camera(self, c: CameraRun, store: IdentityStore, matcher, everything: bool) -> None:
         events = []
-        for tl in c.tracklets.expire(c.frames, everything=everything):
+        expired = c.tracklets.expire(c.frames, everything=everything)
+        matcher.ending.extend(expired)
+        for tl in expired:
             self._end_tracklet(c, tl, matcher, events)
         self._publish(store, events)
         if c.mot is not None:

@@ -30,6 +30,7 @@ class Tracklet:
     outfit_changed: bool = False  # decided as a new outfit of a known identity
     decided_at_crops: int = 0
     recheck_at_crops: int = 0  # re-examine the identity (merge?) once the tracklet has this many crops
+    created_identity: bool = False  # its first decision created its identity (a tentative one)
     started_at: float = field(default_factory=time.time)  # wall clock of the first frame (transit times)
     last_seen_at: float = field(default_factory=time.time)  # wall clock of the last frame with the track
     look_sum: np.ndarray | None = None  # quality-weighted sum of outfit descriptors

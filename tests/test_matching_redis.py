@@ -374,3 +374,56 @@ def test_one_camera_never_shows_one_identity_on_two_boxes_at_once(server, prefix
     assert other.created
     b.identity_id, b.last_seen_at = other.identity_id, 30.0
     assert matcher.recheck(b, {"cam1": {other.identity_id}}, now=31.0, tracks=[b]) is None
+
+
+def test_tentative_identity_joins_an_older_one_at_the_ordinary_threshold(server, prefix):
+    """A tracklet that created an identity from a poor start, and whose fuller evidence matches an older
+    identity above `threshold` (not `merge_threshold`), is moved there at its end, with identity.merged;
+    an identity with other evidence needs `merge_threshold`."""
+    rng = np.random.default_rng(5)
+    store = IdentityStore(server.client(), prefix=prefix, stream=f"{prefix}:events")
+    cams = _cameras("cam1")
+    stage = MatchStage(CrossCameraMatcher(store, threshold=0.6, merge_threshold=0.9), 2, list(cams.values()))
+    person = _unit(rng.normal(size=DIM))
+    old = stage.matcher.assign(person, "cam9", busy=set(), ts=time.time() - 60)
+    t = Tracklet("cam1:run:1", "cam1", 1, 0, 0, np.zeros(4), 1.0, last_step=1, started_at=time.time() - 5,
+                 last_seen_at=time.time() - 4)
+    noise = _unit(rng.normal(size=DIM) - person * float(person @ rng.normal(size=DIM)))
+    start = _unit(person + 1.4 * noise)  # cosine ~0.58 to the person: below 0.6, a new identity
+    for _ in range(2):
+        t.add_embedding(start, 1.0)
+    cams["cam1"].live[1], cams["cam1"].step = t, 1
+    created = stage.step()
+    assert [e.type for e in created] == ["identity.created"]
+    for _ in range(3):
+        t.add_embedding(_unit(person + 0.5 * noise), 1.0)  # the mean now sits ~0.75 from the person: < 0.9
+    ended = stage.end(cams["cam1"].live.pop(1))
+    assert [(e.type, e.identity_id) for e in ended] == [("identity.merged", old.identity_id),
+                                                        ("track.ended", old.identity_id)]
+    assert ended[0].merged_from == created[0].identity_id
+
+
+def test_tracklets_ending_together_are_evidence_for_each_other(server, prefix):
+    """Two people on screen together in one camera, both given up by the tracker in the same step: the
+    first one's end decision must still see the second (not live any more, not finished yet) and never
+    merge their identities, however similar they look."""
+    store = IdentityStore(server.client(), prefix=prefix, stream=f"{prefix}:events")
+    cams = _cameras("cam1")
+    stage = MatchStage(CrossCameraMatcher(store, threshold=0.9, merge_threshold=0.95), 1, list(cams.values()))
+    v = _unit(np.arange(DIM, 0, -1, dtype=np.float32))
+    far = _unit(v + 2.0 * _unit(np.ones(DIM) - v * float(v @ np.ones(DIM))))  # cosine ~0.45 to v
+    now = time.time()
+    a = _tracklet_vec("cam1", 1, far, started=now - 10)
+    b = _tracklet_vec("cam1", 2, v, started=now - 10)
+    a.last_step = b.last_step = 1
+    cams["cam1"].live.update({1: a, 2: b})
+    assert [e.type for e in stage.step(now=now - 9)] == ["identity.created", "identity.created"]
+    assert a.identity_id != b.identity_id
+    for _ in range(10):
+        a.add_embedding(v, 1.0)  # a now looks exactly like b
+    a.last_seen_at = b.last_seen_at = now - 1
+    ending = [cams["cam1"].live.pop(1), cams["cam1"].live.pop(2)]
+    stage.ending.extend(ending)  # what the runner does with one step's expired tracklets
+    events = [e for tl in ending for e in stage.end(tl)]
+    assert "identity.merged" not in [e.type for e in events]
+    assert a.identity_id != b.identity_id and not stage.ending
