@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -79,6 +79,8 @@ class PipelineMetrics:
         self.registry = CollectorRegistry()
         self.registry.register(_CameraCollector(readers))
         self.registry.register(_StoreCollector(store_link))
+        # RSS, CPU seconds, open fds of this process: long runs must show flat memory (anchors §3.4).
+        ProcessCollector(registry=self.registry)
         self.stage_seconds = Histogram("pipeline_stage_seconds", "time per batch spent in each stage",
                                        ["stage"], registry=self.registry, buckets=LATENCY_BUCKETS)
         self.frame_age = Histogram("pipeline_frame_age_seconds",

@@ -133,7 +133,7 @@ def test_store_link_buffers_in_order_backs_off_and_bounds_memory():
     assert list(link.outbox) == [4, 5, 6, 7, 8] and link.dropped == 1  # bounded: the oldest (3) went
     scrape = PipelineMetrics(lambda: [], lambda: link).text()
     for line in ("pipeline_store_up 0.0", "pipeline_events_buffered 5.0", "pipeline_events_dropped_total 1.0",
-                 "pipeline_store_outages_total 1.0"):
+                 "pipeline_store_outages_total 1.0", "process_resident_memory_bytes", "process_open_fds"):
         assert line in scrape, scrape
     now[0] = 1.0  # first retry due: fails, next delay doubles
     assert link.flush() == 0
