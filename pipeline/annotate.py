@@ -44,9 +44,14 @@ class VideoOut:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = frame.shape[:2]
+            self.size = (w, h)
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise RuntimeError(f"cannot write video {self.path}")
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            # A source that changed resolution (reconnect): one file keeps one size (the writer would drop
+            # frames of another size without a word).
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         self._writer.write(frame)
 
     def close(self) -> None:

@@ -50,6 +50,8 @@ class CameraRun:
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    frame_size: tuple[int, int] | None = None  # (width, height) the tracker's coordinates refer to
+    tracker_restarts: int = 0
 
 
 @dataclass
@@ -312,6 +314,10 @@ class PipelineRunner:
             per_camera_tracks = []
             t = time.perf_counter()
             for (c, frame), dets in zip(batch, detections):
+                size = (frame.image.shape[1], frame.image.shape[0])
+                if c.frame_size is not None and size != c.frame_size:
+                    self._restart_tracking(c, matcher, events, size)
+                c.frame_size = size
                 c.frames += 1
                 tracks = c.tracker.update(dets, frame.image)
                 started, requests = c.tracklets.update(c.frames, frame.index, frame.video_time, tracks,
@@ -361,6 +367,23 @@ class PipelineRunner:
             self.metrics.observe_batch(batch, {s: self.stage_s[s] - stage_before.get(s, 0.0) for s in STAGES},
                                        events, published_at, step_started)
             progress.update(batch)
+
+    def _restart_tracking(self, c: CameraRun, matcher: MatchStage, events: list[IdentityEvent],
+                          size: tuple[int, int]) -> None:
+        """The source came back at another resolution (a reconnect to another stream profile): boxes of the
+        old size mean nothing in the new frames, so the camera's tracks end and its tracker starts afresh."""
+        log.warning("camera %s: frame size changed from %dx%d to %dx%d (new stream profile after a reconnect?): "
+                    "its tracks end and its tracker restarts", c.camera_id, *c.frame_size, *size)
+        expired = c.tracklets.expire(c.frames, everything=True)
+        matcher.ending.extend(expired)
+        for tl in expired:
+            self._end_tracklet(c, tl, matcher, events)
+        c.tracker_restarts += 1
+        c.tracker = create_tracker(self.config.tracker.type, self.config.tracker.params)
+        old = c.tracklets
+        # A new tracker may count its track ids from 1 again: a new run-id suffix keeps tracklet ids unique.
+        c.tracklets = CameraTracklets(old.camera_id, f"{self.run_id}-{c.tracker_restarts}", old.gate,
+                                      c.tracker.max_lost_frames)
 
     def _end_tracklet(self, c: CameraRun, tl: Tracklet, matcher: MatchStage, events: list[IdentityEvent]) -> None:
         """Final decision and track.ended; deferred (in order) while the store is unreachable."""
