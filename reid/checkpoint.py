@@ -39,7 +39,7 @@ def save_checkpoint(path: str | Path, model: ReIDModel, spec: PreprocessSpec, *,
     arch = model.arch
     if inference_only:
         weights = model.inference_state_dict()
-        arch = arch.model_copy(update={"num_classes": 0, "num_clothes": 0, "pretrained": None})
+        arch = arch.model_copy(update={"num_classes": 0, "num_clothes": 0, "far_head": False, "pretrained": None})
     else:
         weights = model.state_dict()
         arch = arch.model_copy(update={"pretrained": None})

@@ -40,16 +40,38 @@ class AugmentConfig(_Strict):
     erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 
 
+class Fire2Config(_Strict):
+    """FIRe² (methods.md §3): per-identity clustering (FFM) and attribute recomposition (FAR)."""
+
+    start_epoch: int = Field(25, ge=0, description="0-based epoch from which clustering, L_FFM and L_FAR run "
+                                                   "(re-clustered at the start of every epoch from then on)")
+    eps: float = Field(0.4, gt=0, description="DBSCAN radius on the Jaccard distance")
+    min_samples: int = Field(1, ge=1, description="DBSCAN min_samples (1: clusters = connected components)")
+    k1: int = Field(20, ge=1, description="k-reciprocal neighbourhood size (capped per identity, see k1_fraction)")
+    k2: int = Field(6, ge=1, description="query-expansion neighbours (scaled down with k1)")
+    k1_fraction: float = Field(0.34, gt=0, le=1, description="cap k1 at this share of an identity's images")
+    scale: float = Field(16.0, gt=0, description="cosine scale of the fine-grained classifier")
+    epsilon: float = Field(0.1, ge=0, lt=1, description="target mass spread over the identity's clusters")
+    ffm_weight: float = Field(1.0, ge=0)
+    far_weight: float = Field(0.3, ge=0, description="lambda of L_FAR; 0 disables FAR (and its head)")
+    far_parts: int = Field(2, ge=1, description="horizontal parts whose statistics are swapped")
+    reset_optimizer: bool = Field(True, description="re-create the main Adam at every clustering epoch "
+                                                    "(as the authors' code)")
+    feature_batch_size: int = Field(128, gt=0)
+
+
 class LossConfig(_Strict):
-    method: Literal["baseline", "cal"] = "cal"
+    method: Literal["baseline", "cal", "fire2"] = "cal"
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     triplet_weight: float = Field(0.0, ge=0)
+    triplet_start_epoch: int = Field(0, ge=0, description="0-based epoch from which the triplet term runs")
     triplet_margin: float = Field(0.3, ge=0)
     triplet_distance: Literal["cosine", "euclidean"] = "cosine"
     clothes_scale: float = Field(16.0, gt=0)
     adv_epsilon: float = Field(0.1, ge=0, lt=1)
     adv_weight: float = Field(1.0, ge=0)
     start_epoch_cal: int = Field(25, ge=0, description="0-based epoch from which the clothes head and L_CA run")
+    fire2: Fire2Config = Fire2Config()
 
 
 class OptimConfig(_Strict):
@@ -58,6 +80,8 @@ class OptimConfig(_Strict):
     weight_decay: float = Field(5e-4, ge=0)
     milestones: list[int] = [20, 40]
     gamma: float = Field(0.1, gt=0)
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up from warmup_factor * lr over these epochs")
+    warmup_factor: float = Field(0.01, gt=0, le=1)
     clothes_lr: float = Field(3.5e-4, gt=0)
     clothes_weight_decay: float = Field(5e-4, ge=0)
 

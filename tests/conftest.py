@@ -52,3 +52,14 @@ def redis_client(redis_server):
     client = redis_server.client()
     yield client
     client.close()
+
+
+@pytest.fixture
+def restore_torch_globals():
+    """Put back torch's thread count and deterministic-algorithms switch after a test that trains."""
+    import torch
+
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)

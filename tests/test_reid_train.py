@@ -21,13 +21,8 @@ from tests.reid_fixtures import make_synthcc
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """Trainer switches on deterministic algorithms and sets the thread count; undo for other tests."""
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det)
+# Trainer switches on deterministic algorithms and sets the thread count; undo for other tests.
+pytestmark = pytest.mark.usefixtures("restore_torch_globals")
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ class ArchConfig(BaseModel):
     lite_widths: tuple[int, int, int, int] = (32, 64, 128, 256)
     num_classes: int = Field(0, ge=0, description="training identities (0: no identity head)")
     num_clothes: int = Field(0, ge=0, description="training clothes classes (0: no clothes head)")
+    far_head: bool = Field(False, description="FIRe²'s recomposition head (BN + identity classifier), training only")
     # A torchvision-format ImageNet state dict on local disk; never downloaded. Only used when training
     # starts; a checkpoint's own weights replace it when loading.
     pretrained: str | None = None

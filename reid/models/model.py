@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reid.fire2 import FarHead
 from reid.models.arch import ArchConfig
 from reid.models.backbones import build_backbone
 from reid.models.heads import CosineClassifier, GlobalPool
@@ -28,13 +29,19 @@ class ReIDModel(nn.Module):
             nn.init.normal_(self.id_head.weight, std=0.001)
             nn.init.zeros_(self.id_head.bias)
         self.clothes_head = CosineClassifier(self.feature_dim, arch.num_clothes) if arch.num_clothes else None
+        self.far_head = FarHead(self.feature_dim, arch.num_classes) if arch.far_head and arch.num_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.pool(self.backbone(x)))
+        return self.embed(self.backbone(x))
+
+    def embed(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Last-stage feature map -> the BN-neck feature (so training can also use the map itself)."""
+        return self.bn(self.pool(fmap))
 
     def inference_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights needed for retrieval only (heads are training-only)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(("id_head.", "clothes_head."))}
+        return {k: v for k, v in self.state_dict().items()
+                if not k.startswith(("id_head.", "clothes_head.", "far_head."))}
 
 
 def build_model(arch: ArchConfig | dict) -> ReIDModel:
