@@ -200,7 +200,8 @@ class PipelineRunner:
                 self._ended_backlog.pop(0)
             self.link.call(matcher.step, out=events)
         except StoreUnavailable:
-            pass
+            # Not swallowed: StoreLink logged the outage and counts it in the metrics; the decisions wait.
+            return
 
     def _drain_store(self, matcher: MatchStage) -> None:
         """At the end of a run: give an unreachable store `events.drain_timeout_s` to come back; what still

@@ -104,11 +104,9 @@ def cluster_identity(feats: np.ndarray, eps: float, min_samples: int, k1: int, k
     if noise.any():  # only when min_samples > 1: every outlier is its own attribute
         labels[noise] = labels.max(initial=-1) + 1 + np.arange(int(noise.sum()))
     # canonical order: clusters numbered by their first image
-    _, first = np.unique(labels, return_index=True)
-    order = np.argsort(first, kind="stable")
-    remap = np.empty(order.size, np.int64)
-    remap[order] = np.arange(order.size)
-    return remap[np.searchsorted(np.unique(labels), labels)]
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+    return rank[inverse].astype(np.int64)
 
 
 @dataclass
@@ -228,13 +226,11 @@ def recompose(fmap: torch.Tensor, donors: torch.Tensor, eps: float = 1e-6) -> to
     The statistics are detached, so gradients reach the backbone only through the normalised content.
     """
     parts = donors.shape[0]
+    mu, sigma = (t.detach()[..., None, None] for t in part_statistics(fmap, parts, eps))  # (B, P, C, 1, 1)
     out = []
     for k, chunk in enumerate(torch.tensor_split(fmap, parts, dim=2)):
-        flat = chunk.flatten(2)
-        mu = flat.mean(-1).detach()[..., None, None]
-        sigma = (flat.var(-1, correction=_correction(flat)) + eps).sqrt().detach()[..., None, None]
-        normed = (chunk - mu) / sigma
-        out.append(normed * sigma[donors[k]] + mu[donors[k]])
+        m, s = mu[:, k], sigma[:, k]
+        out.append((chunk - m) / s * s[donors[k]] + m[donors[k]])
     return torch.cat(out, dim=2)
 
 

@@ -261,8 +261,6 @@ class Trainer:
         r = self.r
         # Re-seed per epoch: augmentations in the main process depend only on (seed, epoch).
         torch.manual_seed(r.seed * 1000 + epoch)
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(epoch)
         cal_on = self.cal and epoch >= r.loss.start_epoch_cal
         fire2_on = self.fire2 and epoch >= r.loss.fire2.start_epoch
         tri_on = r.loss.triplet_weight > 0 and epoch >= r.loss.triplet_start_epoch
@@ -271,8 +269,7 @@ class Trainer:
         if fire2_on:
             self.fire2_stats = self.mine_attributes(epoch)
             torch.manual_seed(r.seed * 1000 + epoch)  # the same random stream with or without clustering
-            self.opt_ffm.param_groups[0]["lr"] = self.lr_at(epoch)
-        for group in self.opt.param_groups:
+        for group in self.opt.param_groups:  # after clustering, which may have re-created the main Adam
             group["lr"] = self.lr_at(epoch)
         self.model.train()
         stats = EpochStats()
