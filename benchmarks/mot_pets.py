@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/mot_pets.py [--confidence 0.1] [--detector yolox_nano.onnx]
 
-Only frames 1-69 have ground truth here (gt/gt_dev.txt); the rest of the sequence is kept back for
-independent checks, so nothing is tuned on it. The trackers run through the same `detectors`/`trackers`
+The dev ground truth (gt/gt_dev.txt, seqinfo_dev.ini) covers frames 1-400; frames 401-795 are kept back
+for independent checks, so nothing is tuned on them and this script never reads past the dev length. The trackers run through the same `detectors`/`trackers`
 code and the same MOT writer as `python -m pipeline run --mot-dir`.
 """
 

@@ -90,7 +90,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     report = run_export(opts)
     print(report.format_text())
     if not report.passed:
-        print(f"error: {args.weights} -> {report.artefact} failed its parity check (see above and "
+        failed = []
+        if report.spec_mismatches:
+            failed.append("its declared preprocessing differs from the checkpoint's (" +
+                          "; ".join(report.spec_mismatches) + ")")
+        if not all(p.passed for p in report.parity):
+            failed.append("its output parity check")
+        if not all(r.passed for r in report.retrieval):
+            failed.append("its retrieval (rank-1/mAP drop) gate")
+        print(f"error: {args.weights} -> {report.artefact} failed {' and '.join(failed)} (see above and "
               f"{report.artefact}.export.json); the file was kept for inspection but must not be deployed",
               file=sys.stderr)
         return 1

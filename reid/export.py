@@ -6,6 +6,12 @@ onnxslim, and the `ccreid.spec` metadata block every embedder reads (ONNX metada
 runtime info). After every export the new file is run by its embedder on real person crops (boxes
 cut from PETS09-S2L1 with its ground truth) and compared with PyTorch: cosine >= 0.999 (FP32),
 >= 0.995 (FP16 / bfloat16); INT8 files must also lose at most 1 rank-1 point on SynthCC.
+
+The check runs the file as the runtime will: its embedder reads the preprocessing the file declares, while
+the PyTorch reference uses the checkpoint's. So the declared preprocessing must equal the checkpoint's, and
+the INT8 retrieval check scores the export's features both alone and as queries against a gallery of the
+reference's features: a file whose features are self-consistent but not those of the model (a wrong colour
+order or mean/std barely moves rank-1 within its own features) fails the second.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ class RetrievalResult:
     map_reference: float
     map_candidate: float
     max_drop: float = RANK1_DROP_INT8
+    # "export": query and gallery embedded by the exported file; "export vs reference": queries by the file
+    # against a gallery embedded by the PyTorch model (the file's features must be the model's features)
+    features: str = "export"
 
     @property
     def drop(self) -> float:
@@ -88,10 +97,13 @@ class ExportReport:
     parity: list[ParityResult] = field(default_factory=list)
     retrieval: list[RetrievalResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # where the preprocessing the exported file declares differs from the checkpoint's
+    spec_mismatches: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all(p.passed for p in self.parity) and all(r.passed for r in self.retrieval)
+        return (not self.spec_mismatches and all(p.passed for p in self.parity)
+                and all(r.passed for r in self.retrieval))
 
     def to_json(self) -> str:
         raw = asdict(self)
@@ -107,8 +119,11 @@ class ExportReport:
             gate = f">= {p.threshold}" if p.threshold is not None else "(reported)"
             lines.append(f"  parity {p.name:<34} {p.crops:4d} crops  cosine min {p.cosine_min:.5f} "
                          f"mean {p.cosine_mean:.5f}  {gate}  {'ok' if p.passed else 'FAIL'}")
+        for m in self.spec_mismatches:
+            lines.append(f"  declared preprocessing differs from the checkpoint's: {m}  FAIL")
         for r in self.retrieval:
-            lines.append(f"  retrieval {r.dataset}/{r.protocol:<16} rank-1 {r.rank1_reference:5.1f} -> "
+            lines.append(f"  retrieval {r.dataset}/{r.protocol:<16} {r.features:<19} "
+                         f"rank-1 {r.rank1_reference:5.1f} -> "
                          f"{r.rank1_candidate:5.1f} (drop {r.drop:+.1f}, max {r.max_drop})  mAP {r.map_reference:5.1f} "
                          f"-> {r.map_candidate:5.1f}  {'ok' if r.passed else 'FAIL'}")
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -342,9 +357,26 @@ def parity(name: str, reference: tuple[np.ndarray, np.ndarray | None], embedder:
     return results
 
 
+PREPROCESSING_FIELDS = ("height", "width", "colour", "scale", "mean", "std")
+
+
+def spec_mismatches(checkpoint: PreprocessSpec, declared: PreprocessSpec) -> list[str]:
+    """The preprocessing fields where what an exported file declares (and its embedder applies) is not what
+    the checkpoint was trained with."""
+    out = []
+    for name in PREPROCESSING_FIELDS:
+        want, got = getattr(checkpoint, name), getattr(declared, name)
+        same = want == got if isinstance(want, str) else np.allclose(np.asarray(want, float), np.asarray(got, float),
+                                                                       rtol=0, atol=1e-7)
+        if not same:
+            out.append(f"{name}: checkpoint {want!r}, exported file {got!r}")
+    return out
+
+
 def retrieval_check(model: nn.Module, spec: PreprocessSpec, embedder: Embedder, root: Path,
                     batch: int = 64) -> list[RetrievalResult]:
-    """Rank-1 / mAP of the PyTorch model and of the exported file on the same SynthCC query/gallery."""
+    """Rank-1 / mAP of the PyTorch model and of the exported file on the same SynthCC query/gallery: the
+    file's features alone, and the file's query features against the model's gallery features."""
     from reid.datasets import load_dataset
     from reid.evaluation import cosine_distance, evaluate
 
@@ -363,16 +395,20 @@ def retrieval_check(model: nn.Module, spec: PreprocessSpec, embedder: Embedder, 
         def ids(recs, attr):
             return np.asarray([getattr(r, attr) for r in recs], np.int64)
 
+        ref, cand = np.concatenate(ref_parts), np.concatenate(cand_parts)
+        pairs = {"reference": (ref[:nq], ref[nq:]), "export": (cand[:nq], cand[nq:]),
+                 "export vs reference": (cand[:nq], ref[nq:])}
         scores = {}
-        for label, feats in (("reference", np.concatenate(ref_parts)), ("candidate", np.concatenate(cand_parts))):
-            dist = cosine_distance(feats[:nq], feats[nq:])
+        for label, (query, gallery) in pairs.items():
+            dist = cosine_distance(query, gallery)
             scores[label] = {proto: evaluate(dist, ids(q, "pid"), ids(g, "pid"), ids(q, "camid"), ids(g, "camid"),
                                              ids(q, "clothes"), ids(g, "clothes"), mode=mode)
                              for proto, mode in split.protocols.items()}
-        for proto in split.protocols:
-            r, c = scores["reference"][proto], scores["candidate"][proto]
-            results.append(RetrievalResult(f"synthcc:{split.name}", proto, float(r["rank1"]), float(c["rank1"]),
-                                           float(r["mAP"]), float(c["mAP"])))
+        for label in ("export", "export vs reference"):
+            for proto in split.protocols:
+                r, c = scores["reference"][proto], scores[label][proto]
+                results.append(RetrievalResult(f"synthcc:{split.name}", proto, float(r["rank1"]), float(c["rank1"]),
+                                               float(r["mAP"]), float(c["mAP"]), features=label))
     return results
 
 
@@ -427,13 +463,26 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_export(opts: ExportOptions, log=print) -> ExportReport:
-    t0 = time.perf_counter()
+@dataclass
+class _Checked:
+    """What the check of an export compares against: the PyTorch model, its preprocessing, its features on
+    real crops, and where the files are."""
+
+    model: nn.Module
+    spec: PreprocessSpec
+    crops: list[np.ndarray]
+    reference: tuple[np.ndarray, np.ndarray | None]
+    eval_root: Path | None
+    out: Path
+    fp32_onnx: Path
+    source_sha: str
+
+
+def _prepare(opts: ExportOptions) -> _Checked:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     model, spec = load_model(opts.weights)
     spec = PreprocessSpec(**{**spec.__dict__, "extra": {**spec.extra, "batch_profile": str(opts.batch)}})
-    source_sha = sha256_file(opts.weights)
     out = opts.artefact_path()
     expected = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".onnx"}[opts.format]
     if out.suffix != expected:
@@ -441,65 +490,92 @@ def run_export(opts: ExportOptions, log=print) -> ExportReport:
                           + (" (the engine is cached beside it)" if opts.format == "tensorrt" else ""))
     video, gt = default_pets_paths()
     crops = pets_crops(opts.parity_video or video, opts.parity_gt or gt, opts.parity_crops)
-    reference = torch_features(model, crops, spec)
-    calib = read_images(image_files(opts.calib, opts.calib_size)) if opts.int8 else None
     eval_root = opts.eval_root
     if opts.int8 and eval_root is None and opts.calib and (opts.calib / "query").is_dir():
         eval_root = opts.calib
     if opts.int8 and eval_root is None:
         raise ExportError("--int8 exports are gated on a SynthCC retrieval check: pass --eval-root SYNTHCC_DIR "
                           "(or a SynthCC root as --calib)")
-
     if opts.format == "openvino":
         fp32_onnx = out.with_suffix(".onnx")  # kept beside the IR: the TensorRT / ORT source of the same model
     elif opts.format == "onnx" and opts.precision != "fp32":
         fp32_onnx = out.with_name(out.stem + ".fp32.onnx")
     else:
         fp32_onnx = out
-    simplifier = export_onnx(model, spec, fp32_onnx, source_sha)
-    log(f"wrote {fp32_onnx} ({fp32_onnx.stat().st_size / 1e6:.1f} MB, simplified by {simplifier})")
-    report = ExportReport(str(opts.weights), opts.format, opts.precision, str(out), str(fp32_onnx), simplifier,
-                          json.loads(spec.to_json()))
-    threshold = COSINE_FP16 if opts.fp16 else COSINE_FP32 if opts.precision == "fp32" else None
+    return _Checked(model, spec, crops, torch_features(model, crops, spec), eval_root, out, fp32_onnx,
+                    sha256_file(opts.weights))
 
+
+def run_export(opts: ExportOptions, log=print) -> ExportReport:
+    """Write the export `opts` asks for, then check it (`check_export`); the report says whether it passed."""
+    t0 = time.perf_counter()
+    c = _prepare(opts)
+    calib = read_images(image_files(opts.calib, opts.calib_size)) if opts.int8 else None
+    simplifier = export_onnx(c.model, c.spec, c.fp32_onnx, c.source_sha)
+    log(f"wrote {c.fp32_onnx} ({c.fp32_onnx.stat().st_size / 1e6:.1f} MB, simplified by {simplifier})")
+    if opts.format == "onnx" and opts.fp16:
+        onnx_to_fp16(c.fp32_onnx, c.out, c.spec, c.source_sha)
+    elif opts.format == "onnx" and opts.int8:
+        onnx_to_int8(c.fp32_onnx, c.out, c.spec, calib, c.source_sha)
+    elif opts.format == "openvino":
+        export_openvino(c.fp32_onnx, c.out, c.spec, opts.fp16, calib)
+    report = ExportReport(str(opts.weights), opts.format, opts.precision, str(c.out), str(c.fp32_onnx), simplifier,
+                          json.loads(c.spec.to_json()))
+    _check(opts, c, report, log)
+    report.seconds = time.perf_counter() - t0
+    Path(str(c.out) + ".export.json").write_text(report.to_json())
+    return report
+
+
+def check_export(opts: ExportOptions, log=print) -> ExportReport:
+    """Check an export that is already on disk (`opts.artefact_path()`) against its checkpoint, exactly as
+    `run_export` checks a file it has just written (nothing is written)."""
+    t0 = time.perf_counter()
+    c = _prepare(opts)
+    for path in (c.out, c.fp32_onnx):
+        if not path.is_file():
+            raise ExportError(f"{path} not found: nothing to check (run the export first)")
+    report = ExportReport(str(opts.weights), opts.format, opts.precision, str(c.out), str(c.fp32_onnx),
+                          "n/a (an existing file was checked)", json.loads(c.spec.to_json()))
+    _check(opts, c, report, log)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _check(opts: ExportOptions, c: _Checked, report: ExportReport, log) -> None:
+    """Run the exported file through the embedder the runtime uses, with the preprocessing the file declares,
+    and compare with the PyTorch model: declared preprocessing, parity on real crops, INT8 retrieval."""
+    threshold = COSINE_FP16 if opts.fp16 else COSINE_FP32 if opts.precision == "fp32" else None
     if opts.format == "onnx":
         from reid.inference.onnx_backend import OnnxRuntimeEmbedder
 
-        if opts.fp16:
-            onnx_to_fp16(fp32_onnx, out, spec, source_sha)
-        elif opts.int8:
-            onnx_to_int8(fp32_onnx, out, spec, calib, source_sha)
-        embedder = OnnxRuntimeEmbedder(out, threads=opts.threads)
-        report.parity += parity(f"onnxruntime {opts.precision} vs torch", reference, embedder, crops, threshold)
+        embedder = OnnxRuntimeEmbedder(c.out, threads=opts.threads)
+        report.parity += parity(f"onnxruntime {opts.precision} vs torch", c.reference, embedder, c.crops, threshold)
     elif opts.format == "openvino":
         from reid.inference.openvino_backend import OpenVinoEmbedder
 
-        export_openvino(fp32_onnx, out, spec, opts.fp16, calib)
         # INT8 is checked as the runtime runs it (`precision: auto`: the float remainder in the plugin's
         # default, bfloat16 on AMX CPUs); float files are checked in exact FP32 and, below, in that default.
-        embedder = OpenVinoEmbedder(out, threads=opts.threads, precision="auto" if opts.int8 else "f32")
-        report.parity += parity(f"openvino {opts.precision} vs torch", reference, embedder, crops, threshold)
+        embedder = OpenVinoEmbedder(c.out, threads=opts.threads, precision="auto" if opts.int8 else "f32")
+        report.parity += parity(f"openvino {opts.precision} vs torch", c.reference, embedder, c.crops, threshold)
         if opts.precision != "int8":
             # The CPU plugin's default precision (bfloat16 on AMX CPUs) is what `precision: auto` runs.
-            fast = OpenVinoEmbedder(out, threads=opts.threads, precision="auto")
-            report.parity += parity(f"openvino {opts.precision} plugin-default vs torch", reference, fast, crops,
+            fast = OpenVinoEmbedder(c.out, threads=opts.threads, precision="auto")
+            report.parity += parity(f"openvino {opts.precision} plugin-default vs torch", c.reference, fast, c.crops,
                                     COSINE_FP16)
     else:
         from reid.inference.tensorrt_backend import TensorRTEmbedder, tensorrt_available
 
         ok, why = tensorrt_available()
         if not ok:
-            raise ExportError(f"--format tensorrt: {why}. The ONNX file {fp32_onnx} was written; build the engine "
+            raise ExportError(f"--format tensorrt: {why}. The ONNX file {c.fp32_onnx} was written; build the engine "
                               f"on the GPU machine with `python -m reid export --format tensorrt` there")
-        embedder = TensorRTEmbedder(fp32_onnx, fp16=opts.fp16, profile=opts.batch, cache_dir=out.parent)
+        embedder = TensorRTEmbedder(c.fp32_onnx, fp16=opts.fp16, profile=opts.batch, cache_dir=c.out.parent)
         report.artefact = str(embedder.engine_path)
-        report.parity += parity(f"tensorrt {opts.precision} vs torch", reference, embedder, crops, threshold)
-
+        report.parity += parity(f"tensorrt {opts.precision} vs torch", c.reference, embedder, c.crops, threshold)
+    report.spec_mismatches = spec_mismatches(c.spec, embedder.spec)
     if opts.int8:
-        log(f"INT8 retrieval check on {eval_root} ...")
-        report.retrieval = retrieval_check(model, spec, embedder, Path(eval_root))
-    if fp32_onnx != out and opts.format == "onnx":
-        report.notes.append(f"FP32 ONNX kept at {fp32_onnx}")
-    report.seconds = time.perf_counter() - t0
-    Path(str(out) + ".export.json").write_text(report.to_json())
-    return report
+        log(f"INT8 retrieval check on {c.eval_root} ...")
+        report.retrieval = retrieval_check(c.model, c.spec, embedder, Path(c.eval_root))
+    if c.fp32_onnx != c.out and opts.format == "onnx":
+        report.notes.append(f"FP32 ONNX kept at {c.fp32_onnx}")

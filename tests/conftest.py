@@ -1,4 +1,5 @@
-"""Shared fixtures: real video from ../shared/data, real model files, a private real Redis server."""
+"""Shared fixtures: real video from ../shared/data, real model files, a private real Redis server, GStreamer's
+RTSP server. A missing part fails the tests that need it, naming it: only GPU tests may skip (skip_policy)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.skip_policy import pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401 (pytest hooks)
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CCREID_SHARED", PROJECT.parent / "shared"))
@@ -22,7 +25,8 @@ REID_0267 = MODELS / "reid" / "person-reidentification-retail-0267.ort.onnx"
 def _need(*paths: Path) -> None:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        pytest.skip(f"shared test data missing: {missing} (CI has ../shared beside the checkout)")
+        pytest.fail(f"shared test data missing: {missing}: put the shared folder beside the checkout (../shared) "
+                    "or point CCREID_SHARED at it", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +39,26 @@ def shared_video() -> dict[str, Path]:
 def shared_models() -> dict[str, Path]:
     _need(YOLOX, REID_0267)
     return {"yolox": YOLOX, "reid": REID_0267}
+
+
+@pytest.fixture(scope="session")
+def gst_rtsp_server() -> None:
+    """GStreamer's RTSP server for the system Python (tests/rtsp_server.py): the live-camera tests need it."""
+    from tests.rtsp_server import server_unavailable
+
+    why = server_unavailable()
+    if why is not None:
+        pytest.fail(why, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def gstreamer_backend() -> None:
+    """The pipeline's gstreamer camera backend in this venv (`gi` + Debian's GStreamer)."""
+    from pipeline.sources import gstreamer_available
+
+    why = gstreamer_available()
+    if why is not None:
+        pytest.fail(f"{why} (`make install-test` builds it into the venv)", pytrace=False)
 
 
 @pytest.fixture

@@ -82,6 +82,7 @@ def test_embedder_batches_and_separates_people(shared_models, shared_video):
     assert embedder.embed([]).identity.shape[0] == 0
 
 
+@pytest.mark.slow
 def test_ultralytics_backend_runs_any_model_file(tmp_path, shared_video):
     from ultralytics import YOLO
 

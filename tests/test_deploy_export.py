@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -10,8 +12,8 @@ import pytest
 import torch
 
 from reid.checkpoint import save_checkpoint
-from reid.export import (COSINE_FP32, ExportError, ExportOptions, ParityResult, RetrievalResult, pets_crops,
-                         run_export)
+from reid.export import (COSINE_FP32, RANK1_DROP_INT8, ExportError, ExportOptions, ParityResult, RetrievalResult,
+                         check_export, pets_crops, run_export, set_metadata)
 from reid.inference.base import (SPEC_METADATA_KEY, PreprocessSpec, normalise_uint8, preprocess_crops,
                                  resize_crops)
 from reid.inference.factory import create_embedder, resolve_backend
@@ -125,22 +127,83 @@ def test_fp16_onnx_export_parity(checkpoint, shared_video, tmp_path):
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # callers feed float32
 
 
+@pytest.fixture(scope="module")
+def int8_exports(checkpoint, shared_video, tmp_path_factory):
+    """INT8 exports of the test model (made once per format), calibrated and gated on a toy SynthCC tree."""
+    made: dict[str, tuple] = {}
+    root = make_synthcc(tmp_path_factory.mktemp("synth"), n_train=4, n_test=4, size=(64, 32))
+
+    def export(fmt: str):
+        if fmt not in made:
+            out = tmp_path_factory.mktemp(f"int8-{fmt}") / ("q.onnx" if fmt == "onnx" else "ir/q.xml")
+            opts = ExportOptions(checkpoint, fmt, out=out, int8=True, calib=root, calib_size=32,
+                                 parity_video=shared_video["pets"], parity_gt=shared_video["pets_gt"],
+                                 parity_crops=16, threads=1)
+            made[fmt] = (opts, run_export(opts, log=lambda *_: None))
+        return made[fmt]
+    return export
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
-def test_int8_export_is_gated_on_synthcc_rank1(fmt, checkpoint, shared_video, tmp_path):
-    root = make_synthcc(tmp_path / "synth", n_train=4, n_test=4, size=(64, 32))
-    out = tmp_path / ("q.onnx" if fmt == "onnx" else "ir/q.xml")
-    report = run_export(ExportOptions(checkpoint, fmt, out=out, int8=True, calib=root, calib_size=32,
-                                      parity_video=shared_video["pets"], parity_gt=shared_video["pets_gt"],
-                                      parity_crops=16, threads=1), log=lambda *_: None)
-    assert report.precision == "int8" and report.parity[0].threshold is None
+def test_int8_export_is_gated_on_synthcc_rank1(fmt, int8_exports):
+    opts, report = int8_exports(fmt)
+    assert report.passed, report.format_text()
+    assert report.precision == "int8" and report.parity[0].threshold is None and not report.spec_mismatches
     assert 0.9 < report.parity[0].cosine_mean <= 1.0001  # quantised, yet close to the float model
-    protocols = {r.protocol for r in report.retrieval}
-    assert {"general", "cloth_changing"} <= protocols
-    for r in report.retrieval:
-        assert r.passed == (r.rank1_reference - r.rank1_candidate <= 1.0)
+    # Every protocol is scored twice: the file's own features, and its queries against the model's gallery.
+    assert {(r.protocol, r.features) for r in report.retrieval} >= {
+        (p, f) for p in ("general", "cloth_changing") for f in ("export", "export vs reference")}
+    assert all(r.drop <= RANK1_DROP_INT8 for r in report.retrieval), report.format_text()
     if fmt == "onnx":
-        ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+        ops = {n.op_type for n in onnx.load(str(opts.out)).graph.node}
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # Checking the file again, as it is on disk, gives the same verdict.
+    again = check_export(opts, log=lambda *_: None)
+    assert again.passed
+    assert [r.rank1_candidate for r in again.retrieval] == [r.rank1_candidate for r in report.retrieval]
+
+
+def _declare(opts: ExportOptions, spec: PreprocessSpec, dest: Path) -> ExportOptions:
+    """A copy of the export at `dest` whose metadata declares `spec` (the weights are untouched)."""
+    import shutil
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if opts.format == "onnx":
+        proto = onnx.load(str(opts.out))
+        set_metadata(proto, spec, {})
+        onnx.save(proto, str(dest))
+        shutil.copy(opts.out.with_name(opts.out.stem + ".fp32.onnx"), dest.with_name(dest.stem + ".fp32.onnx"))
+    else:
+        import openvino as ov
+
+        model = ov.Core().read_model(str(opts.out))
+        model.set_rt_info(spec.to_json(), [SPEC_METADATA_KEY])
+        ov.save_model(model, str(dest), compress_to_fp16=False)
+        shutil.copy(opts.out.with_suffix(".onnx"), dest.with_suffix(".onnx"))
+    return dataclasses.replace(opts, out=dest)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,wrong", [
+    ("onnx", {"colour": "bgr"}),
+    ("onnx", {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}),
+    ("openvino", {"colour": "bgr"}),
+], ids=["onnx-colour-order", "onnx-mean-std", "openvino-colour-order"])
+def test_int8_gate_fails_a_file_that_declares_the_wrong_preprocessing(fmt, wrong, int8_exports, tmp_path):
+    """The weights are right, the declared preprocessing is not: the runtime would feed the network inputs
+    it was never trained on. The gate runs the file through that declared preprocessing and must fail it."""
+    opts, good = int8_exports(fmt)
+    assert good.passed
+    declared = PreprocessSpec(**{**PreprocessSpec.from_json(json.dumps(good.spec)).__dict__, **wrong})
+    doctored = _declare(opts, declared, tmp_path / ("q.onnx" if fmt == "onnx" else "ir/q.xml"))
+    report = check_export(doctored, log=lambda *_: None)
+    print(report.format_text())
+    assert not report.passed
+    assert sorted(m.split(":")[0] for m in report.spec_mismatches) == sorted(wrong), report.spec_mismatches
+    # Not only the metadata comparison: the file's features are no longer the model's features.
+    mixed = [r for r in report.retrieval if r.features == "export vs reference"]
+    assert mixed and not all(r.passed for r in mixed), report.format_text()
 
 
 def test_gates_fail_when_they_should(checkpoint, shared_video, tmp_path, monkeypatch, capsys):

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import CameraConfig, parse_config
-from pipeline.sources import END, CameraSet, gstreamer_available
-from tests.rtsp_server import RtspServer, server_unavailable
+from pipeline.sources import END, CameraSet
+from tests.rtsp_server import RtspServer
 
-pytestmark = pytest.mark.skipif(server_unavailable() is not None, reason=str(server_unavailable()))
+# GStreamer's RTSP server is required: the tests fail, naming what is missing, without it.
+pytestmark = [pytest.mark.usefixtures("gst_rtsp_server"), pytest.mark.slow]
 
 SERVED_FPS = 2  # low on purpose: on a shared, loaded 2-core machine a loop step must not outlast a frame
 WIDTH = 384
@@ -50,9 +51,9 @@ def _read_frames(camera: CameraConfig, seconds: float) -> tuple[int, list, objec
 
 @pytest.mark.parametrize("backend,transport", [("ffmpeg", "tcp"), ("ffmpeg", "udp"), ("gstreamer", "tcp"),
                                                ("gstreamer", "udp")])
-def test_backends_read_rtsp_and_hide_credentials(backend, transport, shared_video, capfd, caplog):
-    if backend == "gstreamer" and gstreamer_available():
-        pytest.skip(gstreamer_available())
+def test_backends_read_rtsp_and_hide_credentials(backend, transport, shared_video, capfd, caplog, request):
+    if backend == "gstreamer":
+        request.getfixturevalue("gstreamer_backend")
     caplog.set_level("INFO")
     with RtspServer(shared_video["pets"], fps=10, width=WIDTH) as srv:
         url = srv.url.replace("rtsp://", "rtsp://admin:s3cretpw@")
@@ -77,11 +78,11 @@ def test_backends_read_rtsp_and_hide_credentials(backend, transport, shared_vide
 
 
 @pytest.mark.parametrize("backend", ["ffmpeg", "gstreamer"])
-def test_stalled_source_is_reported_then_reconnected(backend, shared_video):
+def test_stalled_source_is_reported_then_reconnected(backend, shared_video, request):
     """A hung camera (SIGSTOP: connection open, no data) goes streaming -> stalled -> reconnecting ->
     streaming once it is back, without anyone restarting anything."""
-    if backend == "gstreamer" and gstreamer_available():
-        pytest.skip(gstreamer_available())
+    if backend == "gstreamer":
+        request.getfixturevalue("gstreamer_backend")
     with RtspServer(shared_video["room_mp4"], fps=10, width=WIDTH) as srv:
         cs = CameraSet()
         cam = CameraConfig(id="hung", source=srv.url, backend=backend, open_timeout_s=2, read_timeout_s=2,
@@ -182,6 +183,7 @@ def test_killing_one_camera_server_repeatedly(tmp_path, shared_video, shared_mod
 
     kills, down_s, gap_s = 3, 1.5, 3.0
     rc = _fast_reconnect()
+    read_timeout_s, open_timeout_s = 2.0, 3.0
     bound_s = rc["max_s"] * (1 + rc["jitter"])  # the longest backoff delay the camera may wait
     # Opening once the server is back (its media pipeline start, RTSP handshake, stream probe, first key
     # frame) is the server's and the network's time, not backoff; generous for 2 shared cores.
@@ -195,10 +197,11 @@ def test_killing_one_camera_server_repeatedly(tmp_path, shared_video, shared_mod
     def config(name: str) -> tuple[Path, int]:
         port = free_port()
         path = tmp_path / f"{name}.yaml"
+        timeouts = f"read_timeout_s: {read_timeout_s}, open_timeout_s: {open_timeout_s}"
         path.write_text(
             "cameras:\n"
-            f"  - {{id: flaky, source: '{flaky.url}', read_timeout_s: 2, open_timeout_s: 3, reconnect: {json.dumps(rc)}}}\n"
-            f"  - {{id: steady, source: '{steady.url}', read_timeout_s: 2, open_timeout_s: 3, reconnect: {json.dumps(rc)}}}\n"
+            f"  - {{id: flaky, source: '{flaky.url}', {timeouts}, reconnect: {json.dumps(rc)}}}\n"
+            f"  - {{id: steady, source: '{steady.url}', {timeouts}, reconnect: {json.dumps(rc)}}}\n"
             f"store: {redis_server.url}\nevents: {{stream: '{name}'}}\noutput: {{video: false}}\n"
             f"metrics: {{port: {port}}}\n")
         return path, port
@@ -212,8 +215,8 @@ def test_killing_one_camera_server_repeatedly(tmp_path, shared_video, shared_mod
             for _ in range(kills):
                 time.sleep(gap_s)
                 if with_faults:
+                    t_kill = time.time()  # before the kill: the camera may notice it before kill() returns
                     flaky.kill()
-                    t_kill = time.time()
                     time.sleep(down_s)
                     flaky.start()
                     marks.append((t_kill, time.time()))
@@ -251,20 +254,35 @@ def test_killing_one_camera_server_repeatedly(tmp_path, shared_video, shared_mod
                for e in events if e["type"] == "camera.state" and e["camera_id"] == "flaky"
                and e["state"] == "reconnecting"]
     assert all(delay <= bound_s for _, delay in retries), retries
+    # Event times have millisecond resolution. An attempt starts when its backoff wait ends (ts + delay) and,
+    # if it fails, ends at the next 'reconnecting' event.
+    ts_resolution_s = 0.001
+    attempts = [(t + d, nxt) for (t, d), (nxt, _) in zip(retries, retries[1:] + [(float("inf"), 0.0)])]
     connect_times = []
     for t_kill, t_back in fault["marks"]:
-        lost = [t for t, _ in retries if t >= t_kill - 0.05]
+        # A read in progress at the kill gives up within read_timeout_s (a reset connection sooner); one frame
+        # interval more for the frame it was waiting for.
+        lost = [t for t, _ in retries if t >= t_kill - ts_resolution_s]
+        assert lost and lost[0] - t_kill <= read_timeout_s + 1.0 / SERVED_FPS, \
+            f"loss at {t_kill} not noticed in time: {flaky_states}"
         back = [unix(ts) for ts, st in flaky_states if st == "streaming" and unix(ts) > t_kill]
-        assert lost and lost[0] - t_kill < 2.5, f"loss at {t_kill} not noticed: {flaky_states}"
         assert back, f"no reconnection after the kill at {t_kill}: {flaky_states}"
-        # The attempt that succeeded started within one backoff bound of the server being back ...
         t_wait, delay = [r for r in retries if r[0] < back[0]][-1]
-        attempt = t_wait + delay
-        assert attempt - t_back <= bound_s + 0.1, (attempt - t_back, retries)
-        # ... and it was the first attempt after that (the camera did not give a working server a miss).
-        assert not [r for r in retries if t_back + 0.2 < r[0] + r[1] < attempt], retries
-        connect_times.append(back[0] - attempt)
-        assert back[0] - t_back <= bound_s + connect_allowance_s, (back[0] - t_back, flaky_states)
+        succeeded = t_wait + delay  # the attempt that connected
+        # The attempt running when the server came back ends within its open timeout and the next one follows
+        # within one backoff delay: so the first attempt after the server is back starts within both bounds.
+        # (The successful attempt may also have started a moment before t_back: the server listens before the
+        # test reads its READY line.)
+        after_back = [(s, e) for s, e in attempts if t_back - ts_resolution_s < s <= succeeded]
+        first = after_back[0][0] if after_back else succeeded
+        assert first - t_back <= bound_s + open_timeout_s, (t_back, attempts)
+        # No attempt after the server was back failed, except by running out of its open timeout (a loaded
+        # machine can take that long to start a stream): the camera never gave a working server a miss.
+        missed = [(s, e) for s, e in after_back if s < succeeded and e - s < open_timeout_s - ts_resolution_s]
+        assert not missed, (t_back, missed, attempts)
+        connect_times.append(back[0] - succeeded)
+        assert back[0] - t_back <= bound_s + connect_allowance_s + open_timeout_s * max(len(after_back) - 1, 0), \
+            (back[0] - t_back, flaky_states)
     s1, s2 = fault["s1"], fault["s2"]
     assert _value(s2, "pipeline_camera_reconnects_total", camera="flaky") - \
         _value(s1, "pipeline_camera_reconnects_total", camera="flaky") == kills

@@ -14,9 +14,10 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.runner import PipelineRunner
-from tests.rtsp_server import RtspServer, server_unavailable
+from tests.rtsp_server import RtspServer
 
-pytestmark = pytest.mark.skipif(server_unavailable() is not None, reason=str(server_unavailable()))
+# GStreamer's RTSP server is required: the tests fail, naming what is missing, without it.
+pytestmark = [pytest.mark.usefixtures("gst_rtsp_server"), pytest.mark.slow]
 
 
 def _rss_mb() -> float:
@@ -37,6 +38,7 @@ class SlowRunner(PipelineRunner):
         super().__init__(*a, **kw)
         self.ages: list[float] = []
         self.depths: list[int] = []
+        self.taken_at: list[float] = []  # when each batch was taken: consecutive differences are the steps
 
     def _build_models(self):
         detector, embedder = super()._build_models()
@@ -52,6 +54,7 @@ class SlowRunner(PipelineRunner):
     def _next_frames(self, cams, store, matcher):
         batch = super()._next_frames(cams, store, matcher)
         now = time.time()
+        self.taken_at.append(time.monotonic())
         self.ages.extend(now - f.wall_time for _, f in batch)
         self.depths.extend(c.reader.queue_depth for c in cams if c.status == "running")
         return batch
@@ -82,15 +85,19 @@ def test_slow_consumer_keeps_memory_and_latency_bounded(tmp_path, shared_video, 
     assert len(ages) >= 0.5 * run_s / runner.delay_s, f"only {len(ages)} frames processed"
     # Frames were dropped at the camera, not queued: the backlog never exceeds the one newest frame.
     assert max(runner.depths) <= 1
-    assert reader is None or reader.dropped_stale > 0
-    # Latency capture -> processing is bounded by one slow step (+ a frame interval), and does not grow.
-    bound = runner.delay_s + 2.0 / fps + 0.5
+    assert reader is not None, "the camera's reader is gone: nothing to check the drops on"
+    assert reader.dropped_stale > 0, "a consumer slower than the camera must drop stale frames at the camera"
+    # Latency capture -> processing is bounded by one step (the slowest measured: the detector's delay plus its
+    # real work, however loaded the machine) and two frame intervals, and does not grow: a backlog would add a
+    # whole step per frame, so half a slow step is the noise allowed between the first and the last third.
+    steps = [b - a for a, b in zip(runner.taken_at, runner.taken_at[1:])]
+    bound = max(steps[3:]) + 2.0 / fps
     third = len(ages) // 3
     early, late = sum(ages[:third]) / third, sum(ages[-third:]) / third
     print(f"frame age: max {max(ages):.3f} s, early mean {early:.3f} s, late mean {late:.3f} s, "
-          f"{len(ages)} frames processed of ~{fps * run_s:.0f} served")
+          f"{len(ages)} frames processed of ~{fps * run_s:.0f} served; steps {min(steps):.3f}-{max(steps):.3f} s")
     assert max(ages[3:]) <= bound, (max(ages), bound)
-    assert late <= early + 0.15, (early, late)
+    assert late <= early + runner.delay_s / 2, (early, late)
     # Capture -> published event stays bounded too (every event of the run, from the runner's histogram).
     reg = runner.metrics.registry
     total = reg.get_sample_value("pipeline_capture_to_event_seconds_count", {"type": "track.started"}) or 0

@@ -1,4 +1,4 @@
-"""Optional MQTT sink against a private Mosquitto broker (skipped when mosquitto or paho-mqtt is absent)."""
+"""Optional MQTT sink against a private Mosquitto broker (Debian's mosquitto; `make install-test` installs it)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sb
 @pytest.fixture
 def broker(tmp_path):
     if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    pytest.importorskip("paho.mqtt.client")
+        pytest.fail("mosquitto is not installed (apt-get install mosquitto; `make install-test` does it as root)",
+                    pytrace=False)
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")

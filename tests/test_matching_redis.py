@@ -178,6 +178,7 @@ def test_consumer_group_redelivers_what_a_dead_consumer_left(server, prefix):
     assert len(list(other.deliveries())) == 6
 
 
+@pytest.mark.slow
 def test_events_identities_and_pending_survive_a_restart(tmp_path):
     data = tmp_path / "store"
     rng = np.random.default_rng(3)

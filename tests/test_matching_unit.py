@@ -84,7 +84,6 @@ def test_matcher_config_is_strict():
 
 
 def test_usearch_index_follows_the_gallery_and_finds_the_same_candidates():
-    pytest.importorskip("usearch")
     rng = np.random.default_rng(2)
     exact, ann = PrototypeGallery(), PrototypeGallery(index="usearch", ann_min_rows=100)
     vecs = rng.normal(size=(600, 32)).astype(np.float32)

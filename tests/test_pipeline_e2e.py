@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.events import EVENT_TYPES, IdentityEvent
 
@@ -19,12 +20,14 @@ def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 def _check_mot(path: Path, max_frame: int) -> np.ndarray:
     rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    assert rows.size, f"{path.name} is empty: the camera tracked nobody"
     assert rows.shape[1] == 10
     assert rows[:, 0].min() >= 1 and rows[:, 0].max() <= max_frame
     assert np.all(rows[:, 4:6] > 0) and np.all(rows[:, 7:] == -1)
     return rows
 
 
+@pytest.mark.slow
 def test_two_cameras_to_redis_events(tmp_path, shared_video, shared_models, redis_server):
     cfg = tmp_path / "cams.yaml"
     cfg.write_text(
@@ -38,9 +41,9 @@ def test_two_cameras_to_redis_events(tmp_path, shared_video, shared_models, redi
     assert "identities" in proc.stdout and "events" in proc.stdout
     pets = _check_mot(tmp_path / "mot" / "pets.txt", 40)
     assert len(np.unique(pets[:, 1])) >= 3
-    room = np.loadtxt(tmp_path / "mot" / "room.txt", delimiter=",", ndmin=2)
+    room = _check_mot(tmp_path / "mot" / "room.txt", 40)
     # fps 5 on a 10 fps source keeps every other decoded frame: MOT frames are decoded indexes + 1.
-    assert room.size == 0 or set(np.unique(room[:, 0]).astype(int) % 2) <= {1}
+    assert set(np.unique(room[:, 0]).astype(int) % 2) == {1}
     assert (tmp_path / "out" / "pets.mp4").stat().st_size > 10_000
 
     events = [json.loads(line) for line in _run("events", "--store", redis_server.url, "--from-start").stdout.splitlines()]
@@ -61,6 +64,7 @@ def test_two_cameras_to_redis_events(tmp_path, shared_video, shared_models, redi
     assert len(ids) == len({e["identity_id"] for e in events if e["type"] == "identity.created"})
 
 
+@pytest.mark.slow
 def test_broken_video_fails_only_its_camera(tmp_path, shared_video, shared_models):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"this is not a video" * 100)
@@ -79,6 +83,7 @@ def test_broken_video_fails_only_its_camera(tmp_path, shared_video, shared_model
     assert ("bad", "failed") in states and ("good", "ended") in states
 
 
+@pytest.mark.slow
 def test_sigterm_drains_and_exits_0(tmp_path, shared_video, shared_models, redis_server):
     import signal
     import time

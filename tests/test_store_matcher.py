@@ -47,6 +47,7 @@ def test_events_roundtrip_and_follow(redis_client):
         IdentityEvent("identity.teleported")
 
 
+@pytest.mark.slow
 def test_embedded_store_persists_across_restart(tmp_path):
     with RedisServer(tmp_path / "store") as server:
         IdentityStore(server.client()).publish([IdentityEvent("camera.state", "c", state="streaming")])

@@ -107,8 +107,8 @@ def test_cameras_yaml_loads_in_the_pipeline(tiny_scene: Path) -> None:
 PETS = REPO.parent / "shared" / "data" / "pets09-s2l1" / "vtest.avi"
 
 
-@pytest.mark.skipif(not PETS.is_file(), reason=f"real background video {PETS} not available")
 def test_real_video_backdrops(tmp_path: Path) -> None:
+    assert PETS.is_file(), f"real background video {PETS} missing: put the shared folder beside the checkout"
     cfg = replace(SCENE_PRESETS["tiny"], frames=20)
     generate_scenes(cfg, 0, tmp_path / "a", backgrounds=[PETS], log=lambda m: None)
     generate_scenes(cfg, 0, tmp_path / "b", log=lambda m: None)

@@ -1,0 +1,75 @@
+"""The suite's own rules (tests/skip_policy.py): only GPU tests may skip; anything else that would skip fails,
+naming what is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _pytest(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_skip_outside_the_gpu_tests_fails_and_says_why(tmp_path):
+    (tmp_path / "conftest.py").write_text(
+        "from tests.skip_policy import pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
+    (tmp_path / "test_sample.py").write_text(
+        "import pytest\n\n"
+        "@pytest.fixture\n"
+        "def server():\n"
+        "    pytest.skip('mosquitto-for-the-sample is not installed')\n\n"
+        "def test_skips_in_its_body():\n"
+        "    pytest.skip('shared-data-for-the-sample missing')\n\n"
+        "@pytest.mark.skipif(True, reason='GstRtspServer-for-the-sample missing')\n"
+        "def test_skipif_marker():\n"
+        "    pass\n\n"
+        "def test_fixture_skips(server):\n"
+        "    pass\n\n"
+        "@pytest.mark.xfail(reason='known-broken-sample')\n"
+        "def test_expected_to_fail():\n"
+        "    assert False\n\n"
+        "@pytest.mark.gpu\n"
+        "def test_needs_cuda():\n"
+        "    pytest.skip('no-CUDA-GPU-for-the-sample')\n\n"
+        "def test_passes():\n"
+        "    assert True\n")
+    proc = _pytest(["test_sample.py"], tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    for name, reason in (("test_skips_in_its_body", "shared-data-for-the-sample missing"),
+                         ("test_skipif_marker", "GstRtspServer-for-the-sample missing"),
+                         ("test_fixture_skips", "mosquitto-for-the-sample is not installed"),
+                         ("test_expected_to_fail", "known-broken-sample")):
+        assert f"{name} would have been skipped" in out, out
+        assert reason in out, out
+    assert "1 passed" in out and "1 skipped" in out, out
+    assert "skipped: 1 GPU tests" in out and "no-CUDA-GPU-for-the-sample" in out, out
+
+
+@pytest.mark.slow
+def test_the_only_tests_that_skip_here_are_the_gpu_tests():
+    """Every test marked gpu, run on this machine: without a CUDA GPU each one skips and says so; the rest of
+    the suite cannot skip at all (the hook above turns a skip into a failure)."""
+    import torch
+
+    listed = _pytest(["--collect-only", "-q", "-m", "gpu", "tests"], PROJECT)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    gpu_tests = [line for line in listed.stdout.splitlines() if "::" in line]
+    assert gpu_tests, "no test is marked gpu: the TensorRT tests should be"
+    assert all(t.startswith("tests/test_deploy_tensorrt.py::") for t in gpu_tests), gpu_tests
+    proc = _pytest(["-q", "-m", "gpu", "tests"], PROJECT)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    if not torch.cuda.is_available():
+        assert f"{len(gpu_tests)} skipped" in out and "passed" not in out, out
+        assert f"skipped: {len(gpu_tests)} GPU tests" in out, out
