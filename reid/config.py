@@ -34,7 +34,11 @@ class DataConfig(_Strict):
 
 class AugmentConfig(_Strict):
     random_crop_p: float = Field(0.5, ge=0, le=1)
+    # "enlarge": CAL's resize by crop_enlarge and crop back (with random_crop_p); "pad": the Wang repos' (FIRe²,
+    # CSSC) zero-pad by crop_pad pixels on every side and crop back at a random offset (always).
+    crop_mode: Literal["enlarge", "pad"] = "enlarge"
     crop_enlarge: float = Field(1.125, ge=1)
+    crop_pad: int = Field(10, ge=0)
     hflip_p: float = Field(0.5, ge=0, le=1)
     erasing_p: float = Field(0.5, ge=0, le=1)
     erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
@@ -47,9 +51,10 @@ class Fire2Config(_Strict):
                                                    "(re-clustered at the start of every epoch from then on)")
     eps: float = Field(0.4, gt=0, description="DBSCAN radius on the Jaccard distance")
     min_samples: int = Field(1, ge=1, description="DBSCAN min_samples (1: clusters = connected components)")
-    k1: int = Field(20, ge=1, description="k-reciprocal neighbourhood size (capped per identity, see k1_fraction)")
-    k2: int = Field(6, ge=1, description="query-expansion neighbours (scaled down with k1)")
-    k1_fraction: float = Field(0.34, gt=0, le=1, description="cap k1 at this share of an identity's images")
+    k1: int = Field(20, ge=2, description="k-reciprocal neighbourhood: nearest images, the image itself included")
+    k2: int = Field(6, ge=1, description="query-expansion neighbours, the image itself included (scaled with k1)")
+    k1_fraction: float = Field(1.0, gt=0, le=1, description="1.0: the authors' rule, k1 = min(k1, n); below 1 "
+                                                            "also caps k1 at this share of an identity's n images")
     scale: float = Field(16.0, gt=0, description="cosine scale of the fine-grained classifier")
     epsilon: float = Field(0.1, ge=0, lt=1, description="target mass spread over the identity's clusters")
     ffm_weight: float = Field(1.0, ge=0)

@@ -29,24 +29,30 @@ from torch import nn
 
 # ------------------------------------------------------------------------------------------- clustering
 
-def effective_k(n: int, k1: int, k2: int, k1_fraction: float) -> tuple[int, int]:
-    """Neighbourhood sizes for an identity with n images.
+def effective_k(n: int, k1: int, k2: int, k1_fraction: float = 1.0) -> tuple[int, int]:
+    """Neighbourhood sizes for an identity with n images, counted as the authors' code counts them: the k1
+    (and k2) nearest images *including the image itself*.
 
-    The reference k1 = 20 needs >= 21 images and, worse, a k1 larger than an outfit's image count links
-    every outfit to every other. k1 is therefore capped at `k1_fraction` of the identity's images (at least
-    1, at most n - 1); k2 keeps its ratio to k1 (and is at least 1).
+    `k1_fraction` 1.0 is the authors' rule: k1 = min(k1, n), i.e. unchanged for identities with >= k1 images
+    (their code needs that many; with fewer it reads past its neighbour lists). A smaller fraction also caps
+    k1 at that share of the identity's images (at least 2), so that a k1 larger than an outfit's image count
+    cannot link every outfit to every other: the SynthCC variant. k2 keeps its ratio to k1 when k1 is cut.
     """
     if n < 2:
         return 0, 0
-    k1e = int(max(1, min(k1, int(np.floor(k1_fraction * n)), n - 1)))
-    k2e = int(max(1, min(k2, int(round(k2 * k1e / max(k1, 1))))))
-    return k1e, k2e
+    k1e = int(max(2, min(k1, n, int(np.floor(k1_fraction * n)))))
+    k2e = k2 if k1e >= k1 else int(round(k2 * k1e / max(k1, 1)))
+    return k1e, int(max(1, min(k2e, n)))
 
 
 def jaccard_distance(feats: np.ndarray, k1: int, k2: int) -> np.ndarray:
     """k-reciprocal Jaccard distance (re-ranking, Zhong et al. 2017) among the rows of `feats`.
 
-    feats: (n, d) L2-normalised. Vectorised over the set; memory O(n^2) (plus an n x n x chunk block).
+    feats: (n, d) L2-normalised. k1 and k2 count the image itself, as the FIRe² code (its kNN search returns
+    the image as its own first neighbour): the k1-reciprocal set of i holds i and the j among i's k1 nearest
+    that have i among their own k1 nearest; it is expanded by the round(k1/2)-reciprocal sets (round(k1/2) + 1
+    nearest, at most k1) of its members when those overlap it by more than 2/3. Vectorised over the set;
+    memory O(n^2) (plus an n x n x chunk block).
     """
     x = np.asarray(feats, dtype=np.float64)
     n = len(x)
@@ -54,21 +60,21 @@ def jaccard_distance(feats: np.ndarray, k1: int, k2: int) -> np.ndarray:
         return np.zeros((0, 0), np.float32)
     if n == 1:
         return np.zeros((1, 1), np.float32)
-    k1 = int(min(max(k1, 1), n - 1))
+    k1 = int(min(max(k1, 1), n))
     k2 = int(min(max(k2, 1), n))
     d = np.clip(2.0 - 2.0 * (x @ x.T), 0.0, None)  # squared L2 of unit vectors
     np.fill_diagonal(d, 0.0)
     rank = np.argsort(d, axis=1, kind="stable")
     rows = np.arange(n)[:, None]
 
-    def reciprocal(k: int) -> np.ndarray:
+    def reciprocal(columns: int) -> np.ndarray:
         m = np.zeros((n, n), bool)
-        m[rows, rank[:, : k + 1]] = True
+        m[rows, rank[:, :columns]] = True
         m[np.arange(n), np.arange(n)] = True
         return m & m.T
 
     rec = reciprocal(k1)
-    half = reciprocal(max(1, int(round(k1 / 2))))
+    half = reciprocal(min(k1, int(np.around(k1 / 2)) + 1))
     # Expand i's set by the half-size reciprocal set of each member j that overlaps it by more than 2/3.
     overlap = rec.astype(np.float64) @ half.T.astype(np.float64)  # |half(j) ∩ rec(i)|
     take = rec & (overlap > (2.0 / 3.0) * half.sum(1)[None, :])

@@ -40,17 +40,25 @@ class _Scale(torch.nn.Module):
 
 def build_train_transform(spec: PreprocessSpec, random_crop_p: float = 0.5, crop_enlarge: float = 1.125,
                           hflip_p: float = 0.5, erasing_p: float = 0.5,
-                          erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)) -> v2.Compose:
+                          erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465),
+                          crop_mode: str = "enlarge", crop_pad: int = 10) -> v2.Compose:
     """uint8 CHW tensor -> normalised float CHW tensor with CAL's augmentations.
 
-    Random crop: enlarge by `crop_enlarge` and crop back at a random offset, with probability p.
+    Random crop, `crop_mode` "enlarge" (CAL): enlarge by `crop_enlarge` and crop back at a random offset, with
+    probability p. "pad" (FIRe², CSSC): pad `crop_pad` zero pixels on every side, crop back at a random offset.
     Random erasing: area 2-40 %, aspect 0.3-3.3, filled with constants in *normalised* space (CAL's
     quirk; set erasing_fill to 0 for the data-set mean, as the Wang repos do).
     """
     h, w = spec.height, spec.width
     big = (int(round(h * crop_enlarge)), int(round(w * crop_enlarge)))
+    if crop_mode == "enlarge":
+        crop = v2.RandomApply([v2.Resize(big, antialias=True), v2.RandomCrop((h, w))], p=random_crop_p)
+    elif crop_mode == "pad":
+        crop = v2.RandomCrop((h, w), padding=crop_pad, fill=0)
+    else:
+        raise ValueError(f"crop_mode must be 'enlarge' or 'pad', got {crop_mode!r}")
     ops = [
-        v2.RandomApply([v2.Resize(big, antialias=True), v2.RandomCrop((h, w))], p=random_crop_p),
+        crop,
         v2.RandomHorizontalFlip(p=hflip_p),
         v2.ToDtype(torch.float32, scale=False),
         _Scale(spec.scale),

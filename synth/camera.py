@@ -156,12 +156,15 @@ def sample_camera(
     bg_size: tuple[int, int],
     backgrounds: list[Path] | None = None,
     occlusion: float = 0.15,
+    near: bool | None = None,
 ) -> Camera:
+    """``near``: people seen large and sharp (True) or small and blurry (False); None draws it."""
     w, h = bg_size
     habits = _VIEW_HABITS[int(rng.integers(len(_VIEW_HABITS)))]
     warm = rng.uniform(-0.07, 0.07)
     wb = (1.0 + warm, 1.0 + rng.uniform(-0.03, 0.03), 1.0 - warm)
-    near = rng.uniform() < 0.5
+    drawn_near = rng.uniform() < 0.5  # always drawn, so a given ``near`` leaves the other draws unchanged
+    near = drawn_near if near is None else near
     person_px = (90.0, 170.0) if near else (40.0, 90.0)
     if backgrounds:
         src = backgrounds[(cam_id - 1) % len(backgrounds)]

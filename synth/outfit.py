@@ -9,7 +9,8 @@ cloth-changing query really does change colour.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -125,15 +126,26 @@ def outfits_distinct(a: Outfit, b: Outfit, min_dist: float = 0.35) -> bool:
     return bool(np.linalg.norm(visible_colour(a) - visible_colour(b)) >= min_dist)
 
 
+def grey_outfit(o: Outfit, grey: float = 0.5) -> Outfit:
+    """The same garments (shapes, lengths, fit) painted one plain grey: no colour or pattern left.
+
+    The top's pattern is kept with both colours grey (a logo is drawn as its own shape, which may stick out of
+    the torso in side views, so dropping it would move mask pixels); denim's weave is dropped (colour only).
+    """
+    g = (grey, grey, grey)
+    return replace(o, top_rgb=g, top_rgb2=g, bottom_rgb=g, bottom_rgb2=g, bottom_pattern="solid", shoe_rgb=g,
+                   outer_rgb=g, bag_rgb=g)
+
+
 def sample_wardrobes(
     n_people: int,
-    per_person: int,
+    per_person: int | Sequence[int],
     share: float,
     pool_size: int,
     rng_stream_person,
     rng_stream_pool,
 ) -> list[list[Outfit]]:
-    """Outfits for ``n_people`` identities, ``per_person`` each.
+    """Outfits for ``n_people`` identities, ``per_person`` each (one count, or one per person).
 
     ``rng_stream_person(i)`` / ``rng_stream_pool(j)`` return the Generator for person i
     and pool outfit j. Pool outfits have uids 0..pool_size-1; fresh outfits get uids
@@ -141,8 +153,11 @@ def sample_wardrobes(
     """
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"outfit share must be in [0, 1], got {share}")
-    if per_person < 1:
-        raise ValueError(f"outfits per person must be >= 1, got {per_person}")
+    counts = [int(per_person)] * n_people if isinstance(per_person, (int, np.integer)) else [int(c) for c in per_person]
+    if len(counts) != n_people:
+        raise ValueError(f"per_person lists {len(counts)} counts for {n_people} people")
+    if min(counts, default=1) < 1:
+        raise ValueError(f"outfits per person must be >= 1, got {min(counts)}")
     pool = [sample_outfit(rng_stream_pool(j), uid=j) for j in range(pool_size)]
     next_uid = pool_size
     wardrobes: list[list[Outfit]] = []
@@ -150,7 +165,7 @@ def sample_wardrobes(
         rng = rng_stream_person(i)
         mine: list[Outfit] = []
         attempts = 0
-        while len(mine) < per_person:
+        while len(mine) < counts[i]:
             attempts += 1
             if pool and attempts < 200 and rng.uniform() < share:
                 cand = pool[int(rng.integers(len(pool)))]
@@ -167,3 +182,37 @@ def sample_wardrobes(
             mine.append(cand)
         wardrobes.append(mine)
     return wardrobes
+
+
+@dataclass(frozen=True)
+class Accessories:
+    """What a person keeps whatever they wear (as real people keep their glasses and their bag)."""
+
+    glasses: bool = False
+    glasses_rgb: RGB = (0.05, 0.05, 0.06)
+    bag_type: str = "none"  # one of BAG_TYPES; not "none" replaces every outfit's bag
+    bag_rgb: RGB = (0.0, 0.0, 0.0)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = [round(float(c), 6) for c in v]
+        return d
+
+
+def sample_accessories(rng: np.random.Generator, p: float) -> Accessories:
+    """Glasses with probability p, and (independently) one own bag with probability p."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"accessory probability must be in [0, 1], got {p}")
+    # Every draw is made whatever p is, so changing p never shifts the other draws of this person.
+    u_glasses, u_bag = rng.uniform(), rng.uniform()
+    frame = np.clip(np.array([0.05, 0.05, 0.06]) + rng.uniform(0.0, 0.35) * rng.uniform(0, 1, 3), 0.0, 1.0)
+    bag_type = str(rng.choice(BAG_TYPES[1:]))
+    bag_rgb = _colour(rng)
+    return Accessories(
+        glasses=bool(u_glasses < p),
+        glasses_rgb=(float(frame[0]), float(frame[1]), float(frame[2])),
+        bag_type=bag_type if u_bag < p else "none",
+        bag_rgb=bag_rgb,
+    )

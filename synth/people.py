@@ -15,11 +15,13 @@ from . import rng as R
 from .body import BODY_FIELDS, Body, sample_body
 from .camera import Camera, apply_camera, sample_camera
 from .io import prepare_out, write_json, write_png
-from .outfit import Outfit, sample_wardrobes
+from .outfit import Accessories, Outfit, grey_outfit, sample_accessories, sample_wardrobes
 from .presets import PeopleConfig, config_json
-from .render import LABELS, Pose, render_person
+from .render import LABELS, Pose, coverage_labels, label_coverage, render_person
 
-VERSION = 1
+# 2: bodies, wardrobes and accessories keyed by (split, index) instead of pid; training people with their own
+# outfit/camera/image counts; near and far cameras balanced; masks cover every pixel a part's colour reaches.
+VERSION = 2
 SPLITS = ("train", "query", "test")
 _BG_SIZE = (384, 288)  # per-camera background used behind crops
 
@@ -36,16 +38,30 @@ class Shot:
 
 
 def render_crop(
-    body: Body, outfit: Outfit, cam: Camera, rng: np.random.Generator, crop_hw: tuple[int, int]
+    body: Body, outfit: Outfit, cam: Camera, rng: np.random.Generator, crop_hw: tuple[int, int],
+    acc: Accessories | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One detector-style crop of a person seen by ``cam``: (BGR uint8, label mask uint8, info)."""
+    img, cov, info = compose_crop(body, outfit, cam, rng, crop_hw, acc)
+    return apply_camera(img, cam, rng), coverage_labels(cov), info
+
+
+def compose_crop(
+    body: Body, outfit: Outfit, cam: Camera, rng: np.random.Generator, crop_hw: tuple[int, int],
+    acc: Accessories | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The crop before the camera model: (float RGB image, per-pixel label shares (h, w, N_LABELS), info).
+
+    The label shares go through the same resize as the image, so the mask made from them
+    (``coverage_labels``) marks every pixel that a part's colour reached.
+    """
     crop_h, crop_w = crop_hw
     yaw = float(cam.yaws[int(rng.integers(len(cam.yaws)))] + rng.normal(0.0, 0.35))
     walking = 1.0 if rng.uniform() < 0.85 else float(rng.uniform(0.0, 0.2))
     pose = Pose(yaw=yaw, phase=float(rng.uniform(0, 2 * math.pi)), walking=walking)
     # Source resolution scales with the crop size, so large presets are not just upsampled small ones.
     px = float(rng.uniform(*cam.person_px)) * crop_h / 128.0
-    sp = render_person(body, outfit, pose, px)
+    sp = render_person(body, outfit, pose, px, acc=acc)
     ys, xs = np.nonzero(sp.alpha > 0.1)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     bh, bw = y1 - y0, x1 - x0
@@ -79,10 +95,9 @@ def render_crop(
         img, lab, occluded = _occlude(img.copy(), lab.copy(), bg, rng)
     interp = cv2.INTER_AREA if img.shape[0] > crop_h else cv2.INTER_LINEAR
     img = cv2.resize(img, (crop_w, crop_h), interpolation=interp)
-    lab = cv2.resize(lab, (crop_w, crop_h), interpolation=cv2.INTER_NEAREST)
-    bgr = apply_camera(img, cam, rng)
+    cov = label_coverage(lab, (crop_w, crop_h), interp)
     info = {"yaw_deg": round(math.degrees(yaw), 2), "walking": round(walking, 3), "person_px": round(px, 1), "occluded": occluded}
-    return bgr, lab, info
+    return img, cov, info
 
 
 def _occlude(img: np.ndarray, lab: np.ndarray, bg: np.ndarray, rng: np.random.Generator):
@@ -107,15 +122,24 @@ def _occlude(img: np.ndarray, lab: np.ndarray, bg: np.ndarray, rng: np.random.Ge
     return img, lab, kind
 
 
+def person_key(cfg: PeopleConfig, pid: int) -> tuple[int, int]:
+    """(split code, 1-based index within the split): what a person's body, wardrobe and accessories are keyed by,
+    so that a set with more training people never draws another set's test people."""
+    return (R.SPLIT_TRAIN, pid) if pid <= cfg.n_train else (R.SPLIT_TEST, pid - cfg.n_train)
+
+
 def _plan(cfg: PeopleConfig, seed: int) -> list[Shot]:
     """Which crops exist, in a fixed order, with their split."""
     shots: list[Shot] = []
     for pid in range(1, cfg.n_train + cfg.n_test + 1):
-        rng = R.rng_for(seed, R.SPLIT, pid)
+        rng = R.rng_for(seed, R.SPLIT, *person_key(cfg, pid))
         is_train = pid <= cfg.n_train
-        for clothes in range(1, cfg.outfits_per_person + 1):
-            cams = sorted(int(c) + 1 for c in rng.choice(cfg.n_cameras, size=cfg.cams_per_outfit, replace=False))
-            slots = [(cam, k) for cam in cams for k in range(cfg.images_per_cam)]
+        n_outfits = cfg.train_outfits if is_train else cfg.outfits_per_person
+        n_cams = cfg.train_cams if is_train else cfg.cams_per_outfit
+        n_images = cfg.train_images if is_train else cfg.images_per_cam
+        for clothes in range(1, n_outfits + 1):
+            cams = sorted(int(c) + 1 for c in rng.choice(cfg.n_cameras, size=n_cams, replace=False))
+            slots = [(cam, k) for cam in cams for k in range(n_images)]
             query: set[tuple[int, int]] = set()
             if not is_train:
                 # Query images come from distinct cameras where possible (LTCC-like).
@@ -126,6 +150,13 @@ def _plan(cfg: PeopleConfig, seed: int) -> list[Shot]:
                 split = "train" if is_train else ("query" if (cam, k) in query else "test")
                 shots.append(Shot(pid, clothes, cam, k, split))
     return shots
+
+
+def camera_ranges(cfg: PeopleConfig, seed: int) -> dict[int, bool]:
+    """camera id -> True when near. Exactly ``cfg.n_far_cameras`` cameras are far, which ones drawn per seed."""
+    order = R.rng_for(seed, R.CAMERA_RANGE).permutation(cfg.n_cameras)
+    far = {int(c) + 1 for c in order[: cfg.n_far_cameras]}
+    return {c: c not in far for c in range(1, cfg.n_cameras + 1)}
 
 
 def generate_people(cfg: PeopleConfig, seed: int, out: Path, preset: str = "custom",
@@ -141,20 +172,28 @@ def generate_people(cfg: PeopleConfig, seed: int, out: Path, preset: str = "cust
         (out / split).mkdir(parents=True)
         (out / "masks" / split).mkdir(parents=True)
     n_ids = cfg.n_train + cfg.n_test
-    bodies = {pid: sample_body(R.rng_for(seed, R.IDENTITY, pid), cfg.body_distinct) for pid in range(1, n_ids + 1)}
+    pids = range(1, n_ids + 1)
+    bodies = {pid: sample_body(R.rng_for(seed, R.PERSON, *person_key(cfg, pid)), cfg.body_distinct) for pid in pids}
+    accessories = {pid: sample_accessories(R.rng_for(seed, R.ACCESSORY, *person_key(cfg, pid)), cfg.accessories)
+                   for pid in pids}
     wardrobes = sample_wardrobes(
-        n_ids, cfg.outfits_per_person, cfg.outfit_share, cfg.shared_pool,
-        lambda i: R.rng_for(seed, R.OUTFIT, i + 1), lambda j: R.rng_for(seed, R.OUTFIT_POOL, j),
+        n_ids, [cfg.train_outfits if pid <= cfg.n_train else cfg.outfits_per_person for pid in pids],
+        cfg.outfit_share, cfg.shared_pool,
+        lambda i: R.rng_for(seed, R.WARDROBE, *person_key(cfg, i + 1)), lambda j: R.rng_for(seed, R.OUTFIT_POOL, j),
     )
-    cams = {c: sample_camera(R.rng_for(seed, R.CAMERA, c), c, _BG_SIZE, backgrounds, cfg.occlusion)
-            for c in range(1, cfg.n_cameras + 1)}
+    cams = {c: sample_camera(R.rng_for(seed, R.CAMERA, c), c, _BG_SIZE, backgrounds, cfg.occlusion,
+                             near=near)
+            for c, near in camera_ranges(cfg, seed).items()}
     shots = _plan(cfg, seed)
     rows = ["file,split,pid,clothes,cam,outfit_uid,yaw_deg,walking,person_px,occluded"]
     counts = {s: 0 for s in SPLITS}
     for idx, sh in enumerate(shots):
         rng = R.rng_for(seed, R.IMAGE, sh.pid, sh.clothes, sh.cam, sh.k)
         outfit = wardrobes[sh.pid - 1][sh.clothes - 1]
-        bgr, lab, info = render_crop(bodies[sh.pid], outfit, cams[sh.cam], rng, (cfg.crop_h, cfg.crop_w))
+        if cfg.clothes_grey:
+            outfit = grey_outfit(outfit)
+        bgr, lab, info = render_crop(bodies[sh.pid], outfit, cams[sh.cam], rng, (cfg.crop_h, cfg.crop_w),
+                                     accessories[sh.pid])
         name = f"{sh.pid:04d}_{sh.clothes:02d}_c{sh.cam:02d}_{idx:06d}.png"
         write_png(out / sh.split / name, bgr)
         write_png(out / "masks" / sh.split / name, lab)
@@ -179,13 +218,16 @@ def generate_people(cfg: PeopleConfig, seed: int, out: Path, preset: str = "cust
                 "body": [round(float(v), 6) for v in bodies[pid].vector()],
                 "params": bodies[pid].to_json(),
                 "split": "train" if pid <= cfg.n_train else "test",
+                "key": list(person_key(cfg, pid)),
+                "accessories": accessories[pid].to_json(),
             }
             for pid in range(1, n_ids + 1)
         },
         "outfits": {
             f"{pid}_{k + 1}": o.to_json() for pid in range(1, n_ids + 1) for k, o in enumerate(wardrobes[pid - 1])
         },
-        "cameras": {str(c): cam.to_json() for c, cam in cams.items()},
+        "cameras": {str(c): {**cam.to_json(), "near": near} for (c, cam), near in
+                    zip(cams.items(), camera_ranges(cfg, seed).values())},
         "splits": {
             "train": {"pids": list(range(1, cfg.n_train + 1)), "images": counts["train"]},
             "query": {"pids": list(range(cfg.n_train + 1, n_ids + 1)), "images": counts["query"]},

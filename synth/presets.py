@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass, fields, replace
 class PeopleConfig:
     n_train: int  # training identities
     n_test: int  # test identities (query + gallery); disjoint from training ones
-    outfits_per_person: int
+    outfits_per_person: int  # outfits of each *test* person (and of training people unless set below)
     n_cameras: int
-    cams_per_outfit: int  # each (person, outfit) is seen by this many cameras
-    images_per_cam: int  # images per (person, outfit, camera)
+    cams_per_outfit: int  # each test (person, outfit) is seen by this many cameras
+    images_per_cam: int  # images per test (person, outfit, camera)
     crop_h: int = 128
     crop_w: int = 64
     outfit_share: float = 0.3  # probability that an outfit comes from the shared pool
@@ -20,6 +20,14 @@ class PeopleConfig:
     body_distinct: float = 1.0  # spread of body cues (smaller = harder)
     occlusion: float = 0.15  # mean probability that a crop is partly occluded
     query_per_outfit: int = 1  # query images per test (person, outfit)
+    # Training people apart from test people (0 = as the test people). Real CC sets give each training person
+    # many outfits; with 3 the outfit names the person and models learn the outfit (synth/README.md).
+    train_outfits_per_person: int = 0
+    train_cams_per_outfit: int = 0
+    train_images_per_cam: int = 0
+    far_share: float = 0.5  # share of cameras that see people small and blurry (assigned exactly, not drawn)
+    accessories: float = 0.0  # probability that a person keeps glasses / keeps one bag across all outfits
+    clothes_grey: bool = False  # paint every garment plain grey (the clothes-erased ceiling; sanity only)
 
     def validate(self) -> None:
         if self.n_train < 1 or self.n_test < 1:
@@ -37,12 +45,37 @@ class PeopleConfig:
             raise ValueError("query_per_outfit must leave gallery images of the same outfit")
         if self.crop_h < 32 or self.crop_w < 16:
             raise ValueError(f"crop size {self.crop_h}x{self.crop_w} is too small (min 32x16)")
+        if self.train_outfits_per_person < 0 or self.train_images_per_cam < 0:
+            raise ValueError("train_outfits_per_person and train_images_per_cam must be >= 0 (0 = as test people)")
+        if self.train_cams_per_outfit and not 1 <= self.train_cams_per_outfit <= self.n_cameras:
+            raise ValueError(f"train_cams_per_outfit must be in [1, n_cameras={self.n_cameras}] or 0, "
+                             f"got {self.train_cams_per_outfit}")
+        if not 0.0 <= self.far_share <= 1.0:
+            raise ValueError(f"far_share must be in [0, 1], got {self.far_share}")
+        if not 0.0 <= self.accessories <= 1.0:
+            raise ValueError(f"accessories must be a probability in [0, 1], got {self.accessories}")
+
+    @property
+    def train_outfits(self) -> int:
+        return self.train_outfits_per_person or self.outfits_per_person
+
+    @property
+    def train_cams(self) -> int:
+        return self.train_cams_per_outfit or self.cams_per_outfit
+
+    @property
+    def train_images(self) -> int:
+        return self.train_images_per_cam or self.images_per_cam
+
+    @property
+    def n_far_cameras(self) -> int:
+        return int(round(self.far_share * self.n_cameras))
 
     @property
     def shared_pool(self) -> int:
         if self.pool_size:
             return self.pool_size
-        return max(3, (self.n_train + self.n_test) * self.outfits_per_person // 6)
+        return max(3, (self.n_train * self.train_outfits + self.n_test * self.outfits_per_person) // 6)
 
 
 @dataclass(frozen=True)
@@ -74,14 +107,20 @@ class SceneConfig:
             raise ValueError("video width and height must be even")
 
 
+BENCH_TRAIN = 80
+
 PEOPLE_PRESETS: dict[str, PeopleConfig] = {
     # For tests: a few hundred crops in seconds.
     "tiny": PeopleConfig(n_train=8, n_test=6, outfits_per_person=3, n_cameras=3, cams_per_outfit=2, images_per_cam=2),
-    # For the sanity benchmark and quick CPU training: ResNet-18 at 128x64 trains on it in minutes.
-    "bench": PeopleConfig(n_train=60, n_test=40, outfits_per_person=3, n_cameras=4, cams_per_outfit=3, images_per_cam=4),
+    # For the sanity benchmark and CPU training (v2): training people wear 12 outfits each (3 images per outfit,
+    # from 3 of 4 cameras), so no outfit names its wearer; 100 test people in 3 outfits give 300 queries.
+    "bench": PeopleConfig(n_train=BENCH_TRAIN, n_test=100, outfits_per_person=3, n_cameras=4, cams_per_outfit=3,
+                          images_per_cam=2, train_outfits_per_person=12, train_cams_per_outfit=3,
+                          train_images_per_cam=1),
     # Closer to LTCC in size, at 256x128.
     "large": PeopleConfig(
         n_train=150, n_test=100, outfits_per_person=4, n_cameras=6, cams_per_outfit=3, images_per_cam=6,
+        train_outfits_per_person=12, train_cams_per_outfit=3, train_images_per_cam=2,
         crop_h=256, crop_w=128,
     ),
 }

@@ -14,21 +14,25 @@ Why not a mesh body model: see synth/README.md ("Why a procedural renderer").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from .body import HAIR_STYLES, Body
-from .outfit import Outfit
+from .outfit import Accessories, Outfit
 
 # Materials (finer than mask labels).
-M_BG, M_SKIN, M_HAIR, M_TOP, M_BOTTOM, M_SHOES, M_OUTER, M_BAG, M_TOP2, M_FACE, M_SOLE = range(11)
-N_MATERIALS = 11
+M_BG, M_SKIN, M_HAIR, M_TOP, M_BOTTOM, M_SHOES, M_OUTER, M_BAG, M_TOP2, M_FACE, M_SOLE, M_GLASSES, M_OWN_BAG = range(13)
+N_MATERIALS = 13
 
 # Mask labels written to disk (contract): 0 bg, 1 skin, 2 hair, 3 top, 4 bottom, 5 shoes, 6 outerwear/bag.
-LABELS: dict[int, str] = {0: "background", 1: "skin", 2: "hair", 3: "top", 4: "bottom", 5: "shoes", 6: "outerwear_bag"}
-MATERIAL_TO_LABEL = np.array([0, 1, 2, 3, 4, 5, 6, 6, 3, 1, 5], dtype=np.uint8)
+# 7 marks what a person keeps across outfits (glasses, their own bag): not clothes, not body.
+LABELS: dict[int, str] = {0: "background", 1: "skin", 2: "hair", 3: "top", 4: "bottom", 5: "shoes", 6: "outerwear_bag",
+                          7: "accessory"}
+N_LABELS = len(LABELS)
+CLOTHES_LABELS = (3, 4, 5, 6)
+MATERIAL_TO_LABEL = np.array([0, 1, 2, 3, 4, 5, 6, 6, 3, 1, 5, 7, 7], dtype=np.uint8)
 
 _SHIFT = 4  # fixed-point bits for sub-pixel OpenCV drawing
 _ONE = 1 << _SHIFT
@@ -347,7 +351,7 @@ def _draw_back_hair(cv: _Canvas, sk: _Skeleton, b: Body, style: str) -> None:
         cv.circle(cv.proj(c), 0.38 * a * cv.scale, M_HAIR)
 
 
-def _draw_head(cv: _Canvas, sk: _Skeleton, b: Body, yaw: float) -> None:
+def _draw_head(cv: _Canvas, sk: _Skeleton, b: Body, yaw: float, glasses: bool = False) -> None:
     H = b.height_m
     style = HAIR_STYLES[b.hair_style]
     cv.capsule(sk.neck_base, sk.head_c - np.array([0.0, sk.head_h * 0.3, 0.0]), 0.033 * H, 0.03 * H, M_SKIN)
@@ -369,6 +373,18 @@ def _draw_head(cv: _Canvas, sk: _Skeleton, b: Body, yaw: float) -> None:
         m = cv.proj(mouth)
         cv.ellipse(m, max(0.6, 0.22 * hw * cv.scale * abs(cv.c)), max(0.5, 0.05 * hw * cv.scale), M_FACE)
     _hair_region(cv, c, a, bb, b, yaw, style, b.beard)
+    if glasses:  # lenses over the eyes and a frame to the ears: seen from the front and the side
+        lenses = []
+        for e in (1, -1):
+            eye = sk.head_c + np.array([e * 0.36 * hw, 0.02 * sk.head_h, hw * 0.95])
+            if cv.depth(eye - sk.head_c) > -0.1 * hw:
+                cv.circle(cv.proj(eye), max(0.8, 0.2 * hw * cv.scale), M_GLASSES)
+                lenses.append(eye)
+            temple = sk.head_c + np.array([e * 0.98 * hw, 0.04 * sk.head_h, 0.1 * hw])
+            if abs(cv.s) > 0.35 and cv.depth(temple - sk.head_c) > 0.0:
+                cv.capsule(eye, temple, 0.025 * hw, 0.025 * hw, M_GLASSES)
+        if len(lenses) == 2:
+            cv.capsule(lenses[0], lenses[1], 0.03 * hw, 0.03 * hw, M_GLASSES)
 
 
 def _draw_torso_garments(cv: _Canvas, sk: _Skeleton, b: Body, o: Outfit) -> None:
@@ -418,8 +434,9 @@ def _draw_torso_garments(cv: _Canvas, sk: _Skeleton, b: Body, o: Outfit) -> None
                 _band(cv, [(np.array([0.0, hem, 0.0]), strip), (np.array([0.0, down, 0.0]), strip * 1.2)], M_BOTTOM)
 
 
-def _draw_bag(cv: _Canvas, sk: _Skeleton, b: Body, o: Outfit, stage: str) -> None:
-    """Backpack or shoulder bag; ``stage`` is 'behind' or 'front' of the torso."""
+def _draw_bag(cv: _Canvas, sk: _Skeleton, b: Body, o: Outfit, stage: str, material: int = M_BAG) -> None:
+    """Backpack or shoulder bag; ``stage`` is 'behind' or 'front' of the torso; ``material`` tells the outfit's
+    bag from the person's own one (which no outfit change removes)."""
     H = b.height_m
     depth = b.depth_ratio * H * 0.5
     if o.bag_type == "backpack":
@@ -430,7 +447,7 @@ def _draw_bag(cv: _Canvas, sk: _Skeleton, b: Body, o: Outfit, stage: str) -> Non
                 for e in (1, -1):
                     top = sk.shoulders[e] + np.array([-e * 0.03 * H, 0.01 * H, 0.02 * H])
                     bot = sk.torso_c["chest"] + np.array([e * 0.07 * H, -0.07 * H, depth])
-                    cv.capsule(top, bot, 0.012 * H, 0.012 * H, M_BAG)
+                    cv.capsule(top, bot, 0.012 * H, 0.012 * H, material)
             return
         if stage == "behind" and away:
             return
@@ -438,8 +455,8 @@ def _draw_bag(cv: _Canvas, sk: _Skeleton, b: Body, o: Outfit, stage: str) -> Non
         half_h = 0.22 * H / 1.7
         p = cv.proj(centre)
         wpx, hpx = half_w * cv.scale, half_h * cv.scale
-        cv.poly(np.array([p + [-wpx, -hpx], p + [wpx, -hpx], p + [wpx, hpx], p + [-wpx, hpx]]), M_BAG, 0.95)
-        cv.circle(p + [0, -hpx], wpx * 0.95, M_BAG, 0.95)
+        cv.poly(np.array([p + [-wpx, -hpx], p + [wpx, -hpx], p + [wpx, hpx], p + [-wpx, hpx]]), material, 0.95)
+        cv.circle(p + [0, -hpx], wpx * 0.95, material, 0.95)
     elif o.bag_type == "shoulder":
         side = 1
         centre = np.array([side * (b.hip_ratio * H + 0.05 * H), sk.hip_y + 0.02 * H, 0.02 * H])
@@ -448,11 +465,11 @@ def _draw_bag(cv: _Canvas, sk: _Skeleton, b: Body, o: Outfit, stage: str) -> Non
             return
         if abs(cv.c) > 0.2 and stage == "front":
             top = sk.shoulders[-side] + np.array([0.0, 0.01 * H, 0.0])
-            cv.capsule(top, centre + np.array([0.0, 0.06 * H, 0.0]), 0.008 * H, 0.008 * H, M_BAG)
+            cv.capsule(top, centre + np.array([0.0, 0.06 * H, 0.0]), 0.008 * H, 0.008 * H, material)
         half_w = _half_width(0.13 * H / 1.7, 0.05 * H / 1.7, abs(cv.c), abs(cv.s))
         p = cv.proj(centre)
         wpx, hpx = half_w * cv.scale, 0.1 * H / 1.7 * cv.scale
-        cv.poly(np.array([p + [-wpx, -hpx], p + [wpx, -hpx], p + [wpx, hpx], p + [-wpx, hpx]]), M_BAG, 0.92)
+        cv.poly(np.array([p + [-wpx, -hpx], p + [wpx, -hpx], p + [wpx, hpx], p + [-wpx, hpx]]), material, 0.92)
 
 
 def _texture(mat: np.ndarray, o: Outfit, b: Body, scale: float, ox: float, oy: float) -> np.ndarray:
@@ -511,8 +528,43 @@ def _texture(mat: np.ndarray, o: Outfit, b: Body, scale: float, ox: float, oy: f
     return col
 
 
-def render_person(b: Body, o: Outfit, pose: Pose, px_height: float, ss: int = 2) -> Sprite:
-    """Render one person ``px_height`` pixels tall (at output resolution)."""
+def label_coverage(labels: np.ndarray, size_wh: tuple[int, int], interpolation: int) -> np.ndarray:
+    """Share of each mask label in every pixel after resizing ``labels`` to ``size_wh``: (h, w, N_LABELS) float32.
+
+    Resized with the same interpolation as the image, so a pixel gets a share of a label exactly when the image's
+    resize mixed that part's colour into it.
+    """
+    onehot = (labels[..., None] == np.arange(N_LABELS, dtype=labels.dtype)).astype(np.float32)
+    if onehot.shape[1::-1] == tuple(size_wh):
+        return onehot
+    # OpenCV resizes at most 4 channels at a time with INTER_AREA.
+    parts = [cv2.resize(np.ascontiguousarray(onehot[..., i:i + 4]), size_wh, interpolation=interpolation)
+             for i in range(0, N_LABELS, 4)]
+    return np.concatenate([p.reshape(size_wh[1], size_wh[0], -1) for p in parts], axis=-1)
+
+
+def coverage_labels(cov: np.ndarray) -> np.ndarray:
+    """One mask label per pixel from label shares, so that no part's colour sits outside its mask.
+
+    A pixel with any clothes in it is clothes (the clothes label with the largest share): erasing the clothes
+    labels then leaves no clothes-coloured rim. Otherwise it is the largest of skin, hair and accessory
+    whenever the person covers any of it, and background only where the person does not reach.
+    """
+    eps = 1e-6
+    clothes = np.asarray(CLOTHES_LABELS)
+    other = np.array([lab for lab in range(1, N_LABELS) if lab not in CLOTHES_LABELS])
+    c_share, o_share = cov[..., clothes], cov[..., other]
+    out = np.zeros(cov.shape[:2], np.uint8)
+    has_other = o_share.max(-1) > eps
+    out[has_other] = other[o_share.argmax(-1)][has_other]
+    has_clothes = c_share.max(-1) > eps
+    out[has_clothes] = clothes[c_share.argmax(-1)][has_clothes]
+    return out
+
+
+def render_person(b: Body, o: Outfit, pose: Pose, px_height: float, ss: int = 2,
+                  acc: Accessories | None = None) -> Sprite:
+    """Render one person ``px_height`` pixels tall (at output resolution), with the accessories they keep."""
     if px_height < 8:
         raise ValueError(f"px_height must be >= 8 pixels, got {px_height}")
     yaw = float(pose.yaw)
@@ -539,7 +591,10 @@ def render_person(b: Body, o: Outfit, pose: Pose, px_height: float, ss: int = 2)
     long_back = style in ("long", "ponytail", "bun")
     if long_back and facing > 0.3:
         _draw_back_hair(cv, sk, b, style)
-    _draw_bag(cv, sk, b, o, "behind")
+    own_bag = acc is not None and acc.bag_type != "none"
+    bag_o = replace(o, bag_type=acc.bag_type) if own_bag else o  # the person's bag replaces the outfit's
+    bag_material = M_OWN_BAG if own_bag else M_BAG
+    _draw_bag(cv, sk, b, bag_o, "behind", bag_material)
     # Far arm behind the body in side-ish views.
     arm_depth = {sd: cv.depth(sk.shoulders[sd]) for sd in (1, -1)}
     far_arm = min(arm_depth, key=arm_depth.get)
@@ -553,8 +608,8 @@ def render_person(b: Body, o: Outfit, pose: Pose, px_height: float, ss: int = 2)
     _draw_torso_garments(cv, sk, b, o)
     if long_back and facing <= 0.3:
         _draw_back_hair(cv, sk, b, style)
-    _draw_bag(cv, sk, b, o, "front")
-    _draw_head(cv, sk, b, yaw)
+    _draw_bag(cv, sk, b, bag_o, "front", bag_material)
+    _draw_head(cv, sk, b, yaw, glasses=acc is not None and acc.glasses)
     for sd in (1, -1):
         if side_view and sd == far_arm:
             continue
@@ -562,6 +617,9 @@ def render_person(b: Body, o: Outfit, pose: Pose, px_height: float, ss: int = 2)
 
     mat = cv.mat
     col = _texture(mat, o, b, scale, ox, oy)
+    if acc is not None:
+        col[mat == M_GLASSES] = acc.glasses_rgb
+        col[mat == M_OWN_BAG] = acc.bag_rgb
     # Shading: parts look rounded (darker near part boundaries), light from above.
     edge = np.zeros_like(mat, dtype=bool)
     edge[:, 1:] |= mat[:, 1:] != mat[:, :-1]
@@ -578,6 +636,6 @@ def render_person(b: Body, o: Outfit, pose: Pose, px_height: float, ss: int = 2)
     alpha = cv2.resize(fg, (out_w, out_h), interpolation=cv2.INTER_AREA)
     # Un-premultiply so that edge pixels keep the person's colour.
     rgb_s = np.where(alpha[..., None] > 1e-3, rgb_s / np.maximum(alpha[..., None], 1e-3), 0.0).astype(np.float32)
-    labels = MATERIAL_TO_LABEL[mat[ss // 2 :: ss, ss // 2 :: ss][:out_h, :out_w]]
+    labels = coverage_labels(label_coverage(MATERIAL_TO_LABEL[mat], (out_w, out_h), cv2.INTER_AREA))
     foot = (ox / ss, oy / ss)
     return Sprite(rgb=np.clip(rgb_s, 0.0, 1.0), alpha=np.clip(alpha, 0.0, 1.0), labels=labels, foot=foot)

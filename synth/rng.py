@@ -22,6 +22,14 @@ SCENE_ROUTE = 8
 SCENE_FRAME = 9
 BACKGROUND = 10
 SCENE_PEOPLE = 11
+PERSON = 12  # v2 people sets: bodies keyed by (split code, index within the split)
+WARDROBE = 13  # v2 people sets: a person's outfits, keyed like PERSON
+ACCESSORY = 14  # v2 people sets: accessories a person keeps across outfits, keyed like PERSON
+CAMERA_RANGE = 15  # v2 people sets: which cameras are near and which far
+
+# Split codes for the v2 keys: a training body and a test body never share a key, whatever the set sizes.
+SPLIT_TRAIN = 0
+SPLIT_TEST = 1
 
 
 def rng_for(seed: int, stream: int, *indices: int) -> np.random.Generator:

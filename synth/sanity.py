@@ -3,7 +3,14 @@
 * colour histograms (whole crop, or only the clothes pixels given by the part masks):
   what a model leaning on clothing colour does;
 * skin and hair colour (body pixels only): a weak body cue read from the pixels;
-* the true body-parameter vector from meta.json: the ceiling for body cues.
+* mask statistics: 17 hand-made measurements of skin, hair and silhouette from the true part masks, no
+  learning: a floor that any learned model should pass;
+* a noisy visible-field oracle: the body parameters a still crop can show (not height, which the crop's
+  resize removes, nor cadence, which needs time), each image with its own Gaussian noise (in population
+  standard deviations): what reading those cues imperfectly from pixels could reach.
+
+The true body vector itself is not a row: it is the same for every image of a person, so it scores 100 by
+construction and says nothing about what a network can see.
 
 Scored with ``reid.evaluation.evaluate`` under the general, same-clothes and
 cloth-changing protocols. Used by ``benchmarks/synthcc_sanity.py`` and the tests.
@@ -22,6 +29,11 @@ import numpy as np
 _NAME = re.compile(r"^(\d+)_(\d+)_c(\d+)_(\d+)\.png$")
 CLOTHES_LABELS = (3, 4, 5, 6)
 BODY_PIXEL_LABELS = (1, 2)
+# Body fields a single crop can show. Not height_m (every crop is resized to one height) and not cadence (steps
+# per second need time); stride and arm swing show only as a pose at one phase of the walk, so they are left out.
+VISIBLE_FIELDS = ("leg_ratio", "shoulder_ratio", "hip_ratio", "depth_ratio", "arm_ratio", "leg_thick", "arm_thick",
+                  "head_ratio", "head_aspect", "neck_ratio", "skin_tone", "skin_undertone", "hair_r", "hair_g",
+                  "hair_b", "hair_volume", "hair_length", "fringe", "beard", "lean")
 
 
 @dataclass
@@ -78,13 +90,80 @@ def colour_features(split: Split, root: Path, labels: tuple[int, ...] | None) ->
     return np.stack(feats)
 
 
-def body_features(split: Split, root: Path) -> np.ndarray:
+def visible_field_features(split: Split, root: Path, noise: float, seed: int = 0) -> np.ndarray:
+    """The visible body fields (standardised over all identities, hair style one-hot added), plus independent
+    Gaussian noise of ``noise`` population standard deviations per image and field."""
     meta = json.loads((root / "meta.json").read_text())
     ids = meta["identities"]
-    allv = np.array([ids[k]["body"] for k in sorted(ids, key=int)], np.float64)
+    names = list(meta["body_fields"])
+    cols = [names.index(f) for f in VISIBLE_FIELDS] + [i for i, f in enumerate(names) if f.startswith("hair_style_")]
+    allv = np.array([ids[k]["body"] for k in sorted(ids, key=int)], np.float64)[:, cols]
     mu, sd = allv.mean(0), allv.std(0)
     sd[sd == 0] = 1.0
-    return np.stack([(np.array(ids[str(p)]["body"]) - mu) / sd for p in split.pids])
+    clean = np.stack([(np.array(ids[str(p)]["body"])[cols] - mu) / sd for p in split.pids])
+    # One noise stream per image file name, so query and gallery images never share a draw.
+    noisy = [row + noise * np.random.default_rng([seed, *map(ord, f.name)]).standard_normal(len(row))
+             for row, f in zip(clean, split.files)]
+    return np.stack(noisy)
+
+
+def _lab_stats(bgr: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, float]:
+    if not sel.any():
+        return np.zeros(3), 0.0
+    lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB).astype(np.float64)[sel]
+    return lab.mean(0), float(lab[:, 0].std())
+
+
+def mask_statistics(bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """17 hand-made skin, hair and silhouette measurements from one crop and its true part mask.
+
+    Colours: mean Lab of skin and of hair (6), their lightness spread (2). Areas: hair and skin share of the
+    person (2). Proportions, relative to the person's height in the crop: head-and-neck length (from the top
+    of the person to the first clothes row), head width, shoulder width, hair height, hair below the
+    shoulders, hair width relative to head width, and the share of hair in the lower half of the head
+    (beards, long hair) (7).
+    """
+    fg = mask > 0
+    rows = np.flatnonzero(fg.any(1))
+    if rows.size == 0:
+        return np.zeros(17)
+    top, bottom = int(rows[0]), int(rows[-1])
+    height = float(bottom - top + 1)
+    skin, hair = mask == 1, mask == 2
+    clothes_rows = np.flatnonzero(np.isin(mask, (3, 6)).any(1))
+    shoulder = int(clothes_rows[0]) if clothes_rows.size else top + int(0.2 * height)
+    widths = fg.sum(1).astype(np.float64)
+    head_w = float(widths[top:max(shoulder, top + 1)].max())
+    torso_w = float(widths[shoulder:shoulder + max(1, int(0.25 * height))].max()) if shoulder <= bottom else 0.0
+    hair_rows = np.flatnonzero(hair.any(1))
+    hair_cols = np.flatnonzero(hair.any(0))
+    skin_lab, skin_sd = _lab_stats(bgr, skin)
+    hair_lab, hair_sd = _lab_stats(bgr, hair)
+    head_mid = top + (shoulder - top) // 2
+    n_hair = float(hair.sum())
+    return np.array([
+        *skin_lab, *hair_lab, skin_sd, hair_sd,
+        n_hair / fg.sum(), skin.sum() / fg.sum(),
+        (shoulder - top) / height,
+        head_w / height,
+        torso_w / height,
+        (hair_rows[-1] - hair_rows[0] + 1) / height if hair_rows.size else 0.0,
+        hair[shoulder:].sum() / height if shoulder <= bottom else 0.0,
+        (hair_cols[-1] - hair_cols[0] + 1) / max(head_w, 1.0) if hair_cols.size else 0.0,
+        hair[head_mid:shoulder].sum() / n_hair if n_hair else 0.0,
+    ])
+
+
+def mask_statistic_features(split: Split, root: Path) -> np.ndarray:
+    out = []
+    for f in split.files:
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        mf = root / "masks" / f.parent.name / f.name
+        lab = cv2.imread(str(mf), cv2.IMREAD_UNCHANGED)
+        if img is None or lab is None:
+            raise OSError(f"cannot read {f} or its mask {mf}")
+        out.append(mask_statistics(img, lab))
+    return np.stack(out)
 
 
 def distances(q: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -93,7 +172,8 @@ def distances(q: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 MATCHERS = ("colour histogram, whole crop", "colour histogram, clothes pixels (GT masks)",
-            "skin+hair colour (GT masks)", "true body parameters")
+            "skin+hair colour (GT masks)", "mask statistics (17, GT masks, no learning)",
+            "visible body fields + noise 0.5 sd", "visible body fields + noise 1.0 sd")
 
 
 def embedder_features(split: Split, embedder, batch: int = 64) -> np.ndarray:
@@ -131,7 +211,15 @@ def run_sanity(root: Path, matchers: tuple[str, ...] = MATCHERS, embedders: tupl
         elif name == MATCHERS[2]:
             fq, fg = colour_features(q, root, BODY_PIXEL_LABELS), colour_features(g, root, BODY_PIXEL_LABELS)
         elif name == MATCHERS[3]:
-            fq, fg = body_features(q, root), body_features(g, root)
+            fq, fg = mask_statistic_features(q, root), mask_statistic_features(g, root)
+            # Standardise each measurement over query and gallery together (no labels used).
+            both = np.concatenate([fq, fg])
+            mu, sd = both.mean(0), both.std(0)
+            sd[sd == 0] = 1.0
+            fq, fg = (fq - mu) / sd, (fg - mu) / sd
+        elif name in MATCHERS[4:6]:
+            noise = 0.5 if name == MATCHERS[4] else 1.0
+            fq, fg = visible_field_features(q, root, noise), visible_field_features(g, root, noise)
         else:
             raise ValueError(f"unknown matcher {name!r}; known: {MATCHERS}")
         dist = distances(fq, fg)

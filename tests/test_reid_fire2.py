@@ -69,7 +69,7 @@ def test_jaccard_distance_works_for_identities_with_few_images():
         x = rng.normal(size=(n, 16))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         k1, k2 = effective_k(n, 20, 6, 0.34)
-        assert (n < 2 and k1 == 0) or 1 <= k1 <= max(n - 1, 1)
+        assert (n < 2 and k1 == 0) or 2 <= k1 <= n  # neighbour counts include the image itself
         for kk1, kk2 in ((max(k1, 1), max(k2, 1)), (20, 6)):  # also the reference values, which get clamped
             d = jaccard_distance(x, kk1, kk2)
             assert d.shape == (n, n) and np.isfinite(d).all()
@@ -82,6 +82,56 @@ def test_jaccard_distance_works_for_identities_with_few_images():
     same = np.repeat(np.arange(2), 6)
     inside = same[:, None] == same[None]
     assert d[inside].max() < 0.2 and d[~inside].min() > 0.95
+
+
+def _reference_jaccard(x: np.ndarray, k1: int, k2: int) -> np.ndarray:
+    """The FIRe² code's Jaccard step written as loops, from its description (methods.md §3.2, §9): a kNN list of
+    k1 columns with the image itself first, k-reciprocal sets read from it, expansion by the round(k1/2) sets,
+    softmax weights over exp(-(2 - 2cos)), query expansion over the k2 nearest, d = 1 - m / (2 - m)."""
+    n = len(x)
+    d = 2.0 - 2.0 * (x @ x.T)
+    np.fill_diagonal(d, 0.0)
+    knn = np.argsort(d, axis=1, kind="stable")[:, :k1]
+
+    def k_reciprocal(i: int, k: int) -> np.ndarray:
+        forward = knn[i, :k + 1]
+        backward = knn[forward, :k + 1]
+        return forward[(backward == i).any(axis=1)]
+
+    sets = [k_reciprocal(i, k1) for i in range(n)]
+    halves = [k_reciprocal(i, int(np.around(k1 / 2))) for i in range(n)]
+    v = np.zeros((n, n))
+    for i in range(n):
+        expansion = sets[i]
+        for c in sets[i]:
+            h = halves[c]
+            if len(np.intersect1d(h, sets[i])) > 2 / 3 * len(h):
+                expansion = np.append(expansion, h)
+        expansion = np.unique(expansion)
+        w = np.exp(-d[i, expansion])
+        v[i, expansion] = w / w.sum()
+    if k2 != 1:
+        v = np.stack([v[knn[i, :k2]].mean(axis=0) for i in range(n)])
+    out = np.zeros((n, n))
+    for i in range(n):
+        m = np.minimum(v[i][None, :], v).sum(axis=1)
+        out[i] = 1.0 - m / (2.0 - m)
+    return np.clip(out, 0.0, None)
+
+
+def test_jaccard_distance_matches_the_authors_algorithm_and_k1_rule():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 32))
+    x = np.repeat(centres, 12, axis=0) + 0.6 * rng.normal(size=(48, 32))  # 48 images in 4 loose groups
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for k1, k2 in ((20, 6), (11, 3), (5, 1)):
+        np.testing.assert_allclose(jaccard_distance(x, k1, k2), _reference_jaccard(x, k1, k2), atol=1e-5)
+    # The authors' rule (k1_fraction 1.0): k1 = 20 images, the image itself included, for any identity with >= 20
+    # images; below that only the images there are. The SynthCC variant's cap (0.34) cuts k1 to a third.
+    assert effective_k(120, 20, 6, 1.0) == (20, 6)
+    assert effective_k(36, 20, 6, 1.0) == (20, 6)
+    assert effective_k(12, 20, 6, 1.0) == (12, 4)
+    assert effective_k(36, 20, 6, 0.34) == (12, 4)
 
 
 def test_pseudo_labels_never_collide_across_identities():

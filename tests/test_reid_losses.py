@@ -86,6 +86,30 @@ def test_adversarial_loss_trains_features_not_clothes_head():
     assert head.weight.grad is None
 
 
+def test_clothes_classifier_rows_start_at_unit_norm_as_simple_ccreid():
+    torch.manual_seed(0)
+    head = CosineClassifier(256, 500)
+    norms = head.weight.detach().norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    # uniform(-1, 1) directions, not a near-zero Gaussian: entries spread around 1/sqrt(d/3) in magnitude
+    w = head.weight.detach()
+    assert 0.5 / 256 ** 0.5 < w.abs().mean() < 2.0 / 256 ** 0.5
+    # Why it matters: one Adam step (lr 1e-3) turns a unit-norm row by well under what it turns a N(0, 0.01) row.
+    def turn(weight: torch.Tensor) -> float:
+        p = torch.nn.Parameter(weight.clone())
+        opt = torch.optim.Adam([p], lr=1e-3)
+        feats = torch.nn.functional.normalize(torch.randn(64, 256, generator=torch.Generator().manual_seed(1)), dim=1)
+        loss = torch.nn.functional.cross_entropy(16 * feats @ torch.nn.functional.normalize(p, dim=1).t(),
+                                                 torch.arange(64) % 500)
+        loss.backward()
+        opt.step()
+        cos = torch.nn.functional.cosine_similarity(p.detach(), weight, dim=1)
+        return float(torch.rad2deg(torch.acos(cos.clamp(-1, 1))).mean())
+
+    small = torch.randn(500, 256, generator=torch.Generator().manual_seed(2)) * 0.01
+    assert turn(small) > 3 * turn(w)
+
+
 # ------------------------------------------------------------------------------------------------ sampler
 
 def _pids():

@@ -163,3 +163,34 @@ def test_cli_eval_and_bad_recipe_exit_codes(synth_root, tmp_path):
 def test_shipped_recipes_validate(recipe):
     r = load_recipe(recipe)
     assert r.data.batch_size % r.data.num_instances == 0
+
+
+def test_fire2_neck_and_classifier_options_freeze_the_bias(synth_root, tmp_path):
+    """FIRe²'s code: BN neck bias frozen at 0, bias-free identity classifier (model.neck_bias / model.id_bias)."""
+    path = _recipe(synth_root, tmp_path / "nb", epochs=1, **{"loss.method": "baseline"})
+    raw = yaml.safe_load(path.read_text())
+    raw["model"].update(neck_bias=False, id_bias=False)
+    path.write_text(yaml.safe_dump(raw))
+    t, _ = _train(path)
+    assert t.model.id_head.bias is None
+    assert not t.model.bn.bias.requires_grad and torch.count_nonzero(t.model.bn.bias) == 0
+    assert all(p is not t.model.bn.bias for g in t.opt.param_groups for p in g["params"])
+    # ... while the weights did train, and the default (CAL) keeps a trained bias.
+    t2, _ = _train(_recipe(synth_root, tmp_path / "b2", epochs=1, **{"loss.method": "baseline"}))
+    assert t2.model.id_head.bias is not None and torch.count_nonzero(t2.model.bn.bias) > 0
+
+
+def test_pad_and_crop_augmentation_shifts_with_zero_border():
+    """augment.crop_mode: pad (FIRe², CSSC): pad 10 black pixels, crop back at a random offset, always."""
+    spec = PreprocessSpec(height=32, width=16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    tf = build_train_transform(spec, hflip_p=0, erasing_p=0, crop_mode="pad", crop_pad=4)
+    img = torch.full((3, 32, 16), 200, dtype=torch.uint8)
+    torch.manual_seed(0)
+    outs = [tf(img) for _ in range(40)]
+    zero_rows = [int((o[0] == 0).all(dim=1).sum()) + int((o[0] == 0).all(dim=0).sum()) for o in outs]
+    assert all(o.shape == (3, 32, 16) for o in outs)
+    assert sum(z > 0 for z in zero_rows) >= 30  # almost every draw shows some of the black border
+    assert max(zero_rows) <= 8  # never more than the padding on each axis
+    assert all(((o == 0) | torch.isclose(o, torch.tensor(200 * spec.scale))).all() for o in outs)  # no resampling
+    with pytest.raises(ValueError, match="crop_mode"):
+        build_train_transform(spec, crop_mode="zoom")

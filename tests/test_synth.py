@@ -16,10 +16,11 @@ import pytest
 
 from synth import rng as R
 from synth.body import BODY_FIELDS, sample_body
-from synth.outfit import sample_outfit
-from synth.people import generate_people
+from synth.camera import sample_camera
+from synth.outfit import Accessories, sample_outfit
+from synth.people import compose_crop, generate_people
 from synth.presets import PEOPLE_PRESETS, with_overrides
-from synth.render import Pose, render_person
+from synth.render import CLOTHES_LABELS, Pose, coverage_labels, render_person
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = re.compile(r"^(\d{4})_(\d{2})_c(\d{2})_(\d{6})\.png$")
@@ -62,7 +63,7 @@ def test_people_layout_matches_contract(tiny_people: Path) -> None:
     meta = json.loads((tiny_people / "meta.json").read_text())
     assert meta["preset"] == "tiny" and meta["seed"] == 3 and meta["version"] >= 1
     assert meta["labels"] == {"0": "background", "1": "skin", "2": "hair", "3": "top", "4": "bottom", "5": "shoes",
-                              "6": "outerwear_bag"}
+                              "6": "outerwear_bag", "7": "accessory"}
     recs: dict[str, list[tuple[int, int, int]]] = {}
     idxs = []
     for split in ("train", "query", "test"):
@@ -77,7 +78,7 @@ def test_people_layout_matches_contract(tiny_people: Path) -> None:
             mask = cv2.imread(str(tiny_people / "masks" / split / f.name), cv2.IMREAD_UNCHANGED)
             assert img.shape == (cfg.crop_h, cfg.crop_w, 3) and img.dtype == np.uint8
             assert mask is not None and mask.shape == (cfg.crop_h, cfg.crop_w) and mask.dtype == np.uint8
-            assert mask.max() <= 6
+            assert mask.max() <= 7
             # A person is in the crop: skin or hair, and clothes.
             assert np.isin(mask, (1, 2)).any() and np.isin(mask, (3, 4, 5, 6)).any(), f
             assert f"{pid}_{clothes}" in meta["outfits"]
@@ -150,3 +151,130 @@ def test_render_views_and_bad_size() -> None:
     assert 90 <= rows.max() - rows.min() + 1 <= 115
     with pytest.raises(ValueError, match="px_height"):
         render_person(body, o, Pose(0.0, 0.0), 3)
+
+
+# ------------------------------------------------------------------------------------------ SynthCC v2
+
+
+def _records(root: Path, split: str) -> list[tuple[int, int, int]]:
+    return [tuple(map(int, NAME.match(f.name).groups()[:3])) for f in sorted((root / split).iterdir())]
+
+
+def test_training_outfit_knob_is_separate_from_test_outfits(tmp_path: Path) -> None:
+    cfg = with_overrides(PEOPLE_PRESETS["tiny"], {"train_outfits_per_person": "7", "train_cams_per_outfit": "2",
+                                                  "train_images_per_cam": "1"})
+    generate_people(cfg, 1, tmp_path, log=_quiet)
+    train, query, gallery = (_records(tmp_path, s) for s in ("train", "query", "test"))
+    per_train = {}
+    for pid, clothes, _cam in train:
+        per_train.setdefault(pid, set()).add(clothes)
+    assert len(per_train) == cfg.n_train and all(len(c) == 7 for c in per_train.values())
+    assert len(train) == cfg.n_train * 7 * 2 * 1
+    per_test = {}
+    for pid, clothes, _cam in query + gallery:
+        per_test.setdefault(pid, set()).add(clothes)
+    assert len(per_test) == cfg.n_test and all(len(c) == cfg.outfits_per_person for c in per_test.values())
+    assert len(query) + len(gallery) == cfg.n_test * cfg.outfits_per_person * cfg.cams_per_outfit * cfg.images_per_cam
+    # A training person's outfits are distinct outfits (uids), not copies.
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    uids = [meta["outfits"][f"1_{k}"]["uid"] for k in range(1, 8)]
+    assert len(set(uids)) == 7
+    # The bench preset is v2: many outfits per training person, >= 100 test people, >= 300 queries.
+    bench = PEOPLE_PRESETS["bench"]
+    assert bench.train_outfits >= 12 and 3 <= bench.outfits_per_person <= 4
+    assert bench.n_test >= 100 and bench.n_test * bench.outfits_per_person * bench.query_per_outfit >= 300
+
+
+def test_bodies_are_keyed_by_split_so_sets_never_share_test_people(tmp_path: Path) -> None:
+    small = with_overrides(PEOPLE_PRESETS["tiny"], {"images_per_cam": "1"})
+    big = replace(small, n_train=3 * small.n_train)
+    generate_people(small, 2, tmp_path / "small", log=_quiet)
+    generate_people(big, 2, tmp_path / "big", log=_quiet)
+
+    def bodies(root: Path, split: str) -> list[tuple[float, ...]]:
+        ids = json.loads((root / "meta.json").read_text())["identities"]
+        return [tuple(v["body"]) for _, v in sorted(ids.items(), key=lambda kv: int(kv[0])) if v["split"] == split]
+
+    small_test, big_train = bodies(tmp_path / "small", "test"), bodies(tmp_path / "big", "train")
+    assert len(big_train) == big.n_train
+    assert not set(small_test) & set(big_train), "a bigger set's training people include another set's test people"
+    # Test people do not depend on how many training people a set has; training people are the same prefix.
+    assert small_test == bodies(tmp_path / "big", "test")
+    assert bodies(tmp_path / "small", "train") == big_train[: small.n_train]
+
+
+def test_near_and_far_cameras_are_balanced(tmp_path: Path) -> None:
+    for seed in range(4):
+        cfg = with_overrides(PEOPLE_PRESETS["tiny"], {"n_cameras": "4", "images_per_cam": "1", "n_train": "2",
+                                                      "n_test": "2"})
+        out = tmp_path / str(seed)
+        generate_people(cfg, seed, out, log=_quiet)
+        cams = json.loads((out / "meta.json").read_text())["cameras"]
+        near = [c["near"] for c in cams.values()]
+        assert sum(near) == 2, (seed, near)
+        for c in cams.values():
+            assert (c["person_px"][0] >= 90) == c["near"]
+
+
+def test_masks_cover_every_pixel_the_person_reaches_and_all_clothes_colour() -> None:
+    """No clothes-colour rim outside the masks: the mask marks every pixel whose colour the person (and,
+    as clothes, every pixel the clothes) contributed to, before the camera model."""
+    rng = np.random.default_rng(0)
+    cam = sample_camera(R.rng_for(0, R.CAMERA, 1), 1, (384, 288), near=False)
+    for i in range(12):
+        body = sample_body(R.rng_for(9, R.IDENTITY, i))
+        outfit = sample_outfit(np.random.default_rng(100 + i), uid=i)
+        acc = Accessories(glasses=True, bag_type="backpack", bag_rgb=(0.2, 0.6, 0.2)) if i % 2 else None
+        _img, cov, _info = compose_crop(body, outfit, cam, rng, (128, 64), acc)
+        labels = coverage_labels(cov)
+        person = cov[..., 1:].sum(-1) > 1e-6
+        clothes = cov[..., list(CLOTHES_LABELS)].sum(-1) > 1e-6
+        assert np.array_equal(person, labels > 0)
+        assert np.isin(labels[clothes], CLOTHES_LABELS).all()
+        # The sprite itself: every pixel with any alpha has a label, and no label sits where there is none.
+        sp = render_person(body, outfit, Pose(yaw=0.3 * i, phase=0.5 * i), float(rng.uniform(40, 170)), acc=acc)
+        assert np.array_equal(sp.alpha > 0, sp.labels > 0)
+
+
+def test_accessories_persist_across_a_persons_outfits(tmp_path: Path) -> None:
+    cfg = with_overrides(PEOPLE_PRESETS["tiny"], {"accessories": "1.0", "train_outfits_per_person": "4"})
+    generate_people(cfg, 0, tmp_path, log=_quiet)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    for pid, ident in meta["identities"].items():
+        acc = ident["accessories"]
+        assert acc["glasses"] and acc["bag_type"] in ("backpack", "shoulder"), (pid, acc)
+    # The accessory label shows up in (nearly) every outfit of every person: the bag goes with the person.
+    seen: dict[tuple[int, int], bool] = {}
+    for split in ("train", "query", "test"):
+        for f in sorted((tmp_path / split).iterdir()):
+            pid, clothes = map(int, NAME.match(f.name).groups()[:2])
+            mask = cv2.imread(str(tmp_path / "masks" / split / f.name), cv2.IMREAD_UNCHANGED)
+            seen[(pid, clothes)] = seen.get((pid, clothes), False) or bool((mask == 7).any())
+    assert np.mean(list(seen.values())) >= 0.9, seen
+    # Off by default: the same seed without accessories has none.
+    off = generate_people(replace(cfg, accessories=0.0), 0, tmp_path / "off", log=_quiet)
+    assert off["counts"]["train"] > 0
+    meta_off = json.loads((tmp_path / "off" / "meta.json").read_text())
+    assert not any(i["accessories"]["glasses"] or i["accessories"]["bag_type"] != "none"
+                   for i in meta_off["identities"].values())
+
+
+def test_grey_clothes_knob_removes_clothes_colour_only(tmp_path: Path) -> None:
+    cfg = with_overrides(PEOPLE_PRESETS["tiny"], {"images_per_cam": "1"})
+    generate_people(cfg, 0, tmp_path / "colour", log=_quiet)
+    generate_people(replace(cfg, clothes_grey=True), 0, tmp_path / "grey", log=_quiet)
+    chroma_clothes, chroma_skin = [], []
+    for f in sorted((tmp_path / "grey" / "train").iterdir()):
+        img = cv2.imread(str(f))
+        mask = cv2.imread(str(tmp_path / "grey" / "masks" / "train" / f.name), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(mask, cv2.imread(str(tmp_path / "colour" / "masks" / "train" / f.name),
+                                               cv2.IMREAD_UNCHANGED)), "painting clothes grey must not move parts"
+        inner = cv2.erode(np.isin(mask, (3, 4)).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        if inner.any():
+            chroma_clothes.append(float(hsv[..., 1][inner].mean()))
+        skin = cv2.erode((mask == 1).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        if skin.any():
+            chroma_skin.append(float(hsv[..., 1][skin].mean()))
+    # Camera white balance tints everything a little; grey clothes stay far less saturated than skin.
+    assert np.mean(chroma_clothes) < 0.5 * np.mean(chroma_skin), (np.mean(chroma_clothes), np.mean(chroma_skin))

@@ -23,6 +23,10 @@ class ArchConfig(BaseModel):
     num_classes: int = Field(0, ge=0, description="training identities (0: no identity head)")
     num_clothes: int = Field(0, ge=0, description="training clothes classes (0: no clothes head)")
     far_head: bool = Field(False, description="FIRe²'s recomposition head (BN + identity classifier), training only")
+    # CAL keeps the BN neck's bias trainable and gives its identity classifier a bias; FIRe²'s code freezes the
+    # neck's bias at 0 and uses a bias-free classifier.
+    neck_bias: bool = Field(True, description="train the BN neck's bias (False: frozen at 0)")
+    id_bias: bool = Field(True, description="identity classifier with a bias")
     # A torchvision-format ImageNet state dict on local disk; never downloaded. Only used when training
     # starts; a checkpoint's own weights replace it when loading.
     pretrained: str | None = None

@@ -42,12 +42,19 @@ class GlobalPool(nn.Module):
 
 
 class CosineClassifier(nn.Module):
-    """Bias-free classifier giving cos(f, w_c) in [-1, 1]; the scale is applied by the loss."""
+    """Bias-free classifier giving cos(f, w_c) in [-1, 1]; the scale is applied by the loss.
+
+    Rows start at unit norm (uniform(-1, 1), then each row rescaled to norm 1), as CAL's clothes classifier in
+    Simple-CCReID: with small Gaussian rows, Adam's fixed-size steps turn each row several times faster (2.4-4.2x
+    per step on `resnet_lite`), which makes the adversary much quicker than the authors'.
+    """
 
     def __init__(self, in_dim: int, num_classes: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
-        nn.init.normal_(self.weight, std=0.01)
+        with torch.no_grad():
+            self.weight.uniform_(-1.0, 1.0)
+            self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     def forward(self, feat: torch.Tensor, detach_weight: bool = False) -> torch.Tensor:
         w = self.weight.detach() if detach_weight else self.weight

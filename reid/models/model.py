@@ -22,12 +22,15 @@ class ReIDModel(nn.Module):
         self.feature_dim = self.backbone.out_dim * self.pool.multiplier
         self.bn = nn.BatchNorm1d(self.feature_dim)
         nn.init.normal_(self.bn.weight, 1.0, 0.02)
-        nn.init.zeros_(self.bn.bias)  # trainable bias, as CAL keeps it (unlike the BNNeck trick)
+        nn.init.zeros_(self.bn.bias)
+        # CAL trains the bias; FIRe² (and the BNNeck trick) keep it at 0.
+        self.bn.bias.requires_grad_(arch.neck_bias)
         self.id_head: nn.Linear | None = None
         if arch.num_classes:
-            self.id_head = nn.Linear(self.feature_dim, arch.num_classes)
+            self.id_head = nn.Linear(self.feature_dim, arch.num_classes, bias=arch.id_bias)
             nn.init.normal_(self.id_head.weight, std=0.001)
-            nn.init.zeros_(self.id_head.bias)
+            if self.id_head.bias is not None:
+                nn.init.zeros_(self.id_head.bias)
         self.clothes_head = CosineClassifier(self.feature_dim, arch.num_clothes) if arch.num_clothes else None
         self.far_head = FarHead(self.feature_dim, arch.num_classes) if arch.far_head and arch.num_classes else None
 
