@@ -1,20 +1,26 @@
-"""CC-ReID methods on SynthCC `bench`: last-epoch rank-1 and mAP per method, plus diagnostics.
+"""CC-ReID methods on SynthCC `bench` (v2): last-epoch rank-1 and mAP per method over several runs, with diagnostics.
 
-    python benchmarks/reid_synthcc.py --root data/synthcc_bench [--seeds 1 2] [--rows baseline cal fire2 fire2_nofar]
+    python benchmarks/reid_synthcc.py [--data-seeds 1 2 3] [--rows baseline cal fire2] [--out runs/reid/bench_v2]
+                                      [--jobs 2 --threads 1]
 
-Generates the data set when --root does not exist (`python -m synth people --preset bench --seed 0`), trains
-each row's recipe (configs/reid/synthcc_cpu_*.yaml, with the row's overrides) once per seed with
-`python -m reid train --resume` (finished runs in --out are reused, interrupted ones continue), and prints:
+Run i uses data seed `--data-seeds[i]` (`python -m synth people --preset bench --seed S`, generated under
+`--data-dir` when missing) and training seed S + 1, so the spread covers both the people drawn and the
+training randomness. Each row's recipe (configs/reid/synthcc_cpu_*.yaml, with the row's overrides) is trained
+with `python -m reid train --resume` (finished runs in --out are reused, interrupted ones continue), `--jobs` at
+a time with `--threads` torch threads each (the figures in reid/README.md: 2 jobs of 1 thread on 2 cores; the
+thread count changes the floating-point order, so runs with other thread counts give other, equally valid
+numbers). Data seed 0 is the one the SynthCC recipes were tuned on: report other seeds. Prints:
 
-* the Markdown table of last-epoch general / same-clothes / cloth-changing rank-1 and mAP (mean ± std over
-  seeds when several);
-* per run, the mean cosine on the test set between images of one person in the same outfit, of one person
-  in different outfits, and of different people (flip-summed, L2-normalised retrieval features);
-* with --best, also the best-epoch rows the papers' code reports (selected on the test split, so not an
-  honest figure);
-* per FIRe² run and clustering epoch, the purity and inverse purity of the pseudo-labels against the
-  SynthCC outfit labels, and clusters per identity. Clothes labels are read here, for evaluation only;
-  training never sees them.
+* the Markdown table of last-epoch general / same-clothes / cloth-changing rank-1 and mAP, mean ± std over runs;
+* the gap of each row to the baseline on cloth-changing and same-clothes rank-1 / mAP: mean of the per-run
+  differences, the pooled std of the two rows (sqrt((s_a² + s_b²) / 2)) and the per-run differences;
+* per run, the mean test cosine between images of one person in one outfit, one person in other outfits, and
+  of different people (flip-summed, L2-normalised retrieval features);
+* per FIRe² run and clustering epoch, the purity and inverse purity of the pseudo-labels against the SynthCC
+  outfits, and clusters per identity (clothes labels read here for evaluation only; training never sees them).
+
+Row `baseline_grey` trains the baseline on the same people with every garment painted grey
+(`--set clothes_grey=true`, in train and test): the documented ceiling for this network (synth/README.md).
 """
 
 from __future__ import annotations
@@ -31,15 +37,24 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-ROWS = {  # label -> (recipe, extra --set overrides)
-    "baseline": ("synthcc_cpu_baseline", []),
-    "cal": ("synthcc_cpu_cal", []),
-    "fire2": ("synthcc_cpu_fire2", []),
-    "fire2_nofar": ("synthcc_cpu_fire2", ["loss.fire2.far_weight=0"]),
-    "fire2_noffm": ("synthcc_cpu_fire2", ["loss.fire2.ffm_weight=0"]),
+ROWS = {  # label -> (recipe, extra --set overrides of the recipe, data knobs)
+    "baseline": ("synthcc_cpu_baseline", [], []),
+    "cal": ("synthcc_cpu_cal", [], []),
+    "cal_eps01": ("synthcc_cpu_cal", ["loss.adv_epsilon=0.1"], []),
+    "fire2": ("synthcc_cpu_fire2", [], []),
+    "fire2_nofar": ("synthcc_cpu_fire2", ["loss.fire2.far_weight=0"], []),
+    "fire2_noffm": ("synthcc_cpu_fire2", ["loss.fire2.ffm_weight=0"], []),
+    "fire2_authors_k1": ("synthcc_cpu_fire2", ["loss.fire2.k1_fraction=1.0"], []),
+    "fire2_eps01": ("synthcc_cpu_fire2", ["loss.fire2.epsilon=0.1"], []),
+    "baseline_grey": ("synthcc_cpu_baseline", [], ["clothes_grey=true"]),
 }
-TITLES = {"baseline": "ID + triplet baseline", "cal": "CAL (clothes labels)", "fire2": "FIRe² (FFM + FAR)",
-          "fire2_nofar": "FIRe² without FAR (FFM only)", "fire2_noffm": "FIRe² without L_FFM (FAR only)"}
+TITLES = {"baseline": "ID + triplet baseline", "cal": "CAL (clothes labels; SynthCC recipe)",
+          "cal_eps01": "CAL with the paper's ε = 0.1",
+          "fire2": "FIRe² (FFM + FAR, no clothes labels; SynthCC variant)",
+          "fire2_eps01": "FIRe² variant with the authors' ε = 0.1",
+          "fire2_nofar": "FIRe² without FAR (FFM only)", "fire2_noffm": "FIRe² without L_FFM (FAR only)",
+          "fire2_authors_k1": "FIRe² with the authors' k1 rule",
+          "baseline_grey": "baseline, clothes painted grey (ceiling)"}
 COLUMNS = (("general", "test/general"), ("same-clothes", "test/same_clothes"),
            ("cloth-changing", "test/cloth_changing"))
 
@@ -49,10 +64,45 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, cwd=REPO, check=True)
 
 
+def run_all(commands: list[tuple[Path, list[str]]], jobs: int) -> None:
+    """Run the training commands, `jobs` at a time; each one's output goes to <out>.log; stop on a failure."""
+    pending, running = list(commands), []
+    while pending or running:
+        while pending and len(running) < max(1, jobs):
+            out, cmd = pending.pop(0)
+            (REPO / out).parent.mkdir(parents=True, exist_ok=True)
+            log = (REPO / out).with_suffix(".log").open("a")
+            print("$", " ".join(cmd), f"> {out}.log", flush=True)
+            running.append((out, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log))
+        out, proc, log = running[0]
+        if proc.wait() != 0:
+            raise SystemExit(f"training {out} failed (exit {proc.returncode}); see {out}.log")
+        log.close()
+        running.pop(0)
+
+
 def cell(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
+
+def data_root(data_dir: Path, seed: int, knobs: list[str]) -> Path:
+    suffix = "".join(f"_{k.replace('=', '-')}" for k in knobs)
+    return data_dir / f"synthcc_bench_s{seed}{suffix}"
+
+
+def ensure_data(root: Path, seed: int, knobs: list[str]) -> None:
+    if (root / "meta.json").is_file():
+        meta = json.loads((root / "meta.json").read_text())
+        if meta.get("version") != 2 or meta.get("seed") != seed:
+            raise SystemExit(f"{root} holds SynthCC version {meta.get('version')} seed {meta.get('seed')}, "
+                             f"not version 2 seed {seed}: remove it or choose another --data-dir")
+        return
+    cmd = [sys.executable, "-m", "synth", "people", "--preset", "bench", "--seed", str(seed), "--out", str(root)]
+    for k in knobs:
+        cmd += ["--set", k]
+    run(cmd)
 
 
 def test_cosines(run_dir: Path, root: Path) -> dict[str, float]:
@@ -92,67 +142,93 @@ def cluster_quality(run_dir: Path, root: Path) -> list[tuple[int, float, float, 
     return rows
 
 
+def gap(rows: list[dict], base: list[dict], key: str, metric: str) -> tuple[float, float, list[float]]:
+    """Mean of the per-run differences to the baseline (runs paired by data seed) and the pooled std."""
+    a = np.array([r["last"][key][metric] for r in rows])
+    b = np.array([r["last"][key][metric] for r in base])
+    diffs = a - b
+    pooled = float(np.sqrt((a.std(ddof=1) ** 2 + b.std(ddof=1) ** 2) / 2)) if len(a) > 1 else float("nan")
+    return float(diffs.mean()), pooled, diffs.round(1).tolist()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default="data/synthcc_bench")
-    ap.add_argument("--data-seed", type=int, default=0)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1])
-    ap.add_argument("--out", default="runs/reid/bench")
-    ap.add_argument("--rows", nargs="+", default=list(ROWS)[:4], choices=list(ROWS),
-                    help="rows to train and print (default: the first four; add fire2_noffm for the FAR-only ablation)")
+    ap.add_argument("--data-dir", type=Path, default=Path("data"))
+    ap.add_argument("--data-seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--jobs", type=int, default=1, help="trainings run at the same time")
+    ap.add_argument("--threads", type=int, help="torch threads per training (default: the recipe's)")
+    ap.add_argument("--out", default="runs/reid/bench_v2")
+    ap.add_argument("--rows", nargs="+", default=["baseline", "cal", "fire2"], choices=list(ROWS))
     ap.add_argument("--epochs", type=int, help="override the recipes' epoch count (quick checks only)")
-    ap.add_argument("--best", action="store_true", help="also print the test-selected best-epoch rows")
+    ap.add_argument("--no-diagnostics", action="store_true", help="skip the cosine and cluster diagnostics")
     args = ap.parse_args()
-    root = Path(args.root)
-    if not root.exists():
-        run([sys.executable, "-m", "synth", "people", "--preset", "bench", "--seed", str(args.data_seed),
-             "--out", str(root)])
     summaries: dict[str, list[dict]] = {m: [] for m in args.rows}
-    for seed in args.seeds:
+    roots: dict[tuple[str, int], Path] = {}
+    commands = []
+    for seed in args.data_seeds:
         for label in args.rows:
-            recipe, sets = ROWS[label]
-            out = Path(args.out) / f"{label}_seed{seed}"
+            recipe, sets, knobs = ROWS[label]
+            root = data_root(args.data_dir, seed, knobs)
+            ensure_data(root, seed, knobs)
+            roots[(label, seed)] = root
+            out = Path(args.out) / f"{label}_data{seed}"
             cmd = [sys.executable, "-m", "reid", "train", f"configs/reid/{recipe}.yaml", "--root", str(root),
-                   "--output-dir", str(out), "--seed", str(seed), "--no-progress", "--resume"]
+                   "--output-dir", str(out), "--seed", str(seed + 1), "--no-progress", "--resume"]
             for s in sets:
                 cmd += ["--set", s]
             if args.epochs:
                 cmd += ["--epochs", str(args.epochs)]
-            run(cmd)
-    for label in args.rows:
-        for seed in args.seeds:
-            summaries[label].append(json.loads((REPO / args.out / f"{label}_seed{seed}" / "summary.json").read_text()))
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            commands.append((out, cmd))
+    run_all(commands, args.jobs)
+    for seed in args.data_seeds:
+        for label in args.rows:
+            out = Path(args.out) / f"{label}_data{seed}"
+            summaries[label].append(json.loads((REPO / out / "summary.json").read_text()))
 
     s0 = summaries[args.rows[0]][0]
-    print(f"\nSynthCC bench (data seed {args.data_seed}), last epoch ({s0['last_epoch']}), train seeds {args.seeds}; "
-          f"{platform.node()}, {datetime.now(timezone.utc):%Y-%m-%d}")
-    print("| method | " + " | ".join(f"{c} R-1 | {c} mAP" for c, _ in COLUMNS) + " | train s |")
+    print(f"\nSynthCC bench v2, last epoch ({s0['last_epoch']}), runs = data seeds {args.data_seeds} with training "
+          f"seed = data seed + 1; {platform.node()}, {datetime.now(timezone.utc):%Y-%m-%d}")
+    print("| method | " + " | ".join(f"{c} R-1 | {c} mAP" for c, _ in COLUMNS) + " | train min |")
     print("|" + "---|" * (2 + 2 * len(COLUMNS)))
-    for which, suffix in (("last", ""), ("best", " (best epoch, test-selected)"))[:2 if args.best else 1]:
-        for label in args.rows:
-            runs = summaries[label]
-            cells = []
-            for _, key in COLUMNS:
-                cells.append(cell([r[which][key]["rank1"] for r in runs]))
-                cells.append(cell([r[which][key]["mAP"] for r in runs]))
-            print(f"| {TITLES[label]}{suffix} | " + " | ".join(cells)
-                  + f" | {cell([r['train_seconds'] for r in runs])} |")
+    for label in args.rows:
+        runs = summaries[label]
+        cells = []
+        for _, key in COLUMNS:
+            cells.append(cell([r["last"][key]["rank1"] for r in runs]))
+            cells.append(cell([r["last"][key]["mAP"] for r in runs]))
+        print(f"| {TITLES[label]} | " + " | ".join(cells) + f" | {cell([r['train_seconds'] / 60 for r in runs])} |")
 
+    if "baseline" in args.rows:
+        print("\nGap to the baseline: mean of per-run differences (pooled std) [per run]")
+        for label in args.rows:
+            if label == "baseline":
+                continue
+            parts = []
+            for name, key in (("CC", "test/cloth_changing"), ("SC", "test/same_clothes")):
+                for metric, short in (("rank1", "R-1"), ("mAP", "mAP")):
+                    m, sd, diffs = gap(summaries[label], summaries["baseline"], key, metric)
+                    parts.append(f"{name} {short} {m:+.1f} ({sd:.1f}) {diffs}")
+            print(f"  {label:<16} " + "; ".join(parts))
+
+    if args.no_diagnostics:
+        return 0
     print("\nTest-set mean cosine (last epoch): same person same outfit / same person other outfit / other people")
     for label in args.rows:
-        for seed in args.seeds:
-            c = test_cosines(REPO / args.out / f"{label}_seed{seed}", root)
-            print(f"  {label:<12} seed {seed}: {c['same_outfit']:.3f} / {c['cross_outfit']:.3f} / "
+        for seed in args.data_seeds:
+            c = test_cosines(REPO / args.out / f"{label}_data{seed}", roots[(label, seed)])
+            print(f"  {label:<16} data {seed}: {c['same_outfit']:.3f} / {c['cross_outfit']:.3f} / "
                   f"{c['other_person']:.3f}")
 
     fire_rows = [r for r in args.rows if r.startswith("fire2")]
     if fire_rows:
         print("\nFIRe² pseudo-labels vs SynthCC outfits (train split; evaluation only): "
-              "epoch: purity / inverse purity / clusters per id (3 outfits per id)")
+              "epoch: purity / inverse purity / clusters per id (12 outfits per id)")
         for label in fire_rows:
-            for seed in args.seeds:
-                q = cluster_quality(REPO / args.out / f"{label}_seed{seed}", root)
-                print(f"  {label} seed {seed}: " + ", ".join(f"{e}: {p:.3f}/{i:.3f}/{n:.2f}" for e, p, i, n in q))
+            for seed in args.data_seeds:
+                q = cluster_quality(REPO / args.out / f"{label}_data{seed}", roots[(label, seed)])
+                print(f"  {label} data {seed}: " + ", ".join(f"{e}: {p:.3f}/{i:.3f}/{n:.2f}" for e, p, i, n in q))
     return 0
 
 

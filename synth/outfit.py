@@ -49,6 +49,15 @@ _PALETTE_P = _PALETTE_P / _PALETTE_P.sum()
 RGB = tuple[float, float, float]
 
 
+def _dataclass_json(record) -> dict:
+    """A dataclass as JSON: colour tuples become lists rounded to 6 places (stable metadata files)."""
+    d = asdict(record)
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            d[k] = [round(float(c), 6) for c in v]
+    return d
+
+
 @dataclass(frozen=True)
 class Outfit:
     uid: int  # global outfit id: equal uids mean identical clothes, even on different people
@@ -72,11 +81,7 @@ class Outfit:
     fit: float  # garment radius / limb radius (looseness)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = [round(float(c), 6) for c in v]
-        return d
+        return _dataclass_json(self)
 
 
 def _colour(rng: np.random.Generator) -> RGB:
@@ -194,11 +199,7 @@ class Accessories:
     bag_rgb: RGB = (0.0, 0.0, 0.0)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = [round(float(c), 6) for c in v]
-        return d
+        return _dataclass_json(self)
 
 
 def sample_accessories(rng: np.random.Generator, p: float) -> Accessories:
