@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
 
     base = results.get("torch", {})
-    header = f"| backend | " + " | ".join(f"batch {b}: crops/s (ms/batch, x torch)" for b in batches) + " |"
+    header = "| backend | " + " | ".join(f"batch {b}: crops/s (ms/batch, x torch)" for b in batches) + " |"
     lines = [header, "|" + "---|" * (len(batches) + 1)]
     for backend, row in results.items():
         cells = []

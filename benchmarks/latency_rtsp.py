@@ -55,7 +55,6 @@ class RecordingRunner(PipelineRunner):
         self.ages: list[float] = []
         self.lock = threading.Lock()
         self.current: dict[str, int] = {}  # camera -> index of the frame being processed
-        self.on_current_frame: set[str] = set()  # event ids decided on the frame being processed
         self.slow_steps: list[tuple[float, dict[str, float]]] = []  # steps over 1 s: where the time went
         observe = self.metrics.observe_batch
 
@@ -66,14 +65,8 @@ class RecordingRunner(PipelineRunner):
 
         self.metrics.observe_batch = observe_and_keep
 
-    def _publish(self, store, events):
-        with self.lock:
-            self.on_current_frame.update(e.event_id for e in events
-                                         if self.current.get(e.camera_id) == e.frame_index)
-        super()._publish(store, events)
-
-    def _next_frames(self, cams, store, matcher):
-        batch = super()._next_frames(cams, store, matcher)
+    def _next_frames(self, cams):
+        batch = super()._next_frames(cams)
         now = time.time()
         self.current = {f.camera_id: f.index for _, f in batch}
         with self.lock:
@@ -157,7 +150,8 @@ def main() -> int:
             latencies["track.started"].append(now - cap)
             continue
         latencies[every].append(now - cap)
-        latencies[current if ev["event_id"] in runner.on_current_frame else earlier].append(now - cap)
+        # decided at a track's end (the match stage records those) = on an earlier frame
+        latencies[earlier if ev["event_id"] in runner.stage.decided_late else current].append(now - cap)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     print(f"\nCapture -> identity event at a Redis consumer, loopback RTSP ({args.backend}, {args.transport}), "
           f"2 cameras x {args.fps} fps served, {measured:.0f} s measured after {args.warmup:.0f} s warm-up; "

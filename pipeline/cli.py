@@ -6,10 +6,13 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
-from pipeline.config import ConfigError, PipelineConfig, load_config, output_dir_for
+from pipeline.config import ConfigError, PipelineConfig, load_config, output_dir_for, store_url_problem
+from pipeline.preflight import preflight
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
@@ -45,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--mqtt", default=None, metavar="URL",
                            help="with --group: forward events to this MQTT broker (mqtt://host:1883) instead of stdout")
             s.add_argument("--mqtt-topic", default="pipeline", help="MQTT topic prefix: <prefix>/<event type>")
+            s.add_argument("--reconnect-s", type=float, default=60.0,
+                           help="with --follow: how long to wait for a store that went away before exiting 0")
         else:
             s.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     return p
@@ -52,9 +57,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def _store_location(args) -> tuple[str, Path, PipelineConfig | None]:
     if args.store:
+        problem = store_url_problem(args.store)
+        if problem:
+            raise ConfigError("<command line>", "--store", problem)
         return args.store, Path(args.output_dir or ".") / "store", None
     config = load_config(args.config)
     return config.store, output_dir_for(config, args.config, args.output_dir) / "store", config
+
+
+def cmd_validate(args) -> int:
+    config = load_config(args.config)
+    preflight(config, args.config, output_dir_for(config, args.config))
+    print(f"{args.config}: ok ({len(config.cameras)} camera(s))")
+    return EXIT_OK
 
 
 def cmd_run(args) -> int:
@@ -62,8 +77,10 @@ def cmd_run(args) -> int:
 
     config = load_config(args.config)
     out = output_dir_for(config, args.config, args.output_dir)
-    runner = PipelineRunner(config, out, args.max_frames, Path(args.mot_dir) if args.mot_dir else None,
-                            progress=not args.no_progress and sys.stderr.isatty(), config_path=Path(args.config))
+    mot = Path(args.mot_dir) if args.mot_dir else None
+    preflight(config, args.config, out, "--output-dir" if args.output_dir else "output.dir", mot)
+    runner = PipelineRunner(config, out, args.max_frames, mot, progress=not args.no_progress and sys.stderr.isatty(),
+                            config_path=Path(args.config))
     summary = runner.run()
     _print_summary(_console(), summary)
     return EXIT_RUNTIME if summary.failed or summary.undelivered else EXIT_OK
@@ -72,8 +89,10 @@ def cmd_run(args) -> int:
 def _console():
     from rich.console import Console
 
-    # Piped or captured output gets a wide console: rich's 80-column default would cut table cells.
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    # Plain text: paths, camera errors and store messages are the user's text, never rich markup or emoji
+    # codes ("[/x]" in a path, "[gstreamer]" in an install hint are printed as they are). Piped or captured
+    # output gets a wide console: rich's 80-column default would cut table cells.
+    return Console(markup=False, emoji=False, highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def _print_summary(console, s) -> None:
@@ -101,10 +120,34 @@ def _print_summary(console, s) -> None:
         console.print(f"store outages during the run: {s.store_outages}"
                       + (f"; {s.undelivered} events not delivered, see {s.undelivered_file}" if s.undelivered
                          else "; every buffered event was delivered"))
+    elif s.undelivered:
+        console.print(f"{s.undelivered} events not delivered, see {s.undelivered_file}")
+    if s.store_resets:
+        console.print(f"the store came back without its data {s.store_resets} time(s): see the store.reset events")
+
+
+def _write_event(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _follow_position(client, stream: str, from_start: bool) -> str:
+    """Where a plain reader starts: the first event, or after the newest one now (a concrete id, so a
+    reconnect resumes where it was and misses nothing published meanwhile)."""
+    if from_start:
+        return "0-0"
+    last = client.xrevrange(stream, count=1)
+    return last[0][0].decode() if last else "0-0"
 
 
 def cmd_events(args) -> int:
-    from pipeline.store import IdentityStore, open_redis
+    import redis
+
+    from pipeline.consumer import EventConsumer
+    from pipeline.embedded import open_store_client
+    from pipeline.outage import is_transient
+    from pipeline.redact import redact
+    from pipeline.store import IdentityStore
 
     url, store_dir, config = _store_location(args)
     stream = args.stream or (config.events.stream if config else "pipeline:events")
@@ -115,46 +158,69 @@ def cmd_events(args) -> int:
                                                       "once the broker has them)")
     if url == "embedded" and not store_dir.exists():
         raise ConfigError(args.config, "store", f"no embedded store at {store_dir}: run the pipeline first")
-    with open_redis(url, store_dir) as client:
-        try:
-            if args.group:
-                from pipeline.consumer import EventConsumer
+    sink = None
+    if args.mqtt:
+        from pipeline.mqtt_sink import MqttSink
 
-                consumer = EventConsumer(client, stream, args.group, args.consumer,
-                                         start="0" if args.from_start else "$", claim_idle_ms=args.claim_idle_ms)
-                if args.mqtt:
-                    from pipeline.mqtt_sink import MqttSink, bridge
-
-                    sink = MqttSink(args.mqtt, args.mqtt_topic)
-                    try:
-                        n = bridge(consumer, sink, follow=args.follow)
-                    finally:
-                        sink.close()
-                    print(f"forwarded {n} events to MQTT", file=sys.stderr)
-                    return EXIT_OK
-                for d in consumer.deliveries(follow=args.follow):
-                    sys.stdout.write(json.dumps(d.event) + "\n")
-                    sys.stdout.flush()
-                    consumer.ack(d.stream_id)  # printed and flushed: handled
+        sink = MqttSink(args.mqtt, args.mqtt_topic)
+    # SIGTERM ends a follower like Ctrl-C: it leaves the store properly (the last user stops the embedded one).
+    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    position: str | None = None  # plain reader: the last event printed
+    forwarded = 0
+    down_since: float | None = None
+    try:
+        while True:
+            try:
+                with open_store_client(url, store_dir, "reader", socket_timeout=10, socket_connect_timeout=5) as client:
+                    down_since = None
+                    if args.group:
+                        consumer = EventConsumer(client, stream, args.group, args.consumer,
+                                                 start="0" if args.from_start else "$", claim_idle_ms=args.claim_idle_ms)
+                        for d in consumer.deliveries(follow=args.follow):
+                            if sink is not None:
+                                sink.publish(d.event)
+                                forwarded += 1
+                            else:
+                                _write_event(d.event)
+                            consumer.ack(d.stream_id)  # printed and flushed (or confirmed by the broker): handled
+                    else:
+                        if position is None:
+                            position = _follow_position(client, stream, args.from_start or not args.follow)
+                        store = IdentityStore(client, config.key_prefix if config else "pipeline", stream)
+                        for sid, event in store.read_events(follow=args.follow, after=position):
+                            _write_event(event)
+                            position = sid
                 return EXIT_OK
-            store = IdentityStore(client, config.key_prefix if config else "pipeline", stream)
-            for _, event in store.read_events(from_start=args.from_start or not args.follow, follow=args.follow):
-                sys.stdout.write(json.dumps(event) + "\n")
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            pass  # Ctrl-C is how a user ends --follow
-    return EXIT_OK
+            except (redis.RedisError, OSError) as exc:
+                if isinstance(exc, BrokenPipeError) or not (args.follow and is_transient(exc)):
+                    raise
+                # Following, and the store went away (restarted, or stopped with its run): wait for it.
+                now = time.monotonic()
+                down_since = down_since or now
+                if now - down_since > args.reconnect_s:
+                    print(f"the store at {redact(url)} has been unreachable for {args.reconnect_s:g} s: "
+                          "stopped following", file=sys.stderr)
+                    return EXIT_OK
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C is how a user ends --follow; the store is left as it was
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        if sink is not None:
+            sink.close()
+            print(f"forwarded {forwarded} events to MQTT", file=sys.stderr)
 
 
 def cmd_identities(args) -> int:
     from rich.table import Table
 
-    from pipeline.store import IdentityStore, describe_identity, open_redis
+    from pipeline.embedded import open_store_client
+    from pipeline.store import IdentityStore, describe_identity
 
     url, store_dir, config = _store_location(args)
     if url == "embedded" and not store_dir.exists():
         raise ConfigError(args.config, "store", f"no embedded store at {store_dir}: run the pipeline first")
-    with open_redis(url, store_dir) as client:
+    with open_store_client(url, store_dir, "reader", socket_timeout=10, socket_connect_timeout=5) as client:
         rows = [describe_identity(r) for r in IdentityStore(client, config.key_prefix if config else "pipeline").identities()]
     if args.json:
         for row in rows:
@@ -174,30 +240,30 @@ def cmd_identities(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "validate":
-            from pipeline.models import resolve_model
+    from pipeline.outage import StoreFailure
+    from pipeline.redact import redact
 
-            config = load_config(args.config)
-            for key, name in (("detector.model", config.detector.model), ("reid.model", config.reid.model)):
-                try:
-                    resolve_model(name)
-                except FileNotFoundError as exc:
-                    raise ConfigError(args.config, key, str(exc)) from None
-            print(f"{args.config}: ok ({len(config.cameras)} camera(s))")
-            return EXIT_OK
-        return {"run": cmd_run, "events": cmd_events, "identities": cmd_identities}[args.command](args)
+    try:
+        return {"validate": cmd_validate, "run": cmd_run, "events": cmd_events,
+                "identities": cmd_identities}[args.command](args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except FileNotFoundError as exc:  # model files (ModelNotFound) and other named inputs
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except BrokenPipeError:
         # The reader went away (`events | head`): not an error. Point stdout at devnull so the
         # interpreter's final flush does not raise again (BrokenPipeError is a ConnectionError).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except ConnectionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConnectionError, StoreFailure) as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except Exception as exc:
+        import redis
+
+        if not isinstance(exc, redis.RedisError):
+            raise  # a bug: the traceback is what helps
+        print(f"error: the store answered {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_RUNTIME

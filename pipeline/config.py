@@ -4,36 +4,43 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.redact import redact
+
 CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
+URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")  # any scheme, any case: a stream, never a file path
+DAY_S = 86_400.0
 
 
 class ConfigError(Exception):
-    """A configuration problem: which file, which key, what is wrong (and how to fix it)."""
+    """A configuration problem: which file, which key, what is wrong (and how to fix it). The problem
+    text is redacted: it may quote a source or store URL."""
 
     def __init__(self, file: str | Path, key_path: str, problem: str) -> None:
-        self.file, self.key_path, self.problem = str(file), key_path, problem
-        super().__init__(f"{self.file}: {key_path or '<top level>'}: {problem}")
+        self.file, self.key_path, self.problem = str(file), key_path, redact(problem)
+        super().__init__(f"{self.file}: {key_path or '<top level>'}: {self.problem}")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Numbers must be finite: an infinite frame rate or retention is never what was meant, and hangs or
+    # crashes far from the config (a video writer at inf fps, an EXPIRE of inf seconds).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ReconnectConfig(Strict):
     """Exponential backoff with jitter between attempts to (re)open a live source."""
 
-    initial_s: float = Field(0.5, gt=0, description="delay before the first retry")
-    max_s: float = Field(30.0, gt=0, description="the delay never grows beyond this")
-    multiplier: float = Field(2.0, ge=1)
+    initial_s: float = Field(0.5, gt=0, le=DAY_S, description="delay before the first retry")
+    max_s: float = Field(30.0, gt=0, le=DAY_S, description="the delay never grows beyond this")
+    multiplier: float = Field(2.0, ge=1, le=100)
     jitter: float = Field(0.2, ge=0, le=1, description="each delay is scaled by a random factor in [1-j, 1+j]")
-    reset_after_s: float = Field(10.0, gt=0, description="streaming this long resets the delay to initial_s")
-    max_attempts: int | None = Field(None, ge=1, description="consecutive failed attempts before 'failed'; none: forever")
+    reset_after_s: float = Field(10.0, gt=0, le=DAY_S, description="streaming this long resets the delay to initial_s")
+    max_attempts: int | None = Field(None, ge=1, le=10**9,
+                                     description="consecutive failed attempts before 'failed'; none: forever")
 
     @model_validator(mode="after")
     def _order(self) -> "ReconnectConfig":
@@ -45,13 +52,14 @@ class ReconnectConfig(Strict):
 class CameraConfig(Strict):
     id: str
     source: Union[int, str]
-    fps: float | None = Field(None, gt=0, description="processing rate; frames above it are skipped")
-    source_fps: float | None = Field(None, gt=0, description="override the container's frame rate")
+    # Frame rates: at least one frame per 100 s (below, a "rate" is a typo), at most 1000 per second.
+    fps: float | None = Field(None, ge=0.01, le=1000, description="processing rate; frames above it are skipped")
+    source_fps: float | None = Field(None, ge=0.01, le=1000, description="override the container's frame rate")
     backend: Literal["ffmpeg", "gstreamer"] = "ffmpeg"
     transport: Literal["tcp", "udp"] = "tcp"  # RTSP only
-    open_timeout_s: float = Field(10.0, gt=0, description="give up opening a source after this long")
-    read_timeout_s: float = Field(5.0, gt=0, description="a live source silent this long is reconnected")
-    stall_after_s: float = Field(2.0, gt=0, description="no frame this long: camera state 'stalled'")
+    open_timeout_s: float = Field(10.0, gt=0, le=DAY_S, description="give up opening a source after this long")
+    read_timeout_s: float = Field(5.0, gt=0, le=DAY_S, description="a live source silent this long is reconnected")
+    stall_after_s: float = Field(2.0, gt=0, le=DAY_S, description="no frame this long: camera state 'stalled'")
     reconnect: ReconnectConfig = ReconnectConfig()
 
     @field_validator("id")
@@ -61,11 +69,20 @@ class CameraConfig(Strict):
             raise ValueError("camera id must be 1-64 characters of letters, digits, '_', '-', '.'")
         return v
 
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 0 <= v <= 1023:
+            raise ValueError(f"a device index is 0-1023, got {v}")
+        if isinstance(v, str) and URL_LIKE.match(v) and re.search(r"[\s'\"<>`]", v):
+            raise ValueError("a source URL cannot hold spaces or quotes: percent-encode them (%20, %27, ...)")
+        return v
+
     @property
     def kind(self) -> Literal["file", "stream", "device"]:
         if isinstance(self.source, int) or (isinstance(self.source, str) and self.source.isdigit()):
             return "device"
-        if self.source.startswith(STREAM_SCHEMES):
+        if URL_LIKE.match(self.source):
             return "stream"
         return "file"
 
@@ -75,8 +92,8 @@ class DetectorConfig(Strict):
     model: str = "yolox_nano.onnx"
     confidence: float = Field(0.1, ge=0, le=1)
     nms_iou: float = Field(0.45, gt=0, le=1)
-    input_size: int | None = Field(None, ge=32)
-    classes: list[int] = [0]
+    input_size: int | None = Field(None, ge=32, le=8192)
+    classes: list[Annotated[int, Field(ge=0, le=10_000)]] = [0]
 
 
 class TrackerConfig(Strict):
@@ -87,18 +104,21 @@ class TrackerConfig(Strict):
 class ReidConfig(Strict):
     backend: Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt"] = "auto"
     model: str = "person-reidentification-retail-0267.ort.onnx"
-    min_height: int = Field(64, ge=1, description="smallest crop height (px) worth embedding")
-    min_width: int = Field(20, ge=1)
+    min_height: int = Field(64, ge=1, le=100_000, description="smallest crop height (px) worth embedding")
+    min_width: int = Field(20, ge=1, le=100_000)
     min_confidence: float = Field(0.4, ge=0, le=1)
-    crops_per_second: float = Field(2.0, gt=0, description="at most this many crops per track per second of video")
-    edge_margin: int = Field(2, ge=0, description="crops touching the frame border closer than this are truncated")
-    threads: int = Field(0, ge=0)
+    crops_per_second: float = Field(2.0, ge=0.001, le=1000,
+                                    description="at most this many crops per track per second of video")
+    edge_margin: int = Field(2, ge=0, le=100_000,
+                             description="crops touching the frame border closer than this are truncated")
+    threads: int = Field(0, ge=0, le=1024)
 
 
 class TransitConfig(Strict):
     cameras: tuple[str, str] = Field(description="two camera ids (either direction)")
-    min_s: float = Field(0.0, ge=0, description="fastest walk between them, seconds")
-    max_s: float | None = Field(None, gt=0, description="slowest direct walk; longer gaps need revisit_after_s")
+    min_s: float = Field(0.0, ge=0, le=365 * DAY_S, description="fastest walk between them, seconds")
+    max_s: float | None = Field(None, gt=0, le=365 * DAY_S,
+                                description="slowest direct walk; longer gaps need revisit_after_s")
 
     @model_validator(mode="after")
     def _order(self) -> "TransitConfig":
@@ -110,8 +130,9 @@ class TransitConfig(Strict):
 class TopologyConfig(Strict):
     overlapping: list[tuple[str, str]] = Field([], description="camera pairs that see the same place at once")
     transits: list[TransitConfig] = []
-    default_min_transit_s: float = Field(0.0, ge=0, description="min transit between cameras not listed")
-    revisit_after_s: float | None = Field(600.0, gt=0, description="after this gap max_s no longer applies")
+    default_min_transit_s: float = Field(0.0, ge=0, le=365 * DAY_S, description="min transit between cameras not listed")
+    revisit_after_s: float | None = Field(600.0, gt=0, le=365 * DAY_S,
+                                          description="after this gap max_s no longer applies")
 
 
 class MatcherConfig(Strict):
@@ -120,21 +141,25 @@ class MatcherConfig(Strict):
     prototype_momentum: float = Field(0.9, ge=0, lt=1)
     outfit_threshold: float = Field(0.7, ge=-1, le=1, description="descriptor cosine of a known outfit")
     merge_threshold: float | None = Field(0.8, ge=-1, le=1, description="cosine that merges two identities; null: never")
-    top_k: int = Field(16, ge=1, description="prototypes per tracklet considered in the joint assignment")
-    presence_ttl_s: float = Field(3.0, gt=0, description="a live sighting from another worker counts this long")
-    retention_s: float | None = Field(None, gt=0, description="forget identities not seen for this long; null: keep")
-    gallery_log_maxlen: int = Field(100_000, ge=1000, description="bound of the gallery change log")
+    top_k: int = Field(16, ge=1, le=1000, description="prototypes per tracklet considered in the joint assignment")
+    presence_ttl_s: float = Field(3.0, gt=0, le=DAY_S, description="a live sighting from another worker counts this long")
+    # Redis expiry takes whole seconds; 100 years is "keep" in all but name.
+    retention_s: float | None = Field(None, ge=1, le=36_500 * DAY_S,
+                                      description="forget identities not seen for this long; null: keep")
+    gallery_log_maxlen: int = Field(100_000, ge=1000, le=100_000_000, description="bound of the gallery change log")
     index: Literal["exact", "usearch"] = Field("exact", description="candidate search: numpy over all "
                                                 "prototypes, or an HNSW index (usearch) from ann_min_rows on")
-    ann_min_rows: int = Field(50_000, ge=1, description="gallery size from which the usearch index is used")
+    ann_min_rows: int = Field(50_000, ge=1, le=10**9, description="gallery size from which the usearch index is used")
     topology: TopologyConfig | None = None
 
 
 class EventsConfig(Strict):
-    stream: str = "pipeline:events"
-    maxlen: int = Field(100_000, ge=100, description="stream length kept, and events buffered while the store is down")
-    drain_timeout_s: float = Field(10.0, ge=0, description="at the end of a run, wait this long for an unreachable "
-                                                           "store before writing undelivered events to a file")
+    stream: str = Field("pipeline:events", min_length=1, max_length=512)
+    # Also the number of events held in memory during a store outage: 10 million is a few GB.
+    maxlen: int = Field(100_000, ge=100, le=10_000_000,
+                        description="stream length kept, and events buffered while the store is down")
+    drain_timeout_s: float = Field(10.0, ge=0, le=DAY_S, description="at the end of a run, wait this long for an "
+                                   "unreachable store before writing undelivered events to a file")
 
 
 class OutputConfig(Strict):
@@ -144,13 +169,13 @@ class OutputConfig(Strict):
 
 class MetricsConfig(Strict):
     port: int | None = Field(None, ge=0, le=65535, description="serve Prometheus metrics on this port; none: off")
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1)
 
 
 class PipelineConfig(Strict):
     cameras: list[CameraConfig] = Field(min_length=1)
     store: str = "embedded"
-    key_prefix: str = "pipeline"
+    key_prefix: str = Field("pipeline", min_length=1, max_length=256)
     detector: DetectorConfig = DetectorConfig()
     tracker: TrackerConfig = TrackerConfig()
     reid: ReidConfig = ReidConfig()
@@ -162,18 +187,10 @@ class PipelineConfig(Strict):
     @field_validator("store")
     @classmethod
     def _store(cls, v: str) -> str:
-        if v == "embedded":
-            return v
-        from urllib.parse import urlparse
-
-        parsed = urlparse(v)
-        if parsed.scheme not in ("redis", "rediss", "unix") or (parsed.scheme != "unix" and not parsed.hostname):
-            raise ValueError("store must be 'embedded' or a URL like redis://host:6379/0, rediss://… or unix:///path")
+        problem = store_url_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
-
-    @property
-    def cameras_by_id(self) -> dict[str, CameraConfig]:
-        return {c.id: c for c in self.cameras}
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "PipelineConfig":
@@ -183,6 +200,38 @@ class PipelineConfig(Strict):
                 raise ValueError(f"cameras[{i}].id {cam.id!r} is used twice; camera ids must be unique")
             seen.add(cam.id)
         return self
+
+
+def store_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a store (None when it can): the checks `redis.Redis.from_url` would fail on at
+    run time, made here so `validate` and `run` refuse it alike (messages redacted by ConfigError)."""
+    if url == "embedded":
+        return None
+    from urllib.parse import urlsplit
+
+    usage = "store must be 'embedded' or a URL like redis://host:6379/0, rediss://… or unix:///path"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{usage}: {exc}"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return usage
+    if parts.scheme == "unix":
+        return None if parts.path else f"{usage}: unix:// needs a socket path"
+    if not parts.hostname:
+        return f"{usage}: no host"
+    if port is not None and not 1 <= port <= 65535:
+        return f"{usage}: port {port} is not 1-65535"
+    if parts.path not in ("", "/") and not re.fullmatch(r"/\d+", parts.path):
+        return f"{usage}: the path must be a database number (/0), got {parts.path!r}"
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        return f"{usage}: {exc}"
+    return None
 
 
 def _key_path(loc: tuple) -> str:
@@ -224,12 +273,22 @@ def parse_config(raw: Any, file: str | Path = "<config>", base_dir: Path | None 
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a config file; relative video paths are relative to the config file."""
+    """Read and validate a config file (UTF-8 YAML); relative video paths are relative to the config file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(path, "", "config file not found")
+        raise ConfigError(path, "", "config file not found" if not path.exists() else "not a file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read it: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(path, f"line {line}", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                                                 f"{exc.start}): save the file as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -43,8 +43,11 @@ class EventConsumer:
         self.claim_idle_ms = claim_idle_ms
         self._own_pending_done = False
         self._claim_cursor = "0-0"
+        self._create_group(start)
+
+    def _create_group(self, start: str) -> None:
         try:
-            self.r.xgroup_create(stream, group, id=start, mkstream=True)
+            self.r.xgroup_create(self.stream, self.group, id=start, mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise  # only "this group exists already" is expected here
@@ -60,7 +63,19 @@ class EventConsumer:
         return out
 
     def read(self, count: int = 100, block_ms: int | None = None) -> list[Delivery]:
-        """The next events for this consumer (see the module docstring for the order)."""
+        """The next events for this consumer (see the module docstring for the order). A group that
+        vanished with its stream (the store came back empty: a `store.reset` follows) is created again,
+        from the first event of the new stream."""
+        try:
+            return self._read(count, block_ms)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+            self._create_group("0")
+            self._own_pending_done, self._claim_cursor = False, "0-0"
+            return self._read(count, block_ms)
+
+    def _read(self, count: int, block_ms: int | None) -> list[Delivery]:
         if not self._own_pending_done:
             res = self.r.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count)
             entries = res[0][1] if res else []

@@ -16,6 +16,7 @@ EVENT_TYPES = (
     "identity.merged",
     "track.ended",
     "camera.state",
+    "store.reset",
 )
 
 
@@ -42,7 +43,7 @@ class IdentityEvent:
     outfit_id: int | None = None
     outfit_changed: bool = False
     state: str | None = None  # camera.state only: connecting | streaming | stalled | reconnecting | failed | ended
-    detail: str | None = None  # camera.state: reason; identity.merged: what was merged
+    detail: str | None = None  # camera.state: reason; identity.merged: what was merged; store.reset: what was lost
     ts: str = field(default_factory=utc_now_iso)
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     schema: int = SCHEMA_VERSION

@@ -13,11 +13,14 @@
   two cameras faster than `min_s` (or, before `revisit_after_s`, slower than `max_s`) is impossible.
 * Later evidence (the tracklet at 2x, 4x... its decision crops and at its end) may show that its
   identity is another, older one: the two are merged (`identity.merged`), never silently rewritten.
-* Search: one numpy matrix product over all prototypes (exact); `index="usearch"` lets an HNSW index
-  propose the candidates of large galleries, re-scored exactly (see benchmarks/matcher_latency.py).
+* Search: the in-memory gallery (pipeline/gallery.py): one numpy matrix product over all prototypes
+  (exact), or an HNSW index that proposes candidates, re-scored exactly, once it has shown at least 99 %
+  recall of the exact search (see benchmarks/matcher_latency.py). Topology rules: pipeline/topology.py.
 * Several workers: each keeps the gallery in memory and reads the store's gallery log incrementally
   (one XRANGE per decision step); every write goes through the store's atomic compare-and-set commit,
   retried after a re-read when another worker changed the gallery first (see pipeline/store.py).
+* A store that comes back empty (a new generation, `StoreReset`): the worker reloads the (empty) gallery
+  with `on_store_reset`; identity ids go on from the highest one seen, never repeated.
 """
 
 from __future__ import annotations
@@ -25,294 +28,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from pipeline.store import CommitResult, GalleryChange, IdentityStore, StoreOp
+from pipeline.gallery import PrototypeGallery, _unit
+from pipeline.store import CommitResult, GalleryChange, IdentityStore, StoreOp, StoreReset
+from pipeline.topology import Topology, topology_from_config
 
 log = logging.getLogger("pipeline.matcher")
 _NO = -1e9  # cost of a forbidden pairing in the assignment matrix
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
-class PrototypeGallery:
-    """Row-wise L2-normalised prototypes (identity feature + optional outfit descriptor) with their
-    (identity, outfit) labels; grows by doubling, removes by swapping the last row in.
-
-    Candidate search is exact (one matrix product over all rows) unless `index="usearch"`: then, from
-    `ann_min_rows` rows on, an HNSW index (usearch, inner product, float16 copy) proposes candidates and
-    their cosines are computed exactly from the matrix; the index follows every upsert and removal."""
-
-    def __init__(self, dim: int = 0, capacity: int = 1024, index: str = "exact", ann_min_rows: int = 50_000) -> None:
-        if index not in ("exact", "usearch"):
-            raise ValueError(f"gallery index must be 'exact' or 'usearch', got {index!r}")
-        if index == "usearch":
-            try:
-                import usearch.index  # noqa: F401
-            except ImportError as exc:
-                raise RuntimeError("matcher.index 'usearch' needs the usearch package: pip install usearch") from exc
-        self.index_kind = index
-        self.ann_min_rows = ann_min_rows
-        self._ann = None  # the usearch Index once built
-        self._key = np.zeros(capacity, np.uint64)  # stable key per row (rows move on removal, keys do not)
-        self._row_of_key: dict[int, int] = {}
-        self._next_key = 0
-        self.dim = dim
-        self.look_dim = 0
-        self._cap = capacity
-        self._vectors = np.zeros((capacity, dim), np.float32)
-        self._looks = np.zeros((capacity, 0), np.float32)
-        self._has_look = np.zeros(capacity, bool)
-        self._identity = np.zeros(capacity, np.int64)
-        self._outfit = np.zeros(capacity, np.int64)
-        self._row: dict[tuple[int, int], int] = {}
-        self._rows_of: dict[int, set[int]] = {}
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    @property
-    def vectors(self) -> np.ndarray:
-        return self._vectors[: self.size]
-
-    @property
-    def identity_ids(self) -> np.ndarray:
-        return self._identity[: self.size]
-
-    def identities(self) -> set[int]:
-        return set(self._rows_of)
-
-    def _grow(self) -> None:
-        self._cap *= 2
-        for name in ("_vectors", "_looks"):
-            old = getattr(self, name)
-            new = np.zeros((self._cap, old.shape[1]), np.float32)
-            new[: self.size] = old[: self.size]
-            setattr(self, name, new)
-        for name in ("_identity", "_outfit", "_has_look", "_key"):
-            old = getattr(self, name)
-            new = np.zeros(self._cap, old.dtype)
-            new[: self.size] = old[: self.size]
-            setattr(self, name, new)
-
-    def upsert(self, identity_id: int, outfit_id: int, vector: np.ndarray, look: np.ndarray | None = None) -> None:
-        vector = np.asarray(vector, np.float32)
-        if self.dim == 0:
-            self.dim = vector.shape[0]
-            self._vectors = np.zeros((self._cap, self.dim), np.float32)
-        if vector.shape != (self.dim,):
-            raise ValueError(f"prototype has dimension {vector.shape}, the gallery holds {self.dim}")
-        if look is not None:
-            look = np.asarray(look, np.float32)
-            if self.look_dim == 0:
-                self.look_dim = look.shape[0]
-                self._looks = np.zeros((self._cap, self.look_dim), np.float32)
-            if look.shape != (self.look_dim,):
-                raise ValueError(f"outfit descriptor has dimension {look.shape}, the gallery holds {self.look_dim}")
-        key = (identity_id, outfit_id)
-        row = self._row.get(key)
-        if row is None:
-            if self.size == self._cap:
-                self._grow()
-            row = self.size
-            self.size += 1
-            self._row[key] = row
-            self._rows_of.setdefault(identity_id, set()).add(row)
-            self._identity[row], self._outfit[row] = identity_id, outfit_id
-            self._has_look[row] = False
-            self._key[row] = self._next_key
-            self._row_of_key[self._next_key] = row
-            self._next_key += 1
-        elif self._ann is not None:
-            self._ann.remove(int(self._key[row]))
-        self._vectors[row] = _unit(vector)
-        if self._ann is not None:
-            self._ann.add(int(self._key[row]), self._vectors[row])
-        if look is not None:
-            self._looks[row] = _unit(look)
-            self._has_look[row] = True
-
-    def extend(self, identity_ids: np.ndarray, outfit_ids: np.ndarray, vectors: np.ndarray,
-               looks: np.ndarray | None = None, has_look: np.ndarray | None = None) -> None:
-        """Bulk-append new (identity, outfit) rows (a full load, a benchmark); normalises in one pass."""
-        vectors = np.asarray(vectors, np.float32)
-        n = vectors.shape[0]
-        if n == 0:
-            return
-        if self.dim == 0:
-            self.dim = vectors.shape[1]
-            self._vectors = np.zeros((self._cap, self.dim), np.float32)
-        if vectors.shape[1] != self.dim:
-            raise ValueError(f"prototypes have dimension {vectors.shape[1]}, the gallery holds {self.dim}")
-        if looks is not None and self.look_dim == 0:
-            self.look_dim = looks.shape[1]
-            self._looks = np.zeros((self._cap, self.look_dim), np.float32)
-        keys = list(zip(np.asarray(identity_ids).tolist(), np.asarray(outfit_ids).tolist()))
-        if any(k in self._row for k in keys) or len(set(keys)) != n:
-            raise ValueError("extend() takes new, distinct (identity, outfit) rows; use upsert() to update")
-        while self.size + n > self._cap:
-            self._grow()
-        sl = slice(self.size, self.size + n)
-        self._vectors[sl] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        if looks is not None:
-            looks = np.asarray(looks, np.float32)
-            self._looks[sl] = looks / np.maximum(np.linalg.norm(looks, axis=1, keepdims=True), 1e-12)
-            self._has_look[sl] = True if has_look is None else has_look
-        else:
-            self._has_look[sl] = False
-        self._identity[sl], self._outfit[sl] = identity_ids, outfit_ids
-        self._key[sl] = np.arange(self._next_key, self._next_key + n, dtype=np.uint64)
-        for row, key in enumerate(keys, start=self.size):
-            self._row[key] = row
-            self._rows_of.setdefault(key[0], set()).add(row)
-            self._row_of_key[self._next_key + row - self.size] = row
-        self._next_key += n
-        if self._ann is not None:
-            self._ann.add(self._key[sl], self._vectors[sl])
-        self.size += n
-
-    def remove_identity(self, identity_id: int) -> None:
-        for row in sorted(self._rows_of.pop(identity_id, set()), reverse=True):
-            last = self.size - 1
-            del self._row[(int(self._identity[row]), int(self._outfit[row]))]
-            del self._row_of_key[int(self._key[row])]
-            if self._ann is not None:
-                self._ann.remove(int(self._key[row]))
-            if row != last:  # move the last row into the hole
-                key = (int(self._identity[last]), int(self._outfit[last]))
-                for arr in (self._vectors, self._looks, self._has_look, self._identity, self._outfit, self._key):
-                    arr[row] = arr[last]
-                self._row[key] = row
-                self._row_of_key[int(self._key[row])] = row
-                rows = self._rows_of[key[0]]
-                rows.discard(last)
-                rows.add(row)
-            self.size -= 1
-
-    def prototype(self, identity_id: int, outfit_id: int) -> np.ndarray | None:
-        row = self._row.get((identity_id, outfit_id))
-        return None if row is None else self._vectors[row].copy()
-
-    def look(self, identity_id: int, outfit_id: int) -> np.ndarray | None:
-        row = self._row.get((identity_id, outfit_id))
-        return None if row is None or not self._has_look[row] else self._looks[row].copy()
-
-    def outfits(self, identity_id: int) -> list[int]:
-        return sorted(int(self._outfit[r]) for r in self._rows_of.get(identity_id, ()))
-
-    def best_outfit(self, identity_id: int, look: np.ndarray | None) -> tuple[int | None, float]:
-        """The identity's outfit whose descriptor is closest to `look`, and that cosine."""
-        rows = [r for r in self._rows_of.get(identity_id, ()) if self._has_look[r]]
-        if look is None or not rows or self.look_dim != look.shape[0]:
-            return None, -1.0
-        sims = self._looks[rows] @ _unit(look)
-        k = int(np.argmax(sims))
-        return int(self._outfit[rows[k]]), float(sims[k])
-
-    def similarities(self, queries: np.ndarray) -> np.ndarray:
-        """(Q, P) cosine of L2-normalised queries against every prototype."""
-        queries = np.asarray(queries, np.float32)
-        if self.size == 0:
-            return np.zeros((queries.shape[0], 0), np.float32)
-        if queries.shape[1] != self.dim:
-            raise ValueError(f"query dimension {queries.shape[1]} does not match the gallery's {self.dim} "
-                             "(was the store filled by another ReID model? use another key_prefix)")
-        # (P, D) @ (D, Q) keeps the big matrix C-contiguous; queries @ V.T would copy it for Q > 1
-        return (self._vectors[: self.size] @ queries.T).T
-
-    def top_identities(self, sims: np.ndarray, k: int) -> list[dict[int, float]]:
-        """Per query row of `sims`: {identity: best prototype cosine} over its `k` best prototypes."""
-        out: list[dict[int, float]] = []
-        if self.size == 0:
-            return [{} for _ in range(sims.shape[0])]
-        k = min(k, self.size)
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < self.size else np.broadcast_to(
-            np.arange(self.size), (sims.shape[0], self.size))
-        ids = self._identity[top]
-        vals = np.take_along_axis(sims, top, axis=1)
-        for i in range(sims.shape[0]):
-            best: dict[int, float] = {}
-            for ident, v in zip(ids[i].tolist(), vals[i].tolist()):
-                if v > best.get(ident, -np.inf):
-                    best[ident] = v
-            out.append(best)
-        return out
-
-    def candidates(self, queries: np.ndarray, k: int) -> list[dict[int, float]]:
-        """Per query: {identity: best prototype cosine} over its `k` most similar prototypes (exact
-        cosines; the prototypes themselves come from the ANN index when one is in use)."""
-        queries = np.asarray(queries, np.float32)
-        if self.index_kind == "usearch" and self.size >= self.ann_min_rows:
-            if self._ann is None:
-                self._build_ann()
-            matches = self._ann.search(queries, min(k, self.size))
-            out = []
-            for i in range(queries.shape[0]):
-                rows = [self._row_of_key[int(key)] for key in np.asarray(matches.keys[i]).ravel()
-                        if int(key) in self._row_of_key]
-                sims = self._vectors[rows] @ queries[i] if rows else np.zeros(0, np.float32)
-                best: dict[int, float] = {}
-                for ident, v in zip(self._identity[rows].tolist(), sims.tolist()):
-                    if v > best.get(ident, -np.inf):
-                        best[ident] = v
-                out.append(best)
-            return out
-        return self.top_identities(self.similarities(queries), k)
-
-    def _build_ann(self) -> None:
-        from usearch.index import Index
-
-        self._ann = Index(ndim=self.dim, metric="ip", dtype="f16")
-        self._ann.add(self._key[: self.size], self._vectors[: self.size])
-
-    def best(self, query: np.ndarray, exclude: set[int] | frozenset[int] = frozenset()) -> tuple[int, int, float] | None:
-        """(identity, outfit, cosine) of the most similar prototype, skipping excluded identities."""
-        if self.size == 0:
-            return None
-        sims = self._vectors[: self.size] @ np.asarray(query, np.float32)
-        if exclude:
-            sims = np.where(np.isin(self._identity[: self.size], list(exclude)), -np.inf, sims)
-        row = int(np.argmax(sims))
-        if not np.isfinite(sims[row]):
-            return None
-        return int(self._identity[row]), int(self._outfit[row]), float(sims[row])
-
-
-@dataclass(frozen=True)
-class Transit:
-    min_s: float = 0.0
-    max_s: float | None = None
-
-
-@dataclass
-class Topology:
-    """Which cameras see the same space at once, and how long walking between two cameras takes."""
-
-    overlapping: set[frozenset[str]] = field(default_factory=set)
-    transits: dict[frozenset[str], Transit] = field(default_factory=dict)
-    default_min_transit_s: float = 0.0
-    revisit_after_s: float | None = 600.0
-
-    def overlap(self, a: str, b: str) -> bool:
-        return a != b and frozenset((a, b)) in self.overlapping
-
-    def transit_ok(self, a: str, b: str, dt: float) -> bool:
-        """Can a person last seen on `a` appear on `b` `dt` seconds later?"""
-        if a == b or self.overlap(a, b):
-            return True
-        t = self.transits.get(frozenset((a, b)), Transit(self.default_min_transit_s))
-        if dt < t.min_s:
-            return False
-        if t.max_s is not None and dt > t.max_s:
-            return self.revisit_after_s is not None and dt >= self.revisit_after_s
-        return True
 
 
 @dataclass(frozen=True)
@@ -370,6 +96,8 @@ class CrossCameraMatcher:
         self.stats = MatcherStats()
         # identity -> (camera, first seen, last seen) of its recently ended local tracklets (bounded)
         self.history: dict[int, deque] = {}
+        if store.generation is None:
+            store.open_generation()
         self.full_load()
 
     # -- keeping the gallery current --------------------------------------------------------------
@@ -393,6 +121,15 @@ class CrossCameraMatcher:
         self.presence = {i: {r.last_camera: (r.last_seen, False)} for i, r in records.items() if r.last_camera}
         self.log_id, self.version = last_id, version
         self.stats.full_loads += 1
+
+    def on_store_reset(self) -> None:
+        """The store came back as a new generation (empty, or reset): adopt it and reload the gallery. Local
+        knowledge of identities it no longer has is dropped; new ids go on above the highest one seen."""
+        self.store.open_generation()
+        self.alias.clear()
+        self.history.clear()
+        self._refreshed_at = -np.inf
+        self.full_load()
 
     def sync(self) -> None:
         """Apply the gallery changes other workers (and this one) logged since the last read."""
@@ -620,6 +357,8 @@ class CrossCameraMatcher:
         if res.status == "stale":
             self.stats.stale_retries += 1
             self.sync()
+        elif res.status == "reset":
+            raise StoreReset(self.store.generation or "", res.generation)
         elif res.status == "gone":
             self.stats.gone_retries += 1
             log.info("identity %s is gone from the store (merged or expired): re-reading", res.gone_identity)
@@ -650,8 +389,8 @@ class CrossCameraMatcher:
     # -- later evidence ---------------------------------------------------------------------------------
     def recheck(self, tracklet, live: dict[str, set[int]], now: float | None = None,
                 tracks: list = ()) -> MergeDecision | None:
-        """`tracks`: this worker's live tracklets (their time spans rule out merging people seen at once)."""
-        """Does the tracklet's fuller evidence show its identity is another, older one? Merge them if so."""
+        """Does the tracklet's fuller evidence show its identity is another, older one? Merge them if so.
+        `tracks`: this worker's live tracklets (their time spans rule out merging people seen at once)."""
         if self.merge_threshold is None or tracklet.identity_id is None:
             return None
         now = time.time() if now is None else now
@@ -756,18 +495,6 @@ def _blob(ops: StoreOp, index) -> np.ndarray | None:
     if not index:
         return None
     return np.frombuffer(ops.blobs[int(index) - 1], dtype="<f4").astype(np.float32)
-
-
-def topology_from_config(cfg) -> Topology:
-    """pipeline.config.TopologyConfig -> Topology."""
-    if cfg is None:
-        return Topology()
-    return Topology(
-        overlapping={frozenset(p) for p in cfg.overlapping},
-        transits={frozenset(t.cameras): Transit(t.min_s, t.max_s) for t in cfg.transits},
-        default_min_transit_s=cfg.default_min_transit_s,
-        revisit_after_s=cfg.revisit_after_s,
-    )
 
 
 def matcher_from_config(store: IdentityStore, cfg) -> CrossCameraMatcher:

@@ -57,7 +57,7 @@ class _CameraCollector(Collector):
 
 
 class _StoreCollector(Collector):
-    """The store link (pipeline.store.StoreLink) as seen at scrape time: up or not, what waits, what was lost."""
+    """The store link (pipeline.outage.StoreLink) as seen at scrape time: up or not, what waits, what was lost."""
 
     def __init__(self, link: Callable[[], object | None]) -> None:
         self._link = link
@@ -66,7 +66,8 @@ class _StoreCollector(Collector):
         link = self._link()
         if link is None:
             return
-        yield GaugeMetricFamily("pipeline_store_up", "1 while the identity store answers", value=float(link.up))
+        yield GaugeMetricFamily("pipeline_store_up", "1 while the identity store answers (0 during an outage, and "
+                                "while a call has waited longer than its timeout)", value=float(link.up))
         yield GaugeMetricFamily("pipeline_events_buffered", "events waiting for the store", value=len(link.outbox))
         yield CounterMetricFamily("pipeline_events_dropped", "events dropped: the buffer was full during a store outage",
                                   value=link.dropped)
@@ -107,17 +108,18 @@ class PipelineMetrics:
     def text(self) -> str:
         return generate_latest(self.registry).decode()
 
-    def observe_batch(self, batch, stage_s: dict[str, float], events, published_at: float,
-                      started_at: float) -> None:
-        """One loop step: `batch` [(camera run, Frame)], per-stage seconds, the events it published."""
+    def observe_batch(self, batch, stage_s: dict[str, float], started_at: float) -> None:
+        """One loop step: `batch` [(camera run, Frame)] and its per-stage seconds."""
         for c, frame in batch:
             self.frame_age.labels(c.camera_id).observe(max(started_at - frame.wall_time, 0.0))
         for stage, seconds in stage_s.items():
             self.stage_seconds.labels(stage).observe(seconds)
-        captured = {(c.camera_id, frame.index): frame.wall_time for c, frame in batch}
+
+    def observe_published(self, events, captured: dict[tuple[str, int], float | None], published_at: float) -> None:
+        """Events the store took at `published_at`; `captured` maps (camera, frame index) to the capture time
+        of the frames the run still remembers. Events naming a frame it does not remember (a track end
+        long after its last frame) measure a policy wait, not the pipeline's latency, and are skipped."""
         for ev in events:
-            # Only events decided on a frame of this batch: one naming an older frame (track end, a decision
-            # deferred by the matcher) measures a policy wait, not the pipeline's latency.
             wall = captured.get((ev.camera_id, ev.frame_index))
-            if wall is not None:
+            if wall is not None and ev.type != "track.ended":
                 self.capture_to_event.labels(ev.type).observe(max(published_at - wall, 0.0))

@@ -16,7 +16,9 @@ import ssl
 import uuid
 from urllib.parse import unquote, urlsplit
 
+from pipeline.config import ConfigError
 from pipeline.consumer import EventConsumer
+from pipeline.redact import redact
 
 
 class MqttSink:
@@ -25,9 +27,14 @@ class MqttSink:
             import paho.mqtt.client as mqtt
         except ImportError as exc:
             raise RuntimeError("the MQTT sink needs paho-mqtt: pip install 'paho-mqtt>=2'") from exc
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises for a port out of range)
+        except ValueError as exc:
+            raise ConfigError("<command line>", "--mqtt", f"{redact(url)}: {exc}") from None
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"MQTT URL must look like mqtt://host:1883 or mqtts://host:8883, got {url!r}")
+            raise ConfigError("<command line>", "--mqtt",
+                              f"an MQTT URL looks like mqtt://host:1883 or mqtts://host:8883, got {redact(url)!r}")
         self.topic = topic.rstrip("/")
         self.qos = qos
         self.timeout_s = timeout_s

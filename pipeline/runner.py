@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -22,13 +22,16 @@ from pipeline.config import CameraConfig, ConfigError, PipelineConfig, load_conf
 from pipeline.events import IdentityEvent, iso_utc
 from pipeline.appearance import outfit_descriptors
 from pipeline.identity_stage import MatchStage
+from pipeline.embedded import open_store_client
 from pipeline.matcher import matcher_from_config
-from pipeline.models import resolve_model
 from pipeline.metrics import PipelineMetrics
+from pipeline.models import resolve_model
+from pipeline.outage import StoreFailure, StoreLink, StoreUnavailable, runtime_client_options
+from pipeline.redact import redact
 from pipeline.sources import END, CameraSet, Frame, FrameReader, camera_changes
-from pipeline.redact import redact_url
-from pipeline.store import IdentityStore, StoreLink, StoreUnavailable, open_redis, runtime_client_options
-from pipeline.tracklets import CameraTracklets, CropGate, Tracklet
+from pipeline.store import IdentityStore
+from pipeline.store_worker import StoreWorker
+from pipeline.tracklets import CameraTracklets, CropGate
 from reid.inference.factory import create_embedder
 from trackers import create_tracker
 
@@ -68,6 +71,7 @@ class RunSummary:
     undelivered: int = 0  # events the store never took (written to undelivered_file)
     undelivered_file: Path | None = None
     store_outages: int = 0
+    store_resets: int = 0  # times the store came back without its data (store.reset events)
 
     @property
     def failed(self) -> list[dict]:
@@ -90,12 +94,16 @@ class PipelineRunner:
         self.run_id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
         self.stage_s: dict[str, float] = defaultdict(float)
-        self.events_published = 0
         self.link: StoreLink | None = None
-        self._ended_backlog: list[Tracklet] = []  # ended while the store was down; decided when it is back
+        self.worker: StoreWorker | None = None
+        self.stage: MatchStage | None = None
         self.undelivered = 0
         self.undelivered_file: Path | None = None
         self.crops_embedded = 0
+        # (camera, frame index) -> capture wall time of recent frames, for the capture-to-event latency of
+        # events the store worker publishes later (bounded: only recent frames can still be decided on)
+        self._captured: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._captured_lock = threading.Lock()
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
@@ -113,15 +121,28 @@ class PipelineRunner:
 
     # -- set-up -----------------------------------------------------------------------------------
     def _build_models(self):
+        """Detector and embedder; a model file that cannot be loaded is a configuration error (exit 2)."""
         det = self.config.detector
-        detector = create_detector(det.backend, resolve_model(det.model), input_size=det.input_size,
-                                   confidence=det.confidence, nms_iou=det.nms_iou, classes=det.classes)
-        embedder = create_embedder(resolve_model(self.config.reid.model), self.config.reid.backend,
-                                   threads=self.config.reid.threads)
+        try:
+            detector = create_detector(det.backend, resolve_model(det.model), input_size=det.input_size,
+                                       confidence=det.confidence, nms_iou=det.nms_iou, classes=det.classes)
+        except Exception as exc:
+            raise ConfigError(self.config_path or "<config>", "detector.model", _why(exc)) from exc
+        try:
+            embedder = create_embedder(resolve_model(self.config.reid.model), self.config.reid.backend,
+                                       threads=self.config.reid.threads)
+        except Exception as exc:
+            raise ConfigError(self.config_path or "<config>", "reid.model", _why(exc)) from exc
         return detector, embedder
 
+    def _tracker(self):
+        try:
+            return create_tracker(self.config.tracker.type, self.config.tracker.params)
+        except Exception as exc:
+            raise ConfigError(self.config_path or "<config>", "tracker.params", _why(exc)) from exc
+
     def _camera(self, cam) -> CameraRun:
-        tracker = create_tracker(self.config.tracker.type, self.config.tracker.params)
+        tracker = self._tracker()
         r = self.config.reid
         gate = CropGate(r.min_height, r.min_width, r.min_confidence, r.crops_per_second, r.edge_margin)
         run = CameraRun(cam.id, self.sources.reader(cam, self.max_frames), tracker,
@@ -131,50 +152,71 @@ class PipelineRunner:
             run.mot = open(self.mot_dir / f"{cam.id}.txt", "w")
         return run
 
+    def _serve_metrics(self) -> None:
+        m = self.config.metrics
+        if m.port is None:
+            return
+        try:
+            self.metrics_port = self.metrics.serve(m.host, m.port)
+        except OSError as exc:
+            raise ConfigError(self.config_path or "<config>", "metrics.port",
+                              f"cannot serve metrics on {m.host}:{m.port}: {exc.strerror or exc}") from exc
+        log.info("metrics on http://%s:%d/metrics", m.host, self.metrics_port)
+
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        detector, embedder = self._build_models()
-        cams = [self._camera(c) for c in self.config.cameras]
-        t0 = time.monotonic()
+        # Signals first: a SIGHUP (reload) or SIGTERM (stop) while the models load must not kill the process.
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)} if threading.current_thread() is threading.main_thread() else {}
         for s in previous:
             signal.signal(s, self.request_stop if s == signal.SIGTERM else self.reload)
-        if self.config.metrics.port is not None:
-            self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
-            log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
-        with open_redis(self.config.store, self.output_dir / "store", **runtime_client_options()) as client:
-            m = self.config.matcher
-            store = IdentityStore(client, self.config.key_prefix, self.config.events.stream, self.config.events.maxlen,
-                                  gallery_log_maxlen=m.gallery_log_maxlen, retention_s=m.retention_s or 0)
-            self.link = StoreLink(store, redact_url(self.config.store), max_buffered=self.config.events.maxlen)
-            matcher = MatchStage(matcher_from_config(store, m), m.min_crops,
-                                 lambda: [c.tracklets for c in cams])  # cameras may be added while running
-            for c in cams:
-                c.reader.start()
-            progress = _Progress(cams, enabled=self.progress)
-            try:
-                self._loop(cams, detector, embedder, store, matcher, progress)
-            except KeyboardInterrupt:
-                log.warning("interrupted: draining and flushing")
-                self._stop.set()
-            finally:
-                progress.close()
+        identities = None
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            detector, embedder = self._build_models()
+            cams = [self._camera(c) for c in self.config.cameras]
+            t0 = time.monotonic()
+            self._serve_metrics()
+            with open_store_client(self.config.store, self.output_dir / "store", "run",
+                                   **runtime_client_options()) as client:
+                m = self.config.matcher
+                store = IdentityStore(client, self.config.key_prefix, self.config.events.stream,
+                                      self.config.events.maxlen, gallery_log_maxlen=m.gallery_log_maxlen,
+                                      retention_s=m.retention_s or 0)
+                self.link = StoreLink(store, redact(self.config.store), max_buffered=self.config.events.maxlen)
+                self.link.on_published = self._observe_published
+                self.stage = MatchStage(matcher_from_config(store, m), m.min_crops,
+                                        lambda: [c.tracklets for c in cams],  # cameras may be added while running
+                                        max_ending=self.config.events.maxlen)
+                self.worker = StoreWorker(self.link, self.stage)
+                self.worker.start()
                 for c in cams:
-                    c.reader.stop()  # all at once, then wait for each (bounded by its timeouts)
-                for c in cams:
-                    if c.status == "running":
-                        self._end_camera(c, store, matcher, "ended", None, "pipeline stopped")
-                    c.reader.close()
-                    self._finish_camera(c, store, matcher, everything=True)
-                self._drain_store(matcher)
-                self.metrics.close()
-                for s, h in previous.items():
-                    signal.signal(s, h)
-            try:
-                identities = len(self.link.call(store.identities, include_merged=False))
-            except StoreUnavailable:
-                identities = None
+                    c.reader.start()
+                progress = _Progress(cams, enabled=self.progress)
+                try:
+                    self._loop(cams, detector, embedder, progress)
+                except KeyboardInterrupt:
+                    log.warning("interrupted: draining and flushing")
+                    self._stop.set()
+                finally:
+                    progress.close()
+                    for c in cams:
+                        c.reader.stop()  # all at once, then wait for each (bounded by its timeouts)
+                    for c in cams:
+                        if c.status == "running":
+                            self._end_camera(c, "ended", None, "pipeline stopped")
+                        c.reader.close()
+                        self._finish_camera(c, everything=True)
+                    self._drain()
+                if self.worker.failure is None:
+                    try:
+                        identities = len(self.link.call(store.identities, include_merged=False))
+                    except (StoreUnavailable, StoreFailure) as exc:
+                        log.warning("identity count unavailable: %s", exc)
+            self.worker.check()  # a store failure ends the run loud (exit 1), after the drain above
+        finally:
+            self.metrics.close()
+            for s, h in previous.items():
+                signal.signal(s, h)
         wall = time.monotonic() - t0
         total_frames = sum(c.frames for c in cams)
         return RunSummary(
@@ -182,88 +224,79 @@ class PipelineRunner:
                       "fps": c.frames / max((c.finished or time.monotonic()) - c.started, 1e-9),
                       "tracks": len(c.tracks_seen)} for c in cams],
             stage_ms_per_frame={s: 1000 * self.stage_s[s] / max(total_frames, 1) for s in STAGES},
-            frames=total_frames, wall_s=wall, identities=identities, events=self.events_published,
+            frames=total_frames, wall_s=wall, identities=identities, events=self.link.published,
             crops=self.crops_embedded, output_dir=self.output_dir, stopped_early=self._stop.is_set(),
             undelivered=self.undelivered, undelivered_file=self.undelivered_file, store_outages=self.link.outages,
+            store_resets=self.worker.resets,
         )
 
-    def _publish(self, store: IdentityStore, events: list[IdentityEvent]) -> None:
-        """Events go through the store link: published now, or buffered while the store is down."""
-        self.events_published += self.link.publish(events)
+    def _publish(self, events: list[IdentityEvent]) -> None:
+        """Events made by the frame loop go to the store worker's outbox, in order; never waits."""
+        self.worker.publish(events)
 
-    def _store_step(self, matcher: MatchStage, events: list[IdentityEvent]) -> None:
-        """Decisions that need the store: first the tracklets whose end a store outage interrupted, then
-        this step's. While the store is down they wait (tracklets keep collecting crops meanwhile)."""
+    def _observe_published(self, events: list[IdentityEvent], published_at: float) -> None:
+        """Capture-to-event latency of events the store took (in the store worker's thread)."""
+        late = self.stage.decided_late
+        timed = [e for e in events if e.event_id not in late]
+        with self._captured_lock:
+            captured = {(e.camera_id, e.frame_index): self._captured.get((e.camera_id, e.frame_index))
+                        for e in timed}
+        self.metrics.observe_published(timed, captured, published_at)
+
+    def _drain(self) -> None:
+        """At the end of a run: give the store `events.drain_timeout_s` to take what waits (ended tracklets
+        to decide, buffered events); what is still undelivered is written to `undelivered_events.jsonl`
+        under the output dir, never dropped."""
         try:
-            while self._ended_backlog:
-                self.link.call(matcher.end, self._ended_backlog[0], out=events)
-                self._ended_backlog.pop(0)
-            self.link.call(matcher.step, out=events)
-        except StoreUnavailable:
-            # Not swallowed: StoreLink logged the outage and counts it in the metrics; the decisions wait.
-            return
-
-    def _drain_store(self, matcher: MatchStage) -> None:
-        """At the end of a run: give an unreachable store `events.drain_timeout_s` to come back; what still
-        cannot be delivered is written to `undelivered_events.jsonl` under the output dir, never dropped."""
-        deadline = time.monotonic() + self.config.events.drain_timeout_s
-        while True:
-            events: list[IdentityEvent] = []
-            self._store_step(matcher, events)
-            self._publish(None, events)
-            if (not self._ended_backlog and not self.link.outbox) or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        pending = list(self.link.outbox)
-        for tl in self._ended_backlog:  # never decided: the store was down from their end to ours
-            pending.append(IdentityEvent("track.ended", tl.camera_id, tl.track_id, tl.tracklet_id, tl.identity_id,
-                                         tl.similarity, _bbox(tl.last_bbox), tl.last_frame, tl.outfit_id,
-                                         outfit_changed=tl.outfit_changed, detail="store unreachable: not decided"))
-        if pending or self.link.dropped:
-            self.undelivered = len(pending) + self.link.dropped
+            left = self.worker.drain(self.config.events.drain_timeout_s)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the store, keep what is left
+            log.warning("interrupted again: writing what the store has not taken to a file")
+            left = self.worker.drain(0)
+        if left.events or left.dropped:
+            self.undelivered = len(left.events) + left.dropped
             self.undelivered_file = self.output_dir / "undelivered_events.jsonl"
             with open(self.undelivered_file, "a") as f:
-                for ev in pending:
+                for ev in left.events:
                     f.write(ev.to_json() + "\n")
-            log.error("store at %s unreachable at the end of the run: %d events written to %s%s", self.link.where,
-                      len(pending), self.undelivered_file,
-                      f" ({self.link.dropped} older ones dropped beyond events.maxlen)" if self.link.dropped else "")
+            log.error("store at %s did not take every event by the end of the run: %d events written to %s%s",
+                      self.link.where, len(left.events), self.undelivered_file,
+                      f" ({left.dropped} older ones dropped beyond events.maxlen)" if left.dropped else "")
 
-    def _next_frames(self, cams: list[CameraRun], store: IdentityStore, matcher) -> list[tuple[CameraRun, Frame]]:
+    def _next_frames(self, cams: list[CameraRun]) -> list[tuple[CameraRun, Frame]]:
         """The frames ready now (at most one per camera; live cameras: their newest). Waits until some
         camera has one, never for a particular camera, so a stalled or dead camera slows no other.
         Returns [] when no camera is running any more or a stop was requested."""
         while not self._stop.is_set():
-            self._apply_camera_changes(cams, store, matcher)
+            self.worker.check()
+            self._apply_camera_changes(cams)
             running = [c for c in cams if c.status == "running"]
             if not running:
                 return []
             self.sources.wait([c.reader for c in running], timeout=0.2)
-            self._publish(store, [IdentityEvent("camera.state", ch.camera_id, state=ch.state, detail=ch.detail,
-                                                ts=iso_utc(ch.wall_time)) for ch in self.sources.state_changes()])
+            self._publish([IdentityEvent("camera.state", ch.camera_id, state=ch.state, detail=ch.detail,
+                                         ts=iso_utc(ch.wall_time)) for ch in self.sources.state_changes()])
             batch = []
             for c in running:
                 item = c.reader.poll()
                 if item is END:
-                    self._end_camera(c, store, matcher, c.reader.state, c.reader.error)
+                    self._end_camera(c, c.reader.state, c.reader.error)
                 elif item is not None:
                     batch.append((c, item))
             if batch:
                 return batch
         return []
 
-    def _end_camera(self, c: CameraRun, store: IdentityStore, matcher, status: str, error: str | None,
-                    detail: str | None = None) -> None:
+    def _end_camera(self, c: CameraRun, status: str, error: str | None, detail: str | None = None) -> None:
         c.error = c.error or error
         c.status = "failed" if c.error else status
         c.finished = time.monotonic()
         if c.error:
             log.error("%s", c.error)
-        self._publish(store, [IdentityEvent("camera.state", c.camera_id, state="failed" if c.error else "ended",
-                                            detail=c.error or detail)])
-        self._finish_camera(c, store, matcher, everything=True)
+        self._publish([IdentityEvent("camera.state", c.camera_id, state="failed" if c.error else "ended",
+                                     detail=c.error or detail)])
+        self._finish_camera(c, everything=True)
 
-    def _apply_camera_changes(self, cams: list[CameraRun], store: IdentityStore, matcher) -> None:
+    def _apply_camera_changes(self, cams: list[CameraRun]) -> None:
         while True:
             try:
                 kind, arg = self._commands.get_nowait()
@@ -279,6 +312,10 @@ class PipelineRunner:
                 except ConfigError as exc:
                     log.error("config reload refused, cameras unchanged: %s", exc)
                     continue
+                except Exception as exc:  # a reload never stops a running pipeline; say what went wrong
+                    log.error("config reload refused, cameras unchanged: %s: %s", type(exc).__name__,
+                              redact(str(exc)))
+                    continue
                 added, removed = camera_changes({k: c.reader.camera for k, c in current.items()}, new.cameras)
                 self.config = self.config.model_copy(update={"cameras": new.cameras})
             elif kind == "add":
@@ -290,22 +327,33 @@ class PipelineRunner:
                     c = current[cid]
                     c.reader.stop()  # joined at the end of the run: never wait here while others stream
                     if c.status == "running":
-                        self._end_camera(c, store, matcher, "ended", None, "removed from the configuration")
+                        self._end_camera(c, "ended", None, "removed from the configuration")
                     c.status = "removed"
                     self.sources.discard(cid)
                     log.info("camera %s removed", cid)
             for cam in added:
-                run = self._camera(cam)
-                cams.append(run)
+                try:
+                    run = self._camera(cam)
+                except ConfigError as exc:
+                    log.error("camera %s not added: %s", cam.id, exc)
+                    continue
+                with self.stage.lock:
+                    cams.append(run)
                 run.reader.start()
                 log.info("camera %s added", cam.id)
 
-    def _loop(self, cams, detector, embedder, store, matcher, progress) -> None:
+    def _loop(self, cams, detector, embedder, progress) -> None:
+        stage, worker = self.stage, self.worker
         while not self._stop.is_set():
-            batch = self._next_frames(cams, store, matcher)
+            batch = self._next_frames(cams)
             if not batch:
                 return
             step_started, stage_before = time.time(), dict(self.stage_s)
+            with self._captured_lock:
+                for c, frame in batch:
+                    self._captured[(c.camera_id, frame.index)] = frame.wall_time
+                while len(self._captured) > 10_000:
+                    self._captured.popitem(last=False)
             t = time.perf_counter()
             detections = detector.detect([f.image for _, f in batch])
             self.stage_s["detect"] += time.perf_counter() - t
@@ -317,12 +365,13 @@ class PipelineRunner:
             for (c, frame), dets in zip(batch, detections):
                 size = (frame.image.shape[1], frame.image.shape[0])
                 if c.frame_size is not None and size != c.frame_size:
-                    self._restart_tracking(c, matcher, events, size)
+                    self._restart_tracking(c, size)
                 c.frame_size = size
                 c.frames += 1
                 tracks = c.tracker.update(dets, frame.image)
-                started, requests = c.tracklets.update(c.frames, frame.index, frame.video_time, tracks,
-                                                       frame.image.shape)
+                with stage.lock:  # tracklets are shared with the store worker's decisions
+                    started, requests = c.tracklets.update(c.frames, frame.index, frame.video_time, tracks,
+                                                           frame.image.shape)
                 c.tracks_seen.update(int(t_) for t_ in tracks.track_id)
                 for tl in started:
                     events.append(IdentityEvent("track.started", c.camera_id, tl.track_id, tl.tracklet_id,
@@ -339,19 +388,18 @@ class PipelineRunner:
                 emb = embedder.embed(crop_images)
                 # the model's clothes-sensitive output when it has one, else the colour/texture descriptor
                 looks = emb.appearance if emb.appearance is not None else outfit_descriptors(crop_images)
-                for req, vec, look in zip(crop_requests, emb.identity, looks):
-                    req.tracklet.add_embedding(vec, req.weight, look)
+                with stage.lock:
+                    for req, vec, look in zip(crop_requests, emb.identity, looks):
+                        req.tracklet.add_embedding(vec, req.weight, look)
                 self.crops_embedded += len(crop_images)
             self.stage_s["embed"] += time.perf_counter() - t
 
+            # Decisions and track ends are the store worker's: hand them over, never wait for them.
             t = time.perf_counter()
-            self._store_step(matcher, events)
-            expired = [(c, tl) for c, _, _ in per_camera_tracks for tl in c.tracklets.expire(c.frames)]
-            matcher.ending.extend(tl for _, tl in expired)  # evidence for each other's end decisions
-            for c, tl in expired:
-                self._end_tracklet(c, tl, matcher, events)
-            self._publish(store, events)
-            published_at = time.time()
+            self._publish(events)
+            for c, _, _ in per_camera_tracks:
+                stage.expire(c.tracklets, c.frames)
+            worker.request_step()
             self.stage_s["match"] += time.perf_counter() - t
 
             t = time.perf_counter()
@@ -362,53 +410,44 @@ class PipelineRunner:
                     if c.video is None:
                         c.video = VideoOut(self.output_dir / f"{c.camera_id}.mp4",
                                            c.reader.camera.fps or c.reader.source_fps or 25.0)
-                    ids = {tid: tl.identity_id for tid, tl in c.tracklets.live.items()}
+                    with stage.lock:
+                        ids = {tid: tl.identity_id for tid, tl in c.tracklets.live.items()}
                     c.video.write(draw_tracks(frame.image, tracks, ids, c.camera_id, frame.index))
             self.stage_s["output"] += time.perf_counter() - t
             self.metrics.observe_batch(batch, {s: self.stage_s[s] - stage_before.get(s, 0.0) for s in STAGES},
-                                       events, published_at, step_started)
+                                       step_started)
             progress.update(batch)
 
-    def _restart_tracking(self, c: CameraRun, matcher: MatchStage, events: list[IdentityEvent],
-                          size: tuple[int, int]) -> None:
+    def _restart_tracking(self, c: CameraRun, size: tuple[int, int]) -> None:
         """The source came back at another resolution (a reconnect to another stream profile): boxes of the
         old size mean nothing in the new frames, so the camera's tracks end and its tracker starts afresh."""
         log.warning("camera %s: frame size changed from %dx%d to %dx%d (new stream profile after a reconnect?): "
                     "its tracks end and its tracker restarts", c.camera_id, *c.frame_size, *size)
-        expired = c.tracklets.expire(c.frames, everything=True)
-        matcher.ending.extend(expired)
-        for tl in expired:
-            self._end_tracklet(c, tl, matcher, events)
+        self.stage.expire(c.tracklets, c.frames, everything=True)
+        self.worker.wake()
         c.tracker_restarts += 1
-        c.tracker = create_tracker(self.config.tracker.type, self.config.tracker.params)
+        c.tracker = self._tracker()
         old = c.tracklets
         # A new tracker may count its track ids from 1 again: a new run-id suffix keeps tracklet ids unique.
-        c.tracklets = CameraTracklets(old.camera_id, f"{self.run_id}-{c.tracker_restarts}", old.gate,
-                                      c.tracker.max_lost_frames)
+        with self.stage.lock:
+            c.tracklets = CameraTracklets(old.camera_id, f"{self.run_id}-{c.tracker_restarts}", old.gate,
+                                          c.tracker.max_lost_frames)
 
-    def _end_tracklet(self, c: CameraRun, tl: Tracklet, matcher: MatchStage, events: list[IdentityEvent]) -> None:
-        """Final decision and track.ended; deferred (in order) while the store is unreachable."""
-        if self._ended_backlog:
-            self._ended_backlog.append(tl)
-            return
-        try:
-            self.link.call(matcher.end, tl, out=events)
-        except StoreUnavailable:
-            self._ended_backlog.append(tl)
-
-    def _finish_camera(self, c: CameraRun, store: IdentityStore, matcher, everything: bool) -> None:
-        events = []
-        expired = c.tracklets.expire(c.frames, everything=everything)
-        matcher.ending.extend(expired)
-        for tl in expired:
-            self._end_tracklet(c, tl, matcher, events)
-        self._publish(store, events)
+    def _finish_camera(self, c: CameraRun, everything: bool) -> None:
+        self.stage.expire(c.tracklets, c.frames, everything=everything)
+        self.worker.wake()
         if c.mot is not None:
             c.mot.close()
             c.mot = None
         if c.video is not None:
             c.video.close()
             c.video = None
+
+
+def _why(exc: BaseException) -> str:
+    """One line saying why a model or tracker could not be built, secrets redacted."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return redact(text if len(text) <= 400 else text[:400] + "…")
 
 
 def _bbox(b: np.ndarray) -> list[float]:

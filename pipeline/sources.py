@@ -13,7 +13,7 @@ stopping the others):
   the delay goes back to its initial value after a healthy period. Camera states (connecting, streaming,
   stalled, reconnecting, failed, ended) are reported through a callback (the runner turns them into
   `camera.state` events) and read by the metrics collector.
-* Every message that may quote the source goes through `redact_text`, so credentials in URLs never
+* Every message that may quote the source goes through `redact`, so credentials in URLs never
   reach logs, events, metrics or errors.
 
 Backends: `ffmpeg` (OpenCV's FFmpeg backend with open/read timeouts; V4L2 for device indexes) and
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import CameraConfig
-from pipeline.redact import redact_text, redact_url
+from pipeline.redact import redact
 
 log = logging.getLogger("pipeline.sources")
 
@@ -60,10 +60,6 @@ class Frame:
 
 
 END = object()  # what `CameraReader.poll` returns once a reader has finished and its buffer is empty
-
-
-def redact(source: str | int) -> str:
-    return redact_url(str(source))
 
 
 # -- backends --------------------------------------------------------------------------------------
@@ -112,7 +108,7 @@ class OpenCVCapture:
             cap = cv2.VideoCapture(str(camera.source), cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"camera {camera.id}: cannot open {redact(camera.source)} with the ffmpeg backend "
+            raise SourceError(f"camera {camera.id}: cannot open {redact(str(camera.source))} with the ffmpeg backend "
                               f"(unreachable, wrong path/credentials, or not a video)")
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -231,7 +227,7 @@ class GStreamerCapture:
         if self._first is None:
             why = self.last_error or f"no frame within {camera.open_timeout_s:g} s"
             self.close()
-            raise SourceError(f"camera {camera.id}: cannot open {redact(camera.source)} with the gstreamer backend: "
+            raise SourceError(f"camera {camera.id}: cannot open {redact(str(camera.source))} with the gstreamer backend: "
                               f"{why}")
         if not live:
             ok, duration = self._pipe.query_duration(Gst.Format.TIME)
@@ -252,7 +248,7 @@ class GStreamerCapture:
                     self.last_error = "end of stream"
                 else:
                     err, debug = msg.parse_error()
-                    self.last_error = redact_text(f"{err.message} ({debug})" if debug else err.message)
+                    self.last_error = redact(f"{err.message} ({debug})" if debug else err.message)
                 return None
             if self._sink.get_property("eos"):
                 self.last_error = "end of stream"
@@ -344,7 +340,6 @@ class CameraReader(threading.Thread):
         self._buffer: deque[Frame] = deque()
         self._capacity = 1 if self.live else FILE_BUFFER
         self._stop_event = threading.Event()
-        self._opened = threading.Event()
         self._done = False
         self._end_returned = False
         rc = camera.reconnect
@@ -396,9 +391,6 @@ class CameraReader(threading.Thread):
             return 0.0
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
 
-    def wait_opened(self, timeout: float = 30.0) -> bool:
-        return self._opened.wait(timeout)
-
     def stop(self) -> None:
         self._stop_event.set()
         with self._cond:
@@ -427,7 +419,7 @@ class CameraReader(threading.Thread):
             if (state == self.state and state != "reconnecting") or (only_from and self.state != only_from):
                 return
             self.state, self.state_since = state, time.monotonic()
-        detail = redact_text(detail) if detail else None
+        detail = redact(detail) if detail else None
         log.info("camera %s: %s%s", self.camera.id, state, f" ({detail})" if detail else "")
         if self._on_state is not None:
             self._on_state(self.camera.id, state, detail)
@@ -448,12 +440,11 @@ class CameraReader(threading.Thread):
         return True
 
     def _finish(self, state: str, error: str | None = None) -> None:
-        self.error = redact_text(error) if error else None
+        self.error = redact(error) if error else None
         with self._cond:
             self.state, self.state_since = state, time.monotonic()
             self._done = True
             self._cond.notify_all()
-        self._opened.set()
         # The terminal event is published by the consumer when it takes END (after the last frame).
         log.log(logging.ERROR if state == "failed" else logging.INFO, "camera %s: %s%s", self.camera.id, state,
                 f" ({self.error})" if self.error else "")
@@ -492,7 +483,6 @@ class CameraReader(threading.Thread):
             try:
                 self.source_fps = float(self.camera.source_fps or cap.fps or (0.0 if self.live else 25.0))
                 self.frame_count = cap.frame_count
-                self._opened.set()
                 streaming_since: float | None = None
                 while not self._stop_event.is_set():
                     if self.max_frames is not None and index >= self.max_frames:
@@ -535,7 +525,7 @@ class CameraReader(threading.Thread):
             if not self.live:
                 if index == 0:
                     self._finish("failed", f"camera {self.camera.id}: no frame could be decoded from "
-                                           f"{redact(self.camera.source)}")
+                                           f"{redact(str(self.camera.source))}")
                 else:
                     self._finish("ended")
                 return

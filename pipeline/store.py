@@ -11,6 +11,8 @@ Keys (prefix `pipeline` by default):
   {p}:gallery_version         counter of structural gallery changes (new identity, new outfit, merge)
   {p}:gallery_log             stream of every gallery change (vectors included), bounded (approximate
                               MAXLEN); workers read it incrementally to keep their in-memory galleries current
+  {p}:generation              a random token set when a store is first used: a store that comes back
+                              without it (restarted empty, flushed) is a new generation (see `StoreReset`)
   <events.stream>             the identity event stream (XADD with approximate MAXLEN)
 Nothing is pickled: vectors are raw bytes, everything else is strings or JSON.
 
@@ -26,6 +28,11 @@ unit, and over a lock because a crashed worker can never leave a script half-app
 (The script derives key names from the prefix, which is fine for a single Redis or a primary/replica
 set, not for Redis Cluster.)
 
+The commit script lives in `commit.lua` beside this module (shipped as package data). Every commit names
+the store generation its worker knows and refuses to write into another one; a new identity's id is
+never below the highest id the worker has seen, so ids never repeat, even after the store lost its
+counter. Store outages (what is retried, what fails loud) are handled by `pipeline.outage`.
+
 Retention: with `retention_s`, every identity's keys and track links expire that long after the
 identity was last seen (each sighting renews them); the gallery log and the event stream are capped by
 length. Without it, identities are kept until deleted.
@@ -36,20 +43,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import deque
-from contextlib import contextmanager
+import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
 from typing import Iterator
 
 import numpy as np
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from pipeline.events import IdentityEvent, iso_utc
-from pipeline.redact import redact_url
-from pipeline.redis_server import RedisServer
 
 log = logging.getLogger(__name__)
 
@@ -84,153 +86,39 @@ class Prototypes:
     looks: list[np.ndarray | None] = field(default_factory=list)  # per row, None when never stored
 
 
-# -- the commit script ------------------------------------------------------------------------------
-# ARGV: prefix, expected gallery version, gallery log maxlen, retention seconds (0 = keep), ops as JSON,
-# then the vector blobs the ops refer to by 1-based index into that tail (0 = none).
-# Returns {1, new version, result per op} or {0, current version} (stale: structural op on an old
-# version) or {-1, identity id} (an op names an identity that expired or was merged away).
-_COMMIT_LUA = r"""
-local p = ARGV[1]
-local expected = tonumber(ARGV[2])
-local maxlen = ARGV[3]
-local ttl = tonumber(ARGV[4])
-local ops = cjson.decode(ARGV[5])
-local function blob(i) i = tonumber(i) if i == nil or i == 0 then return nil end return ARGV[5 + i] end
-local version = tonumber(redis.call('GET', p .. ':gallery_version') or '0')
-local structural = false
-for _, op in ipairs(ops) do
-  if op.op == 'create' or op.op == 'outfit' or op.op == 'merge' then structural = true end
-end
-if structural and version ~= expected then return {0, version} end
--- validate every target before the first write: a script is not rolled back on error
-for _, op in ipairs(ops) do
-  local ids = {}
-  if op.op == 'merge' then ids = {op.keep, op.drop} elseif op.op ~= 'create' then ids = {op.id} end
-  for _, id in ipairs(ids) do
-    local h = p .. ':identity:' .. id
-    if redis.call('EXISTS', h) == 0 or redis.call('HEXISTS', h, 'merged_into') == 1 then return {-1, tonumber(id)} end
-  end
-end
-local function renew(id)
-  if ttl > 0 then
-    for _, k in ipairs({':identity:', ':protos:', ':looks:'}) do redis.call('EXPIRE', p .. k .. id, ttl) end
-  end
-end
-local function log(fields)
-  local args = {'XADD', p .. ':gallery_log', 'MAXLEN', '~', maxlen, '*'}
-  for i = 1, #fields do args[#args + 1] = fields[i] end
-  redis.call(unpack(args))
-end
-local function add_camera(h, camera)
-  local cams = cjson.decode(redis.call('HGET', h, 'cameras') or '[]')
-  for _, c in ipairs(cams) do if c == camera then return end end
-  cams[#cams + 1] = camera
-  table.sort(cams)
-  redis.call('HSET', h, 'cameras', cjson.encode(cams))
-end
-local function seen(id, camera, ts, sighting)
-  local h = p .. ':identity:' .. id
-  if tonumber(redis.call('HGET', h, 'last_seen') or '0') < tonumber(ts) then
-    redis.call('HSET', h, 'last_seen', ts, 'last_camera', camera)
-  end
-  add_camera(h, camera)
-  if sighting then redis.call('HINCRBY', h, 'sightings', 1) end
-end
-local function link(tracklet, id)
-  if tracklet and tracklet ~= '' then
-    if ttl > 0 then redis.call('SET', p .. ':track:' .. tracklet, id, 'EX', ttl)
-    else redis.call('SET', p .. ':track:' .. tracklet, id) end
-  end
-end
-local function put(id, outfit, vec, look)
-  if vec then redis.call('HSET', p .. ':protos:' .. id, outfit, vec) end
-  if look then redis.call('HSET', p .. ':looks:' .. id, outfit, look) end
-end
-local function log_row(kind, id, outfit, op, vec, look)
-  local f = {'op', kind, 'id', id, 'outfit', outfit, 'camera', op.camera or '', 'ts', op.ts or '0',
-             'live', op.live or '0', 'version', version}
-  if vec then f[#f + 1] = 'vec' f[#f + 1] = vec end
-  if look then f[#f + 1] = 'look' f[#f + 1] = look end
-  log(f)
-end
-local out = {1, 0}
-for _, op in ipairs(ops) do
-  local res = 0
-  if op.op == 'create' then
-    local id = tostring(redis.call('INCR', p .. ':next_identity'))
-    version = version + 1
-    redis.call('ZADD', p .. ':identities', op.ts, id)
-    redis.call('HSET', p .. ':identity:' .. id, 'created', op.ts, 'last_seen', op.ts, 'last_camera', op.camera,
-               'cameras', cjson.encode({op.camera}), 'sightings', 1, 'outfits', 1)
-    put(id, '1', blob(op.vec), blob(op.look))
-    link(op.tracklet, id)
-    renew(id)
-    log_row('create', id, '1', op, blob(op.vec), blob(op.look))
-    res = tonumber(id)
-  elseif op.op == 'outfit' then
-    local outfit = tostring(redis.call('HINCRBY', p .. ':identity:' .. op.id, 'outfits', 1))
-    version = version + 1
-    put(op.id, outfit, blob(op.vec), blob(op.look))
-    seen(op.id, op.camera, op.ts, op.sighting == '1')
-    link(op.tracklet, op.id)
-    renew(op.id)
-    log_row('outfit', op.id, outfit, op, blob(op.vec), blob(op.look))
-    res = tonumber(outfit)
-  elseif op.op == 'update' then
-    put(op.id, op.outfit, blob(op.vec), blob(op.look))
-    seen(op.id, op.camera, op.ts, op.sighting == '1')
-    link(op.tracklet, op.id)
-    renew(op.id)
-    log_row('update', op.id, op.outfit, op, blob(op.vec), blob(op.look))
-  elseif op.op == 'presence' then
-    seen(op.id, op.camera, op.ts, false)
-    log_row('presence', op.id, '0', op, nil, nil)
-  elseif op.op == 'merge' then
-    -- the dropped identity's outfits become new outfits of the kept one; the dropped identity stays,
-    -- marked merged_into, so old track links and events still resolve
-    local keep, drop = op.keep, op.drop
-    local kh, dh = p .. ':identity:' .. keep, p .. ':identity:' .. drop
-    version = version + 1
-    redis.call('HSET', dh, 'merged_into', keep)
-    log({'op', 'merge', 'id', drop, 'into', keep, 'ts', op.ts, 'version', version})
-    local protos = redis.call('HGETALL', p .. ':protos:' .. drop)
-    local looks = redis.call('HGETALL', p .. ':looks:' .. drop)
-    local look_of = {}
-    for i = 1, #looks, 2 do look_of[looks[i]] = looks[i + 1] end
-    for i = 1, #protos, 2 do
-      local outfit = tostring(redis.call('HINCRBY', kh, 'outfits', 1))
-      put(keep, outfit, protos[i + 1], look_of[protos[i]])
-      log_row('outfit', keep, outfit, {camera = '', ts = op.ts}, protos[i + 1], look_of[protos[i]])
-      res = res + 1
-    end
-    redis.call('HINCRBY', kh, 'sightings', tonumber(redis.call('HGET', dh, 'sightings') or '0'))
-    for _, c in ipairs(cjson.decode(redis.call('HGET', dh, 'cameras') or '[]')) do add_camera(kh, c) end
-    local dc = tonumber(redis.call('HGET', dh, 'created') or op.ts)
-    if dc < tonumber(redis.call('HGET', kh, 'created')) then
-      redis.call('HSET', kh, 'created', dc)
-      redis.call('ZADD', p .. ':identities', dc, keep)
-    end
-    local dl = tonumber(redis.call('HGET', dh, 'last_seen') or '0')
-    if dl > tonumber(redis.call('HGET', kh, 'last_seen') or '0') then
-      redis.call('HSET', kh, 'last_seen', dl, 'last_camera', redis.call('HGET', dh, 'last_camera') or '')
-    end
-    renew(keep)
-    renew(drop)
-  end
-  out[#out + 1] = res
-end
-redis.call('SET', p .. ':gallery_version', version)
-out[2] = version
-return out
+# The atomic gallery write (see commit.lua for its arguments and replies).
+COMMIT_LUA = (resources.files("pipeline") / "commit.lua").read_text(encoding="utf-8")
+# Set the generation token unless one is there; answer the token in force and whether it was just set.
+_ENSURE_GENERATION_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then return {current, 0} end
+redis.call('SET', KEYS[1], ARGV[1])
+return {ARGV[1], 1}
+"""
+# Raise the identity counter to at least ARGV[1] (never lower it).
+_RAISE_COUNTER_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) return tonumber(ARGV[1]) end
+return current
 """
 
 
 @dataclass(frozen=True)
 class CommitResult:
-    status: str  # "ok" | "stale" | "gone"
+    status: str  # "ok" | "stale" | "gone" | "reset"
     version: int
     results: list[int]  # per op: new identity id (create), new outfit id (outfit), outfits moved (merge), else 0
     gone_identity: int | None = None
+    generation: str | None = None  # "reset": the generation the store has now ("" = none)
+
+
+class StoreReset(RuntimeError):
+    """The store is not the generation this worker knew: it came back empty (restarted without its data,
+    flushed) or was reset by another worker. The worker must reload and announce it (`store.reset`)."""
+
+    def __init__(self, known: str, found: str | None) -> None:
+        self.known, self.found = known, found
+        super().__init__(f"store generation {known} is gone (the store now has {found or 'none'})")
 
 
 @dataclass
@@ -304,36 +192,85 @@ class IdentityStore:
         self.stream_maxlen = stream_maxlen
         self.gallery_log_maxlen = gallery_log_maxlen
         self.retention_s = int(retention_s)
-        self._commit = client.register_script(_COMMIT_LUA)
+        self._commit = client.register_script(COMMIT_LUA)
+        self._ensure_generation = client.register_script(_ENSURE_GENERATION_LUA)
+        self._raise_counter = client.register_script(_RAISE_COUNTER_LUA)
+        # The generation this store object has seen and the highest identity id (0: none yet); commits
+        # check the first and never draw an id at or below the second.
+        self.generation: str | None = None
+        self.highest_identity = 0
 
     @property
     def gallery_log(self) -> str:
         return f"{self.p}:gallery_log"
 
+    # -- generations ------------------------------------------------------------------------------
+    def open_generation(self) -> tuple[str, bool]:
+        """Adopt the store's generation, setting a new one if it has none; -> (generation, newly set).
+
+        Also raises the identity counter to the highest id seen so far, so a store that came back without
+        its data never hands out an id again."""
+        token, created = self._ensure_generation(keys=[f"{self.p}:generation"], args=[uuid.uuid4().hex])
+        self.generation = token.decode() if isinstance(token, bytes) else str(token)
+        if self.highest_identity:
+            self._raise_counter(keys=[f"{self.p}:next_identity"], args=[self.highest_identity])
+        self.highest_identity = max(self.highest_identity, int(self.r.get(f"{self.p}:next_identity") or 0))
+        return self.generation, bool(int(created))
+
+    def check_generation(self) -> None:
+        """Raise StoreReset when the store is no longer the generation this object opened."""
+        if self.generation is None:
+            return
+        found = self.r.get(f"{self.p}:generation")
+        found = found.decode() if found is not None else None
+        if found != self.generation:
+            raise StoreReset(self.generation, found)
+
+    def saw_identity(self, identity_id: int) -> None:
+        self.highest_identity = max(self.highest_identity, int(identity_id))
+
     # -- atomic gallery writes --------------------------------------------------------------------
     def commit(self, ops: StoreOp, expected_version: int) -> CommitResult:
-        """Apply `ops` atomically; structural ops only if the gallery is still at `expected_version`."""
+        """Apply `ops` atomically; structural ops only if the gallery is still at `expected_version`, and
+        nothing unless the store is still the generation this object opened (else status "reset")."""
         if not ops.ops:
             return CommitResult("ok", expected_version, [])
         raw = self._commit(args=[self.p, expected_version, self.gallery_log_maxlen, self.retention_s,
-                                 json.dumps(ops.ops), *ops.blobs])
+                                 self.generation or "", self.highest_identity, json.dumps(ops.ops), *ops.blobs])
         status = int(raw[0])
         if status == 0:
             return CommitResult("stale", int(raw[1]), [])
         if status == -1:
             return CommitResult("gone", -1, [], gone_identity=int(raw[1]))
-        return CommitResult("ok", int(raw[1]), [int(x) for x in raw[2:]])
+        if status == -2:
+            found = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
+            return CommitResult("reset", -1, [], generation=found)
+        results = [int(x) for x in raw[2:]]
+        for op, r in zip(ops.ops, results):
+            if op["op"] == "create":
+                self.saw_identity(r)
+        return CommitResult("ok", int(raw[1]), results)
 
     def gallery_version(self) -> int:
         return int(self.r.get(f"{self.p}:gallery_version") or 0)
 
     def read_gallery_changes(self, after_id: str, count: int = 10_000) -> tuple[list[tuple[str, GalleryChange]], int]:
-        """Log entries after `after_id` and the current version, read in one atomic round trip."""
+        """Log entries after `after_id` and the current version, read in one atomic round trip; raises
+        StoreReset when the store is no longer the generation this object opened."""
         with self.r.pipeline(transaction=True) as pipe:
             pipe.xrange(self.gallery_log, min=f"({after_id}" if after_id != "0-0" else "-", count=count)
             pipe.get(f"{self.p}:gallery_version")
-            entries, version = pipe.execute()
-        return [(sid.decode(), _change(f)) for sid, f in entries], int(version or 0)
+            pipe.get(f"{self.p}:generation")
+            entries, version, generation = pipe.execute()
+        self._check(generation)
+        changes = [(sid.decode(), _change(f)) for sid, f in entries]
+        for _, ch in changes:
+            self.saw_identity(ch.identity_id)
+        return changes, int(version or 0)
+
+    def _check(self, found: bytes | None) -> None:
+        if self.generation is not None and (found.decode() if found is not None else None) != self.generation:
+            raise StoreReset(self.generation, found.decode() if found is not None else None)
 
     def gallery_snapshot(self) -> tuple[str, int, Prototypes, dict[int, IdentityRecord]]:
         """(last log id, version, prototypes, live identity records) for a worker's full (re)load.
@@ -344,7 +281,11 @@ class IdentityStore:
             pipe.xrevrange(self.gallery_log, count=1)
             pipe.get(f"{self.p}:gallery_version")
             pipe.zrange(f"{self.p}:identities", 0, -1)
-            last, version, ids = pipe.execute()
+            pipe.get(f"{self.p}:next_identity")
+            pipe.get(f"{self.p}:generation")
+            last, version, ids, counter, generation = pipe.execute()
+        self._check(generation)
+        self.saw_identity(int(counter or 0))
         last_id = last[0][0].decode() if last else "0-0"
         records: dict[int, IdentityRecord] = {}
         rows_i, rows_o, vecs, looks = [], [], [], []
@@ -396,12 +337,6 @@ class IdentityStore:
         res = self.commit(ops, 0)
         if res.status == "gone":
             raise KeyError(f"identity {identity_id} does not exist (expired or merged)")
-
-    def link_track(self, tracklet_id: str, identity_id: int) -> None:
-        if self.retention_s:
-            self.r.set(f"{self.p}:track:{tracklet_id}", identity_id, ex=self.retention_s)
-        else:
-            self.r.set(f"{self.p}:track:{tracklet_id}", identity_id)
 
     def track_identity(self, tracklet_id: str) -> int | None:
         v = self.r.get(f"{self.p}:track:{tracklet_id}")
@@ -455,11 +390,12 @@ class IdentityStore:
             return [i.decode() for i in pipe.execute()]
 
     def read_events(self, from_start: bool = True, follow: bool = False, block_ms: int = 1000,
-                    idle_exit_s: float | None = None) -> Iterator[tuple[str, dict]]:
-        """Yield (stream id, event dict). With `follow`, wait for new events until interrupted."""
-        last = "0-0" if from_start else "$"
+                    idle_exit_s: float | None = None, after: str | None = None) -> Iterator[tuple[str, dict]]:
+        """Yield (stream id, event dict) after stream id `after` (default: from the start, or with `follow`
+        and not `from_start` only new events). With `follow`, wait for new events until interrupted."""
+        last = after if after is not None else ("0-0" if from_start or not follow else "$")
         if not follow:
-            start = "-"
+            start = "-" if last == "0-0" else f"({last}"
             while True:
                 batch = self.r.xrange(self.stream, min=start, count=1000)
                 if not batch:
@@ -506,122 +442,3 @@ def describe_identity(rec: IdentityRecord) -> dict:
     return {"identity_id": rec.identity_id, "first_seen": iso_utc(rec.created), "last_seen": iso_utc(rec.last_seen),
             "cameras": rec.cameras, "outfits": rec.outfits, "sightings": rec.sightings,
             "last_camera": rec.last_camera, "merged_into": rec.merged_into}
-
-
-@contextmanager
-def open_redis(url: str, embedded_dir: str | Path, **client_kwargs) -> Iterator[redis.Redis]:
-    """A Redis client for a store URL; `embedded` starts (or reuses) the private server in `embedded_dir`.
-    `client_kwargs` go to redis.Redis (the runner passes short timeouts, see `runtime_client_options`)."""
-    if url == "embedded":
-        server = RedisServer(embedded_dir).start()
-        try:
-            yield server.client(**client_kwargs)
-        finally:
-            server.stop()
-        return
-    client = redis.Redis.from_url(url, **{"socket_connect_timeout": 5, **client_kwargs})
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise ConnectionError(f"cannot reach the store at {redact_url(url)}: {exc}") from exc
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-# -- store outages ---------------------------------------------------------------------------------
-# What the run loop passes to its client: fail fast (one quick retry for a dropped idle connection,
-# bounded connect and reply times) so an unreachable store costs the cameras milliseconds, not the
-# default client's retries with multi-second backoff.
-def runtime_client_options() -> dict:
-    return {"socket_connect_timeout": 2.0, "socket_timeout": 5.0,
-            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), 1)}
-STORE_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError is a ConnectionError
-
-
-class StoreUnavailable(RuntimeError):
-    """The store cannot be reached now; the caller defers what needed it."""
-
-
-class StoreLink:
-    """Keeps a run going through a store outage.
-
-    Events wait in a bounded outbox (oldest dropped, and counted, only beyond `max_buffered`) and are
-    published in order once the store answers again; calls that need the store (`call`) are refused at
-    once while it is down, so the cameras, tracking and outputs never wait on it; the store is tried
-    again with exponential backoff. Delivery is at least once: a batch cut by the outage may be
-    published twice (events carry `event_id` for consumers that must deduplicate).
-    """
-
-    def __init__(self, store: IdentityStore, where: str, max_buffered: int = 100_000,
-                 retry_initial_s: float = 0.5, retry_max_s: float = 5.0, clock=time.monotonic) -> None:
-        self.store = store
-        self.where = where  # redacted store URL, for messages
-        self.outbox: deque[IdentityEvent] = deque()
-        self.max_buffered = max_buffered
-        self.dropped = 0
-        self.up = True
-        self.outages = 0
-        self._clock = clock
-        self._initial, self._max = retry_initial_s, retry_max_s
-        self._delay = retry_initial_s
-        self._next_try = 0.0
-        self._down_since: float | None = None
-
-    def ready(self) -> bool:
-        """True when the store is up, or down but due for another try."""
-        return self.up or self._clock() >= self._next_try
-
-    def call(self, fn, *args, **kwargs):
-        if not self.ready():
-            raise StoreUnavailable(f"store at {self.where} is unreachable")
-        try:
-            result = fn(*args, **kwargs)
-        except STORE_DOWN_ERRORS as exc:
-            self._went_down(exc)
-            raise StoreUnavailable(f"store at {self.where} is unreachable: {exc}") from exc
-        self._came_back()
-        return result
-
-    def publish(self, events: list[IdentityEvent]) -> int:
-        """Queue `events` and publish what the store takes now; returns how many were published."""
-        self.outbox.extend(events)
-        overflow = len(self.outbox) - self.max_buffered
-        if overflow > 0:
-            for _ in range(overflow):
-                self.outbox.popleft()
-            if self.dropped == 0:
-                log.error("store at %s unreachable and %d events buffered: dropping the oldest from now on",
-                          self.where, self.max_buffered)
-            self.dropped += overflow
-        return self.flush()
-
-    def flush(self, chunk: int = 500) -> int:
-        published = 0
-        while self.outbox and self.ready():
-            batch = [self.outbox[i] for i in range(min(chunk, len(self.outbox)))]
-            try:
-                self.call(self.store.publish, batch)
-            except StoreUnavailable:
-                break
-            for _ in batch:
-                self.outbox.popleft()
-            published += len(batch)
-        return published
-
-    def _went_down(self, exc: Exception) -> None:
-        now = self._clock()
-        if self.up:
-            self.up, self._down_since, self._delay = False, now, self._initial
-            self.outages += 1
-            log.error("store at %s unreachable (%s): cameras keep running; events are buffered and identity "
-                      "decisions wait until it answers again", self.where, exc)
-        self._next_try = now + self._delay
-        self._delay = min(self._delay * 2, self._max)
-
-    def _came_back(self) -> None:
-        if not self.up:
-            log.warning("store at %s answers again after %.1f s; publishing %d buffered events",
-                        self.where, self._clock() - (self._down_since or self._clock()), len(self.outbox))
-            self.up, self._delay, self._down_since = True, self._initial, None

@@ -7,8 +7,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.skip_policy import pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401 (pytest hooks)
+
+# Property tests draw the same examples on every run, so the suite passes or fails the same way in CI and
+# here; HYPOTHESIS_PROFILE=explore draws new examples on each run (and keeps the failures found) when
+# changing the code under them.
+settings.register_profile("suite", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CCREID_SHARED", PROJECT.parent / "shared"))

@@ -217,7 +217,7 @@ def test_gates_fail_when_they_should(checkpoint, shared_video, tmp_path, monkeyp
     monkeypatch.setattr(reid.export, "COSINE_FP32", 1.5)
     rc = main(["export", "--weights", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--threads", "1",
                "--parity-video", str(shared_video["pets"]), "--parity-gt", str(shared_video["pets_gt"])])
-    assert rc == 1 and "failed its parity check" in capsys.readouterr().err
+    assert rc == 1 and "failed its output parity check" in capsys.readouterr().err
 
 
 def test_export_errors_say_what_to_do(checkpoint, tmp_path):

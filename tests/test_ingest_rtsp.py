@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import CameraConfig, parse_config
+from pipeline.config import CameraConfig
 from pipeline.sources import END, CameraSet
 from tests.rtsp_server import RtspServer
 

@@ -8,7 +8,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -51,8 +50,8 @@ class SlowRunner(PipelineRunner):
         detector.detect = slow_detect
         return detector, embedder
 
-    def _next_frames(self, cams, store, matcher):
-        batch = super()._next_frames(cams, store, matcher)
+    def _next_frames(self, cams):
+        batch = super()._next_frames(cams)
         now = time.time()
         self.taken_at.append(time.monotonic())
         self.ages.extend(now - f.wall_time for _, f in batch)

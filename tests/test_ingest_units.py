@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import CameraConfig, ConfigError, parse_config
 from pipeline.metrics import PipelineMetrics
-from pipeline.redact import redact_text, redact_url
+from pipeline.redact import redact
 from pipeline.sources import END, Backoff, CameraSet, camera_changes
 
 
@@ -27,10 +27,10 @@ def test_backoff_grows_caps_jitters_and_resets():
 
 
 def test_redaction_of_urls_in_text():
-    assert redact_url("rtsp://admin:pw@10.0.0.1:554/s") == "rtsp://admin:***@10.0.0.1:554/s"
-    assert redact_url("rtsp://10.0.0.1/s?user=a&password=pw") == "rtsp://10.0.0.1/s?user=a&password=***"
-    assert redact_url("videos/a.mp4") == "videos/a.mp4"
-    msg = redact_text("Could not open rtsp://u:topsecret@cam/x: refused; also http://h/?token=abc")
+    assert redact("rtsp://admin:pw@10.0.0.1:554/s") == "rtsp://admin:***@10.0.0.1:554/s"
+    assert redact("rtsp://10.0.0.1/s?user=a&password=pw") == "rtsp://10.0.0.1/s?user=a&password=***"
+    assert redact("videos/a.mp4") == "videos/a.mp4"
+    msg = redact("Could not open rtsp://u:topsecret@cam/x: refused; also http://h/?token=abc")
     assert "topsecret" not in msg and "abc" not in msg and "rtsp://u:***@cam/x:" in msg
 
 

@@ -19,7 +19,8 @@ from pipeline.appearance import outfit_descriptors
 from pipeline.consumer import EventConsumer
 from pipeline.events import IdentityEvent
 from pipeline.identity_stage import MatchStage
-from pipeline.matcher import CrossCameraMatcher, Topology, Transit
+from pipeline.matcher import CrossCameraMatcher
+from pipeline.topology import Topology, Transit
 from pipeline.redis_server import RedisServer, free_port
 from pipeline.store import IdentityStore, StoreOp
 from pipeline.tracklets import CameraTracklets, CropGate, Tracklet

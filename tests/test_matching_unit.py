@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.appearance import DESCRIPTOR_DIM, outfit_descriptors
 from pipeline.config import ConfigError, parse_config
-from pipeline.matcher import PrototypeGallery, Topology, Transit, topology_from_config
+from pipeline.gallery import PrototypeGallery
+from pipeline.topology import Topology, Transit, topology_from_config
 
 
 def _crop(top, bottom, rng, h=160, w=64, bg=(110, 110, 110)):
@@ -106,3 +107,31 @@ def test_usearch_index_follows_the_gallery_and_finds_the_same_candidates():
     assert 3 not in ann.candidates(queries[2:3], 8)[0]
     with pytest.raises(ValueError, match="exact"):
         PrototypeGallery(index="faiss")
+
+
+def test_usearch_index_is_never_used_below_the_recall_floor(monkeypatch, caplog):
+    """The HNSW index is used only once it has found the exact search's best identity for at least 99 % of
+    sampled queries; an index that cannot is left unused and the exact search answers (with a warning)."""
+    import pipeline.gallery as gallery
+
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(3000, 32)).astype(np.float32)
+    queries = vecs[:50] + 0.1 * rng.normal(size=(50, 32)).astype(np.float32)
+    exact = PrototypeGallery()
+    exact.extend(np.arange(1, 3001), np.ones(3000, np.int64), vecs)
+    want = [max(c, key=c.get) for c in exact.candidates(queries, 8)]
+
+    ann = PrototypeGallery(index="usearch", ann_min_rows=1000)
+    ann.extend(np.arange(1, 3001), np.ones(3000, np.int64), vecs)
+    got = [max(c, key=c.get) for c in ann.candidates(queries, 8)]
+    assert ann.ann_check.passed and ann.ann_check.recall >= gallery.MIN_ANN_RECALL and ann.ann_check.rows == 3000
+    assert np.mean([g == w for g, w in zip(got, want)]) >= 0.98
+
+    monkeypatch.setattr(gallery, "MIN_ANN_RECALL", 1.01)  # a floor no index can reach
+    monkeypatch.setattr(gallery, "ANN_MAX_EXPANSION", 256)
+    picky = PrototypeGallery(index="usearch", ann_min_rows=1000)
+    picky.extend(np.arange(1, 3001), np.ones(3000, np.int64), vecs)
+    with caplog.at_level("WARNING", logger="pipeline.matcher"):
+        assert [max(c, key=c.get) for c in picky.candidates(queries, 8)] == want  # the exact search answered
+    assert not picky.ann_check.passed and picky.ann_check.expansion_search == 256
+    assert "exact search stays in use" in caplog.text

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from pipeline.events import IdentityEvent
-from pipeline.matcher import CrossCameraMatcher, PrototypeGallery
+from pipeline.gallery import PrototypeGallery
+from pipeline.matcher import CrossCameraMatcher
 from pipeline.redis_server import RedisServer
-from pipeline.redact import redact_url
+from pipeline.redact import redact
 from pipeline.store import IdentityStore
 
 
@@ -92,6 +93,6 @@ def test_matcher_creates_then_assigns_and_respects_busy(redis_client):
 
 
 def test_redact_url_hides_password():
-    assert redact_url("rediss://user:s3cret@host:6380/0") == "rediss://user:***@host:6380/0"
-    assert redact_url("rtsp://admin:pw@10.0.0.1/stream") == "rtsp://admin:***@10.0.0.1/stream"
-    assert redact_url("redis://host:6379") == "redis://host:6379"
+    assert redact("rediss://user:s3cret@host:6380/0") == "rediss://user:***@host:6380/0"
+    assert redact("rtsp://admin:pw@10.0.0.1/stream") == "rtsp://admin:***@10.0.0.1/stream"
+    assert redact("redis://host:6379") == "redis://host:6379"

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.metrics import PipelineMetrics
 from pipeline.redis_server import RedisServer, free_port
-from pipeline.store import StoreLink, StoreUnavailable
+from pipeline.outage import StoreLink, StoreUnavailable
 
 FRAMES = 220
 
@@ -152,7 +152,7 @@ def test_tracks_that_start_and_end_during_an_outage_are_decided_once_and_in_orde
             proc.kill()
     try:
         assert proc.returncode == 0, err
-        assert "unreachable" in err and "answers again" in err, err
+        assert "unavailable" in err and "answers again" in err, err
         assert "every buffered event was delivered" in out, out
         events, repeats = _stream(server)
     finally:

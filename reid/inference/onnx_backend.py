@@ -7,7 +7,6 @@ files below (whose publishers document their input conventions but ship no metad
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -117,8 +116,3 @@ class OnnxRuntimeEmbedder:
         identity = l2_normalise(np.concatenate(identity_parts))
         appearance = l2_normalise(np.concatenate(appearance_parts)) if appearance_parts else None
         return EmbeddingBatch(identity, appearance)
-
-
-def json_spec_sidecar(spec: PreprocessSpec) -> str:
-    """The sidecar text for a model file whose metadata cannot be edited."""
-    return json.dumps(json.loads(spec.to_json()), indent=2)
