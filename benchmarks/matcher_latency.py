@@ -101,7 +101,7 @@ class _Counter:
 def round_trips(n_people: int, crops_per_track: int, min_crops: int) -> dict:
     import numpy as np
 
-    from pipeline.appearance import DESCRIPTOR_DIM
+    from reid.inference.outfit import DESCRIPTOR_DIM
     from pipeline.identity_stage import MatchStage
     from pipeline.matcher import CrossCameraMatcher
     from pipeline.redis_server import RedisServer, free_port

@@ -4,7 +4,7 @@
 
 For every sighting (one person, one camera, one outfit) up to 8 ground-truth boxes (visibility > 0.8,
 height >= 50 px) are cropped from the video; their mean identity embedding (the ReID model) and mean
-outfit descriptor (pipeline/appearance.py) are compared between sightings in different cameras of the
+outfit descriptor (reid/inference/outfit.py) are compared between sightings in different cameras of the
 same scene. The distributions say which thresholds can work: `matcher.threshold` must separate "same
 person" from "different people" on the identity embedding, `matcher.outfit_threshold` "same outfit" from
 "new outfit" on the descriptor. Scenes come from `python -m synth scenes` (e.g. the ones
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def sighting_features(scene: Path, embedder) -> list[tuple]:
-    from pipeline.appearance import outfit_descriptors
+    from reid.inference.outfit import outfit_descriptors
 
     sightings = json.loads((scene / "sightings.json").read_text())["sightings"]
     out = []

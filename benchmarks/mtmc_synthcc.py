@@ -2,6 +2,14 @@
 scored with global ids over all cameras as one sequence (TrackEval: IDF1, HOTA, MOTA).
 
     .venv/bin/python benchmarks/mtmc_synthcc.py [--preset tiny|bench] [--seeds 0,1] [--work DIR]
+        [--models default cal=runs/cc_models/cal.safetensors ...] [--matcher threshold=0.5 ...]
+
+`--models` compares ReID models on the same scenes and the same detections and tracks: `default` is the
+pipeline's default same-clothes model (matcher thresholds from `--threshold` / `--outfit-threshold`), LABEL=FILE
+any model file; a file calibrated with `python -m reid calibrate --write` runs with its own thresholds, so
+nothing is tuned on the scenes. Every row also scores the same tracks with no cross-camera identity ("tracks
+only"), and counts `identity.outfit_changed` events that are right: the event's track and an earlier track of
+the same final identity are one ground-truth person in two different outfits.
 
 For every seed two scene sets are generated with `python -m synth scenes`: everyone has one outfit
 (`outfits_per_person=1`: no clothing change anywhere) and people change clothes at every camera change
@@ -192,56 +200,173 @@ def scene_truth(scene: Path) -> tuple[int, int]:
     return len(by_person), changes
 
 
+def track_people(scene: Path, mot_dir: Path) -> dict[tuple[str, int], tuple[int, str]]:
+    """(camera, local track id) -> (global person id, outfit uid) of the ground-truth box its boxes overlap
+    most (IoU >= 0.5, majority over its boxes); tracks on nobody are left out."""
+    sightings = json.loads((scene / "sightings.json").read_text())["sightings"]
+    out = {}
+    for mot in sorted(mot_dir.glob("*.txt")):
+        cam = mot.stem
+        rows = np.loadtxt(mot, delimiter=",", ndmin=2) if mot.stat().st_size else np.zeros((0, 10))
+        gt = np.loadtxt(scene / "gt" / f"{cam}.txt", delimiter=",", ndmin=2)
+        by_frame: dict[int, np.ndarray] = {}
+        for f in np.unique(gt[:, 0]).astype(int):
+            by_frame[f] = gt[gt[:, 0] == f]
+        votes: dict[int, Counter] = {}
+        for r in rows:
+            g = by_frame.get(int(r[0]))
+            if g is None:
+                continue
+            x1, y1 = np.maximum(r[2], g[:, 2]), np.maximum(r[3], g[:, 3])
+            x2 = np.minimum(r[2] + r[4], g[:, 2] + g[:, 4])
+            y2 = np.minimum(r[3] + r[5], g[:, 3] + g[:, 5])
+            inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+            iou = inter / (r[4] * r[5] + g[:, 4] * g[:, 5] - inter)
+            k = int(np.argmax(iou))
+            if iou[k] >= 0.5:
+                votes.setdefault(int(r[1]), Counter())[(int(g[k, 1]), int(r[0]))] += 1
+        for tid, c in votes.items():
+            person = Counter(gid for gid, _ in c.elements()).most_common(1)[0][0]
+            frames = [f for gid, f in c.elements() if gid == person]
+            mid = int(np.median(frames))
+            outfit = next((x["outfit_uid"] for x in sightings if x["camera"] == cam and x["global_id"] == person
+                           and x["first_frame"] <= mid <= x["last_frame"]), None)
+            out[(cam, tid)] = (person, outfit)
+    return out
+
+
+def outfit_event_check(store_dir: Path, people: dict) -> tuple[int, int]:
+    """(identity.outfit_changed events, correct ones). An event is correct when its track's person is the
+    person of an earlier track of the same (final) identity, in another outfit: the matcher linked one person
+    through a clothing change and said so."""
+    from pipeline.redis_server import RedisServer
+    from pipeline.store import IdentityStore
+
+    with RedisServer(store_dir) as srv:
+        store = IdentityStore(srv.client())
+        events = [e for _, e in store.read_events()]
+        final = {(e["camera_id"], e["track_id"]): store.resolve(e["identity_id"])
+                 for e in events if e["type"] == "track.ended" and e["identity_id"] is not None}
+        seen: dict[int, list[tuple[int, str]]] = {}  # identity -> (person, outfit) of its tracks so far
+        total = correct = 0
+        for e in events:
+            key = (e["camera_id"], e["track_id"])
+            if e["type"] == "identity.outfit_changed":
+                total += 1
+                ident, truth = final.get(key), people.get(key)
+                if ident is not None and truth is not None:
+                    correct += any(p == truth[0] and o != truth[1] for p, o in seen.get(ident, []))
+            elif e["type"] == "track.ended" and key in final and key in people:
+                seen.setdefault(final[key], []).append(people[key])
+    return total, correct
+
+
+def model_thresholds(model: str | None) -> dict | None:
+    """The calibrated matcher thresholds a model file carries, if any."""
+    if model is None:
+        return None
+    from pipeline.models import resolve_model
+    from reid.inference.factory import create_embedder
+
+    return create_embedder(resolve_model(model), "onnxruntime" if model.endswith(".onnx") else "auto").spec.extra.get("matcher")
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--work", default=str(ROOT / "runs" / "mtmc_synthcc"))
-    ap.add_argument("--threshold", type=float, default=0.55)
-    ap.add_argument("--outfit-threshold", type=float, default=0.7)
+    ap.add_argument("--models", nargs="+", default=["default"], metavar="LABEL[=FILE]",
+                    help="ReID models to compare on the same scenes; `default` is the pipeline's default model, "
+                         "LABEL=FILE any model file the pipeline reads (.safetensors, .onnx, .xml)")
+    ap.add_argument("--threshold", type=float, default=0.55,
+                    help="matcher.threshold for models that carry no calibrated thresholds")
+    ap.add_argument("--outfit-threshold", type=float, default=0.7,
+                    help="matcher.outfit_threshold for models that carry no calibrated thresholds")
+    ap.add_argument("--matcher", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="matcher settings for every model (they win over a model file's calibrated thresholds)")
+    ap.add_argument("--label-suffix", default="", help="appended to the run folders (keeps sweeps apart)")
     ap.add_argument("--min-height", type=int, default=64, help="reid.min_height: smallest crop embedded")
+    ap.add_argument("--changes", nargs="+", default=list(SCENE_SETS), choices=list(SCENE_SETS))
     ap.add_argument("--workers", type=int, default=1,
                     help="split the cameras over this many `pipeline run` processes sharing one Redis")
     args = ap.parse_args()
     work = Path(args.work)
-    matcher = {"threshold": args.threshold, "outfit_threshold": args.outfit_threshold}
-    reid = {"min_height": args.min_height}
+    models: dict[str, str | None] = {}
+    for item in args.models:
+        label, _, path = item.partition("=")
+        models[label] = path or None
+    settings = {}
+    for label, path in models.items():
+        calibrated = model_thresholds(path)
+        matcher = {} if calibrated else {"threshold": args.threshold, "outfit_threshold": args.outfit_threshold}
+        forced = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.matcher)}
+        matcher.update(forced)
+        shown = {**(calibrated or {}), **matcher}
+        settings[label] = (matcher, {"min_height": args.min_height, **({"model": str(Path(path).resolve())} if path else {})},
+                           ", ".join(f"{k} {shown[k]}" for k in ("threshold", "outfit_threshold", "merge_threshold")
+                                     if k in shown) + (" (calibrated, from the model file)" if calibrated else "")
+                           + (f"; set here: {forced}" if forced else ""))
     rows = []
-    for changes, knobs in SCENE_SETS.items():
+    for changes in args.changes:
         for seed in (int(s) for s in args.seeds.split(",")):
             scene = work / f"{args.preset}-s{seed}-changes-{changes}" / "scene"
-            generate(args.preset, seed, knobs, scene)
-            run_dir = scene.parent / ("run" if args.workers == 1 else f"run-{args.workers}workers")
-            wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers)
-            final, kinds, alive = read_identities(store_dir)
-            seq_len, dup = build_sequence(scene, run_dir / "mot", final, run_dir / "eval")
-            scores = trackeval_scores(run_dir / "eval", seq_len)
-            # The same tracks with no cross-camera identity (every local track its own person): what the
-            # ReID + matcher stage adds over per-camera tracking alone.
-            build_sequence(scene, run_dir / "mot", {}, run_dir / "eval-tracks-only")
-            scores["IDF1_tracks_only"] = trackeval_scores(run_dir / "eval-tracks-only", seq_len)["IDF1"]
+            generate(args.preset, seed, SCENE_SETS[changes], scene)
             people, gt_changes = scene_truth(scene)
-            rows.append({"changes": changes, "seed": seed, **scores, "people": people, "identities": alive,
-                         "gt_changes": gt_changes, "outfit_events": kinds["identity.outfit_changed"],
-                         "merges": kinds["identity.merged"], "wall": wall, "dup": dup})
-            print(f"done: outfit changes {changes}, seed {seed}: IDF1 {scores['IDF1']:.1f}", file=sys.stderr)
-    print(f"SynthCC scenes, preset {args.preset}, seeds {args.seeds}; pipeline defaults (YOLOX-nano, ByteTrack, "
-          f"OMZ 0267) with matcher threshold {args.threshold}, outfit_threshold {args.outfit_threshold}, "
+            for label, (matcher, reid, _) in settings.items():
+                run_dir = scene.parent / (f"run-{label}{args.label_suffix}" + ("" if args.workers == 1 else f"-{args.workers}workers"))
+                wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers)
+                final, kinds, alive = read_identities(store_dir)
+                seq_len, dup = build_sequence(scene, run_dir / "mot", final, run_dir / "eval")
+                scores = trackeval_scores(run_dir / "eval", seq_len)
+                # The same tracks with no cross-camera identity (every local track its own person): what the
+                # ReID + matcher stage adds over per-camera tracking alone.
+                build_sequence(scene, run_dir / "mot", {}, run_dir / "eval-tracks-only")
+                scores["IDF1_tracks_only"] = trackeval_scores(run_dir / "eval-tracks-only", seq_len)["IDF1"]
+                events, correct = outfit_event_check(store_dir, track_people(scene, run_dir / "mot"))
+                rows.append({"changes": changes, "seed": seed, "model": label, **scores, "people": people,
+                             "identities": alive, "gt_changes": gt_changes, "outfit_events": events,
+                             "outfit_correct": correct, "merges": kinds["identity.merged"], "wall": wall, "dup": dup})
+                print(f"done: outfit changes {changes}, seed {seed}, model {label}: IDF1 {scores['IDF1']:.1f}",
+                      file=sys.stderr, flush=True)
+    print(f"SynthCC scenes, preset {args.preset}, seeds {args.seeds}; pipeline defaults (YOLOX-nano, ByteTrack), "
           f"reid.min_height {args.min_height}; {args.workers} worker process(es)")
+    for label, (_, reid, shown) in settings.items():
+        print(f"model {label}: {reid.get('model', 'the default (OMZ 0267)')}; matcher {shown}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}")
-    print("\n| outfit changes | seed | MTMC IDF1 | IDF1, tracks only | HOTA | MOTA | ID sw. | people | identities "
-          "| outfit changes (gt) | outfit_changed events | merges | same id twice in a frame | run s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| outfit changes | seed | model | MTMC IDF1 | IDF1, tracks only | HOTA | MOTA | ID sw. | people | identities "
+          "| outfit changes (gt) | outfit_changed events (correct) | merges | same id twice in a frame | run s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         label = {"no": "no (1 outfit each)", "yes": "yes (change_prob 1)"}[r["changes"]]
-        print(f"| {label} | {r['seed']} | {r['IDF1']:.1f} | {r['IDF1_tracks_only']:.1f} | {r['HOTA']:.1f} | {r['MOTA']:.1f} | {r['IDSW']} | "
-              f"{r['people']} | {r['identities']} | {r['gt_changes']} | {r['outfit_events']} | {r['merges']} | "
-              f"{r['dup']} | {r['wall']:.0f} |")
-    for changes in SCENE_SETS:
-        sel = [r for r in rows if r["changes"] == changes]
-        print(f"mean over seeds, outfit changes {changes}: IDF1 {np.mean([r['IDF1'] for r in sel]):.1f} "
-              f"(tracks only {np.mean([r['IDF1_tracks_only'] for r in sel]):.1f}), "
-              f"HOTA {np.mean([r['HOTA'] for r in sel]):.1f}")
+        print(f"| {label} | {r['seed']} | {r['model']} | {r['IDF1']:.1f} | {r['IDF1_tracks_only']:.1f} | {r['HOTA']:.1f} | "
+              f"{r['MOTA']:.1f} | {r['IDSW']} | {r['people']} | {r['identities']} | {r['gt_changes']} | "
+              f"{r['outfit_events']} ({r['outfit_correct']}) | {r['merges']} | {r['dup']} | {r['wall']:.0f} |")
+    print("\nmean ± std over seeds:\n")
+    print("| outfit changes | model | MTMC IDF1 | IDF1, tracks only | identities per person | correct outfit_changed "
+          "events / gt changes |")
+    print("|---|---|---|---|---|---|")
+    for changes in args.changes:
+        for label in settings:
+            sel = [r for r in rows if r["changes"] == changes and r["model"] == label]
+            print(f"| {changes} | {label} | {mean_std([r['IDF1'] for r in sel])} | "
+                  f"{mean_std([r['IDF1_tracks_only'] for r in sel])} | "
+                  f"{np.mean([r['identities'] / r['people'] for r in sel]):.2f} | "
+                  f"{sum(r['outfit_correct'] for r in sel)} / {sum(r['gt_changes'] for r in sel)} |")
+    if len(settings) > 1:
+        labels = list(settings)
+        base = labels[0]
+        for changes in args.changes:
+            for label in labels[1:]:
+                diffs = [r["IDF1"] - b["IDF1"] for r in rows for b in rows
+                         if r["changes"] == b["changes"] == changes and r["seed"] == b["seed"]
+                         and r["model"] == label and b["model"] == base]
+                print(f"IDF1 {label} - {base}, outfit changes {changes}: {mean_std(diffs)} "
+                      f"(per seed {', '.join(f'{d:+.1f}' for d in diffs)})")
     return 0
 
 

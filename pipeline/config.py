@@ -141,6 +141,8 @@ class MatcherConfig(Strict):
     prototype_momentum: float = Field(0.9, ge=0, lt=1)
     outfit_threshold: float = Field(0.7, ge=-1, le=1, description="descriptor cosine of a known outfit")
     merge_threshold: float | None = Field(0.8, ge=-1, le=1, description="cosine that merges two identities; null: never")
+    same_outfit_threshold: float | None = Field(None, ge=-1, le=1, description="cosine a link needs when the "
+                                                "tracklet wears a known outfit of that identity; null: threshold")
     top_k: int = Field(16, ge=1, le=1000, description="prototypes per tracklet considered in the joint assignment")
     presence_ttl_s: float = Field(3.0, gt=0, le=DAY_S, description="a live sighting from another worker counts this long")
     # Redis expiry takes whole seconds; 100 years is "keep" in all but name.

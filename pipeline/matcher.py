@@ -73,9 +73,13 @@ class CrossCameraMatcher:
                  outfit_threshold: float = 0.7, merge_threshold: float | None = 0.8,
                  top_k: int = 16, presence_ttl_s: float = 3.0, topology: Topology | None = None,
                  max_retries: int = 100, retention_s: float | None = None, index: str = "exact",
-                 ann_min_rows: int = 50_000) -> None:
+                 ann_min_rows: int = 50_000, same_outfit_threshold: float | None = None) -> None:
         self.store = store
         self.threshold = threshold
+        # A clothes-changing model still scores one outfit on two people higher than two outfits of one person:
+        # when the tracklet wears a known outfit of the candidate, the link needs what one person in one outfit
+        # reaches (`reid calibrate` measures it), not just `threshold`. None: one threshold for both.
+        self.same_outfit_threshold = same_outfit_threshold
         self.momentum = momentum
         self.outfit_threshold = outfit_threshold
         self.merge_threshold = merge_threshold
@@ -298,9 +302,10 @@ class CrossCameraMatcher:
         cands = self.gallery.candidates(queries, self.top_k)
         columns: dict[int, int] = {}
         allowed: list[dict[int, float]] = []
-        for t, cand in zip(tracklets, cands):
+        for t, cand, look in zip(tracklets, cands, looks):
             ok = {i: s for i, s in cand.items()
-                  if s >= self.threshold and self.feasible(i, t.camera_id, t.started_at, live, now, held)}
+                  if s >= self.threshold and self.feasible(i, t.camera_id, t.started_at, live, now, held)
+                  and not self._same_outfit_too_weak(i, s, look)}
             allowed.append(ok)
             for i in ok:
                 columns.setdefault(i, len(columns))
@@ -339,6 +344,12 @@ class CrossCameraMatcher:
             else:
                 plan.append(("outfit", ident, 0, allowed[r][ident], osim))
         return plan
+
+    def _same_outfit_too_weak(self, ident: int, score: float, look: np.ndarray | None) -> bool:
+        if self.same_outfit_threshold is None or look is None or score >= self.same_outfit_threshold:
+            return False
+        outfit, osim = self.gallery.best_outfit(ident, look)
+        return outfit is not None and osim is not None and osim >= self.outfit_threshold
 
     def _blend(self, ident: int, outfit: int, q: np.ndarray, look: np.ndarray | None):
         """The prototype (and descriptor) moved towards new evidence by the EMA momentum."""
@@ -497,11 +508,26 @@ def _blob(ops: StoreOp, index) -> np.ndarray | None:
     return np.frombuffer(ops.blobs[int(index) - 1], dtype="<f4").astype(np.float32)
 
 
+MODEL_THRESHOLDS = ("threshold", "outfit_threshold", "merge_threshold", "same_outfit_threshold")
+
+
+def thresholds_from_model(cfg, spec) -> tuple[object, dict[str, float]]:
+    """The matcher config with every threshold the config leaves unset taken from the model file's calibration
+    (`python -m reid calibrate --write` stores them in the spec's `extra.matcher`); returns (config, what was
+    taken). A threshold written in the config always wins."""
+    suggested = (getattr(spec, "extra", None) or {}).get("matcher") or {}
+    taken = {k: float(suggested[k]) for k in MODEL_THRESHOLDS
+             if k in suggested and k not in cfg.model_fields_set and suggested[k] is not None}
+    if not taken:
+        return cfg, {}
+    return cfg.model_copy(update=taken), taken
+
+
 def matcher_from_config(store: IdentityStore, cfg) -> CrossCameraMatcher:
     """Build the matcher from pipeline.config.MatcherConfig."""
     return CrossCameraMatcher(
         store, threshold=cfg.threshold, momentum=cfg.prototype_momentum, outfit_threshold=cfg.outfit_threshold,
         merge_threshold=cfg.merge_threshold, top_k=cfg.top_k,
         presence_ttl_s=cfg.presence_ttl_s, topology=topology_from_config(cfg.topology), retention_s=cfg.retention_s,
-        index=cfg.index, ann_min_rows=cfg.ann_min_rows,
+        index=cfg.index, ann_min_rows=cfg.ann_min_rows, same_outfit_threshold=cfg.same_outfit_threshold,
     )

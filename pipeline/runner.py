@@ -20,10 +20,10 @@ from detectors import create_detector
 from pipeline.annotate import VideoOut, draw_tracks, write_mot_rows
 from pipeline.config import CameraConfig, ConfigError, PipelineConfig, load_config
 from pipeline.events import IdentityEvent, iso_utc
-from pipeline.appearance import outfit_descriptors
+from reid.inference.outfit import outfit_descriptors
 from pipeline.identity_stage import MatchStage
 from pipeline.embedded import open_store_client
-from pipeline.matcher import matcher_from_config
+from pipeline.matcher import matcher_from_config, thresholds_from_model
 from pipeline.metrics import PipelineMetrics
 from pipeline.models import resolve_model
 from pipeline.outage import StoreFailure, StoreLink, StoreUnavailable, runtime_client_options
@@ -178,7 +178,11 @@ class PipelineRunner:
             self._serve_metrics()
             with open_store_client(self.config.store, self.output_dir / "store", "run",
                                    **runtime_client_options()) as client:
-                m = self.config.matcher
+                m, taken = thresholds_from_model(self.config.matcher, getattr(embedder, "spec", None))
+                if taken:
+                    log.info("matcher thresholds from the model file's calibration (%s): %s",
+                             embedder.spec.extra["matcher"].get("calibrated_on", "no source recorded"),
+                             ", ".join(f"{k} {v:.3f}" for k, v in taken.items()))
                 store = IdentityStore(client, self.config.key_prefix, self.config.events.stream,
                                       self.config.events.maxlen, gallery_log_maxlen=m.gallery_log_maxlen,
                                       retention_s=m.retention_s or 0)

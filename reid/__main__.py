@@ -1,4 +1,6 @@
-"""`python -m reid train RECIPE.yaml ...`, `python -m reid eval --weights W --dataset NAME --root DIR`, `python -m reid export`.
+"""`python -m reid train RECIPE.yaml ...`, `python -m reid eval --weights W --dataset NAME --root DIR`, `python -m reid export`,
+`python -m reid calibrate --weights W --root DIR`,
+`python -m reid import --from simple-ccreid|fire2 --weights model.pth.tar --out model.safetensors`.
 
 Exit status: 0 success, 2 configuration or data-layout error (the message says what and where), 1 other failures.
 """
@@ -105,6 +107,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from reid.calibrate import calibrate, format_calibration, write_thresholds
+
+    try:
+        result = calibrate(args.weights, args.dataset, args.root, backend=args.backend, threads=args.threads,
+                           gallery_people=args.gallery_people, returning_share=args.returning_share)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: calibrate {args.weights} on {args.root}: {exc}", file=sys.stderr)
+        return 2
+    print(format_calibration(result))
+    if args.json:
+        Path(args.json).write_text(result.to_json())
+    if args.write:
+        try:
+            write_thresholds(args.weights, result.suggested())
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote the suggested thresholds into {args.weights} (spec extra.matcher); the pipeline uses them "
+              "for matcher settings its config leaves unset")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import logging
+
+    from reid.import_weights import WeightImportError, import_checkpoint
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("reid.import").setLevel(logging.INFO)
+    try:
+        result = import_checkpoint(args.weights, args.out, args.source, arch=args.arch, dataset=args.dataset,
+                                   pooling=args.pooling)
+    except WeightImportError as exc:
+        print(f"error: import: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reid", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,6 +189,29 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--parity-gt", help="MOT ground truth giving the parity boxes (default: its gt/gt_dev.txt)")
     x.add_argument("--threads", type=int, default=0, help="CPU threads (0: library default)")
     x.set_defaults(func=cmd_export)
+    c = sub.add_parser("calibrate", help="measure a model's cosine distributions and suggest matcher thresholds")
+    c.add_argument("--weights", required=True, help="a model file the pipeline runs (.safetensors, .onnx, .xml)")
+    c.add_argument("--root", required=True, help="data-set root whose test people (query + gallery) are measured")
+    c.add_argument("--dataset", default="synthcc", help="data-set layout (default synthcc)")
+    c.add_argument("--backend", default="auto", help="embedder backend, as reid.backend in the pipeline")
+    c.add_argument("--threads", type=int, default=0)
+    c.add_argument("--gallery-people", type=int, default=20,
+                   help="people a decision is compared with when the threshold is chosen (default 20)")
+    c.add_argument("--returning-share", type=float, default=0.75,
+                   help="share of decisions about people seen before (default 0.75)")
+    c.add_argument("--write", action="store_true", help="store the suggestions in the model file's metadata")
+    c.add_argument("--json", help="also write the distributions and suggestions to this JSON file")
+    c.set_defaults(func=cmd_calibrate)
+    m = sub.add_parser("import", help="import a released Simple-CCReID (CAL) or FIRe² checkpoint")
+    m.add_argument("--from", dest="source", required=True, metavar="SOURCE",
+                   help="whose code saved the file: simple-ccreid (CAL) or fire2")
+    m.add_argument("--weights", required=True, help="the authors' checkpoint (.pth.tar / .pth)")
+    m.add_argument("--arch", default="resnet50", help="backbone of the released model (resnet50)")
+    m.add_argument("--out", required=True, help="the .safetensors inference checkpoint to write")
+    m.add_argument("--dataset", default="unknown", help="data set it was trained on, recorded in the metadata")
+    m.add_argument("--pooling", default="auto",
+                   help="auto (from the tensors), or avg|max when a 2048-d neck leaves it open")
+    m.set_defaults(func=cmd_import)
     return p
 
 

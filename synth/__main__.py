@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--backgrounds", type=Path, nargs="*", default=None,
                         help="videos whose median frames become camera backgrounds (default: procedural)")
         sp.add_argument("--force", action="store_true", help="write into a non-empty --out")
+        if name == "scenes":
+            sp.add_argument("--script", type=Path, help="YAML: who walks through which camera, when, in which "
+                            "outfit, and which outfits people share (synth/scenes.py SceneScript)")
     sh = sub.add_parser("sheet", help="contact sheet PNG of one identity from a people data set")
     sh.add_argument("--root", type=Path, required=True)
     sh.add_argument("--pid", type=int, required=True)
@@ -50,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = with_overrides(PEOPLE_PRESETS[args.preset], _knobs(args.knobs))
             generate_people(cfg, args.seed, args.out, preset=args.preset, backgrounds=args.backgrounds, force=args.force)
         elif args.cmd == "scenes":
-            from .scenes import generate_scenes
+            from .scenes import SceneScript, generate_scenes
 
             cfg = with_overrides(SCENE_PRESETS[args.preset], _knobs(args.knobs))
-            generate_scenes(cfg, args.seed, args.out, preset=args.preset, backgrounds=args.backgrounds, force=args.force)
+            script = SceneScript.load(args.script) if args.script else None
+            generate_scenes(cfg, args.seed, args.out, preset=args.preset, backgrounds=args.backgrounds, force=args.force,
+                            script=script)
         else:
             from .sheet import contact_sheet
 

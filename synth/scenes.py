@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -167,8 +167,75 @@ def _ensure_change(visits: list[_Visit], cfg: SceneConfig) -> list[_Visit]:
     return visits
 
 
+@dataclass(frozen=True)
+class ScriptedVisit:
+    person: int  # 1-based
+    camera: int  # 1-based
+    outfit: int  # 1-based, of that person's wardrobe
+    start: int  # frame (0-based) at which the walk starts
+
+
+@dataclass(frozen=True)
+class SceneScript:
+    """Who walks through which camera, when, in which outfit; for scenes a test or a demo needs exactly.
+
+    `shared` lists outfits one person wears exactly as another: (person, outfit, other person, other outfit).
+    Bodies, walks, cameras and outfits are still drawn from the seed."""
+
+    people: int
+    outfits_per_person: int
+    visits: tuple[ScriptedVisit, ...]
+    shared: tuple[tuple[int, int, int, int], ...] = ()
+
+    @classmethod
+    def load(cls, path: Path) -> "SceneScript":
+        import yaml
+
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"scene script {path}: cannot read it as YAML ({exc})") from exc
+        if not isinstance(raw, dict) or set(raw) - {"people", "outfits_per_person", "visits", "shared"}:
+            raise ValueError(f"scene script {path}: expected a mapping with keys people, outfits_per_person, visits "
+                             "and optionally shared")
+        try:
+            visits = tuple(ScriptedVisit(int(v["person"]), int(v["camera"]), int(v["outfit"]), int(v["start"]))
+                           for v in raw["visits"])
+            shared = tuple((int(x["person"]), int(x["outfit"]), int(x["as_person"]), int(x["as_outfit"]))
+                           for x in raw.get("shared") or [])
+            return cls(int(raw["people"]), int(raw.get("outfits_per_person", 1)), visits, shared)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"scene script {path}: every visit needs person, camera, outfit and start, every shared "
+                             f"entry person, outfit, as_person and as_outfit (integers): {exc!r}") from exc
+
+    def validate(self, cfg: SceneConfig) -> None:
+        for v in self.visits:
+            if not (1 <= v.person <= self.people and 1 <= v.camera <= cfg.n_cameras
+                    and 1 <= v.outfit <= self.outfits_per_person and 0 <= v.start < cfg.frames):
+                raise ValueError(f"scene script: visit {v} is outside people 1-{self.people}, cameras "
+                                 f"1-{cfg.n_cameras}, outfits 1-{self.outfits_per_person}, start 0-{cfg.frames - 1}")
+        for p, o, q, r in self.shared:
+            if not (1 <= p <= self.people and 1 <= q <= self.people and p != q
+                    and 1 <= o <= self.outfits_per_person and 1 <= r <= self.outfits_per_person):
+                raise ValueError(f"scene script: shared outfit ({p}, {o}) as ({q}, {r}) names an unknown person/outfit")
+
+
+def _scripted_plan(script: SceneScript, cfg: SceneConfig, seed: int, geos: dict[int, _Geometry],
+                   bodies: dict[int, Body]) -> list[_Visit]:
+    visits = []
+    for k, v in enumerate(script.visits):
+        rng = R.rng_for(seed, R.SCENE_ROUTE, v.person, k)
+        visits.append(_Visit(v.person, v.camera, v.outfit, v.start,
+                             _walk(rng, geos[v.camera], cfg.width, cfg.height, bodies[v.person], cfg.fps)))
+    return visits
+
+
 def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custom",
-                    backgrounds: list[Path] | None = None, force: bool = False, log=print) -> dict:
+                    backgrounds: list[Path] | None = None, force: bool = False, log=print,
+                    script: SceneScript | None = None) -> dict:
+    if script is not None:
+        cfg = replace(cfg, n_people=script.people, outfits_per_person=script.outfits_per_person)
+        script.validate(cfg)
     cfg.validate()
     t_start = time.perf_counter()
     prepare_out(out, force)
@@ -185,6 +252,9 @@ def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custo
         cfg.n_people, cfg.outfits_per_person, cfg.outfit_share, max(3, cfg.n_people * cfg.outfits_per_person // 3),
         lambda i: R.rng_for(seed, R.OUTFIT, 1_000_000 + i), lambda j: R.rng_for(seed, R.OUTFIT_POOL, 1_000_000 + j),
     )
+    if script is not None:
+        for p, o, q, r in script.shared:
+            wardrobes[p - 1][o - 1] = wardrobes[q - 1][r - 1]
     cams: dict[int, Camera] = {}
     geos: dict[int, _Geometry] = {}
     occs: dict[int, list[_Occluder]] = {}
@@ -196,7 +266,8 @@ def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custo
         geos[c] = _geometry(rng, W, H)
         occs[c] = _occluders(rng, geos[c], W, H, cfg.occluders)
         banks[c] = noise_bank(rng, cams[c], H, W)
-    visits = _ensure_change(_plan(cfg, seed, geos, bodies), cfg)
+    visits = (_scripted_plan(script, cfg, seed, geos, bodies) if script is not None
+              else _ensure_change(_plan(cfg, seed, geos, bodies), cfg))
 
     sightings = []
     cam_meta = []
@@ -239,6 +310,7 @@ def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custo
     used = {(s["global_id"], s["clothes"]) for s in sightings}
     meta = {
         "preset": preset, "seed": seed, "version": VERSION, "config": config_json(cfg),
+        "script": asdict(script) if script is not None else None,
         "frame_numbering": "1-based (MOTChallenge)",
         "body_fields": list(BODY_FIELDS),
         "identities": {str(g): {"body": [round(float(x), 6) for x in bodies[g].vector()], "params": bodies[g].to_json()}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.appearance import outfit_descriptors
+from reid.inference.outfit import outfit_descriptors
 from pipeline.consumer import EventConsumer
 from pipeline.events import IdentityEvent
 from pipeline.identity_stage import MatchStage
@@ -242,6 +242,49 @@ def test_merge_joins_two_identities_and_says_so(server, prefix):
     other = CrossCameraMatcher(store)  # a fresh worker sees one identity with both prototypes
     assert other.gallery.identities() == {first.identity_id} and len(other.gallery) == 2
 
+
+
+def test_an_identity_with_its_own_evidence_merges_only_at_merge_threshold(server, prefix):
+    """Two established identities are merged only above `merge_threshold`, never at the ordinary threshold:
+    a tracklet that merely resembles another identity (cosine between the two) changes nothing."""
+    rng = np.random.default_rng(9)
+    store = IdentityStore(server.client(), prefix=prefix, stream=f"{prefix}:events")
+    matcher = CrossCameraMatcher(store, threshold=0.6, merge_threshold=0.9)
+    person = _unit(rng.normal(size=DIM))
+    first = matcher.assign(person, "cam1", busy=set(), ts=1.0)
+    other = _unit(rng.normal(size=DIM))
+    second = matcher.assign(other, "cam2", busy=set(), ts=50.0)  # made by another tracklet: its own evidence
+    assert second.created and second.identity_id != first.identity_id
+    noise = _unit(rng.normal(size=DIM) - person * float(person @ rng.normal(size=DIM)))
+    t = Tracklet("cam2:r:4", "cam2", 4, 0, 0, np.zeros(4), 1.0, identity_id=second.identity_id, outfit_id=1)
+    t.add_embedding(_unit(person + 0.9 * noise), 1.0)  # ~0.74 to identity 1: above threshold, below merge
+    assert 0.6 < float(_unit(person + 0.9 * noise) @ person) < 0.9
+    assert matcher.recheck(t, {"cam2": {second.identity_id}}, now=100.0) is None
+    assert store.resolve(second.identity_id) == second.identity_id and store.identity(second.identity_id).merged_into is None
+
+
+def test_a_known_outfit_needs_the_same_outfit_threshold(server, prefix):
+    """With a clothes-changing model a stranger in a person's known outfit scores between `threshold` and what one
+    person in one outfit reaches: `same_outfit_threshold` keeps them apart, while the same cosine in a new
+    outfit still links (the outfit change the model is for)."""
+    rng = np.random.default_rng(13)
+    person, outfit_a, outfit_b = (_unit(rng.normal(size=DIM)) for _ in range(3))
+    noise = _unit(rng.normal(size=DIM) - person * float(person @ rng.normal(size=DIM)))
+    lookalike = _unit(person + 1.1 * noise)  # cosine ~0.67 to the person
+    assert 0.5 < float(lookalike @ person) < 0.8
+    def fresh(tag, same_outfit_threshold):
+        store = IdentityStore(server.client(), prefix=f"{prefix}:{tag}")
+        matcher = CrossCameraMatcher(store, threshold=0.5, outfit_threshold=0.9,
+                                     same_outfit_threshold=same_outfit_threshold)
+        return matcher, matcher.assign(person, "cam1", busy=set(), ts=1.0, look=outfit_a)
+
+    matcher, first = fresh("strict", 0.8)
+    assert matcher.assign(lookalike, "cam2", busy=set(), ts=100.0, look=outfit_a).created  # a stranger, same outfit
+    matcher, first = fresh("change", 0.8)
+    changed = matcher.assign(lookalike, "cam2", busy=set(), ts=100.0, look=outfit_b)  # the person, new outfit
+    assert changed.identity_id == first.identity_id and changed.outfit_changed
+    matcher, first = fresh("single", None)  # one threshold: the stranger in the known outfit is taken in
+    assert matcher.assign(lookalike, "cam2", busy=set(), ts=100.0, look=outfit_a).identity_id == first.identity_id
 
 def test_people_seen_at_once_in_cameras_that_do_not_overlap_are_two(server, prefix):
     rng = np.random.default_rng(11)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.appearance import DESCRIPTOR_DIM, outfit_descriptors
+from reid.inference.outfit import DESCRIPTOR_DIM, outfit_descriptors
 from pipeline.config import ConfigError, parse_config
 from pipeline.gallery import PrototypeGallery
 from pipeline.topology import Topology, Transit, topology_from_config

@@ -54,6 +54,8 @@ def test_two_cameras_to_redis_events(tmp_path, shared_video, shared_models, redi
     kinds = [e["type"] for e in events]
     assert kinds.count("camera.state") >= 4  # streaming + ended per camera
     assert "identity.created" in kinds and "track.ended" in kinds
+    assert {e["camera_id"] for e in events if e["type"] == "track.started"} == {"pets", "room"}, \
+        "both cameras must publish their tracks"
     started = {e["tracklet_id"] for e in events if e["type"] == "track.started"}
     ended = {e["tracklet_id"] for e in events if e["type"] == "track.ended"}
     assert started == ended, "every track that started must end (the run drained)"

@@ -121,3 +121,46 @@ def test_real_video_backdrops(tmp_path: Path) -> None:
     assert ok and ok2 and real.shape == procedural.shape
     # The backdrop is the PETS median frame, not the procedural one of the same seed.
     assert np.abs(real.astype(int) - procedural.astype(int)).mean() > 10
+
+
+SCRIPT = """\
+people: 3
+outfits_per_person: 2
+shared:
+  - {person: 3, outfit: 1, as_person: 2, as_outfit: 1}
+visits:
+  - {person: 1, camera: 1, outfit: 1, start: 0}
+  - {person: 2, camera: 1, outfit: 1, start: 5}
+  - {person: 1, camera: 2, outfit: 2, start: 90}
+  - {person: 3, camera: 2, outfit: 1, start: 95}
+"""
+
+
+def test_a_scripted_scene_plays_its_script_with_bodies_no_people_set_has(tmp_path: Path) -> None:
+    from synth.people import generate_people
+    from synth.presets import PEOPLE_PRESETS
+
+    (tmp_path / "plan.yaml").write_text(SCRIPT)
+    cmd = [sys.executable, "-m", "synth", "scenes", "--preset", "tiny", "--seed", "3", "--set", "n_cameras=2",
+           "--set", "frames=200", "--set", "outfit_share=0", "--set", "occluders=0", "--script",
+           str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "scene")]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=120)
+    meta = json.loads((tmp_path / "scene" / "sightings.json").read_text())
+    seen = {(s["global_id"], s["camera"]): s for s in meta["sightings"]}
+    assert set(seen) == {(1, "cam01"), (2, "cam01"), (1, "cam02"), (3, "cam02")}
+    assert seen[(1, "cam01")]["clothes"] == 1 and seen[(1, "cam02")]["clothes"] == 2
+    assert seen[(1, "cam01")]["outfit_uid"] != seen[(1, "cam02")]["outfit_uid"]
+    assert seen[(2, "cam01")]["outfit_uid"] == seen[(3, "cam02")]["outfit_uid"], "persons 2 and 3 share an outfit"
+    assert meta["outfits"]["2_1"] == meta["outfits"]["3_1"]
+    for (gid, cam), s in seen.items():
+        start = {(1, "cam01"): 0, (2, "cam01"): 5, (1, "cam02"): 90, (3, "cam02"): 95}[(gid, cam)]
+        assert start < s["first_frame"] <= start + 15 and s["last_frame"] - s["first_frame"] >= 25, s
+    # Scene bodies come from a stream of their own: no people data set of the same seed has them.
+    generate_people(PEOPLE_PRESETS["tiny"], 3, tmp_path / "people", log=lambda m: None)
+    people = {tuple(v["body"]) for v in json.loads((tmp_path / "people" / "meta.json").read_text())["identities"].values()}
+    assert not people & {tuple(v["body"]) for v in meta["identities"].values()}
+    # A script that names a camera the scene does not have: one clear line, exit 2.
+    (tmp_path / "bad.yaml").write_text(SCRIPT.replace("camera: 2, outfit: 2", "camera: 7, outfit: 2"))
+    bad = subprocess.run(cmd[:-4] + ["--script", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "cameras 1-2" in bad.stderr and "Traceback" not in bad.stderr
