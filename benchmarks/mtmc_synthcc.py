@@ -113,20 +113,18 @@ def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: in
     return wall, store_dir
 
 
-def read_identities(store_dir: Path) -> tuple[dict[tuple[str, int], int], Counter, int]:
-    """(camera, track id) -> final global identity; event type counts; identities not merged away."""
+def read_identities(store_dir: Path) -> tuple[dict[tuple[str, int], int], list[dict], int]:
+    """(camera, track id) -> final global identity; the events in order; identities not merged away."""
     from pipeline.redis_server import RedisServer
     from pipeline.store import IdentityStore
 
     with RedisServer(store_dir) as srv:
         store = IdentityStore(srv.client())
-        final, kinds = {}, Counter()
-        for _, e in store.read_events():
-            kinds[e["type"]] += 1
-            if e["type"] == "track.ended" and e["identity_id"] is not None:
-                final[(e["camera_id"], e["track_id"])] = store.resolve(e["identity_id"])
+        events = [e for _, e in store.read_events()]
+        final = {(e["camera_id"], e["track_id"]): store.resolve(e["identity_id"])
+                 for e in events if e["type"] == "track.ended" and e["identity_id"] is not None}
         alive = len(store.identities(include_merged=False))
-    return final, kinds, alive
+    return final, events, alive
 
 
 def build_sequence(scene: Path, mot_dir: Path, final: dict, out: Path) -> tuple[int, int]:
@@ -209,55 +207,40 @@ def track_people(scene: Path, mot_dir: Path) -> dict[tuple[str, int], tuple[int,
         cam = mot.stem
         rows = np.loadtxt(mot, delimiter=",", ndmin=2) if mot.stat().st_size else np.zeros((0, 10))
         gt = np.loadtxt(scene / "gt" / f"{cam}.txt", delimiter=",", ndmin=2)
-        by_frame: dict[int, np.ndarray] = {}
-        for f in np.unique(gt[:, 0]).astype(int):
-            by_frame[f] = gt[gt[:, 0] == f]
-        votes: dict[int, Counter] = {}
+        hits: dict[int, list[tuple[int, int]]] = {}  # track -> (person, frame) of each matched box
         for r in rows:
-            g = by_frame.get(int(r[0]))
-            if g is None:
+            g = gt[gt[:, 0] == r[0]]
+            if not len(g):
                 continue
-            x1, y1 = np.maximum(r[2], g[:, 2]), np.maximum(r[3], g[:, 3])
-            x2 = np.minimum(r[2] + r[4], g[:, 2] + g[:, 4])
-            y2 = np.minimum(r[3] + r[5], g[:, 3] + g[:, 5])
-            inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-            iou = inter / (r[4] * r[5] + g[:, 4] * g[:, 5] - inter)
-            k = int(np.argmax(iou))
-            if iou[k] >= 0.5:
-                votes.setdefault(int(r[1]), Counter())[(int(g[k, 1]), int(r[0]))] += 1
-        for tid, c in votes.items():
-            person = Counter(gid for gid, _ in c.elements()).most_common(1)[0][0]
-            frames = [f for gid, f in c.elements() if gid == person]
-            mid = int(np.median(frames))
+            w = np.clip(np.minimum(r[2] + r[4], g[:, 2] + g[:, 4]) - np.maximum(r[2], g[:, 2]), 0, None)
+            h = np.clip(np.minimum(r[3] + r[5], g[:, 3] + g[:, 5]) - np.maximum(r[3], g[:, 3]), 0, None)
+            iou = w * h / (r[4] * r[5] + g[:, 4] * g[:, 5] - w * h)
+            if iou.max() >= 0.5:
+                hits.setdefault(int(r[1]), []).append((int(g[iou.argmax(), 1]), int(r[0])))
+        for tid, pf in hits.items():
+            person = Counter(p for p, _ in pf).most_common(1)[0][0]
+            mid = int(np.median([f for p, f in pf if p == person]))
             outfit = next((x["outfit_uid"] for x in sightings if x["camera"] == cam and x["global_id"] == person
                            and x["first_frame"] <= mid <= x["last_frame"]), None)
             out[(cam, tid)] = (person, outfit)
     return out
 
 
-def outfit_event_check(store_dir: Path, people: dict) -> tuple[int, int]:
+def outfit_event_check(events: list[dict], final: dict, people: dict) -> tuple[int, int]:
     """(identity.outfit_changed events, correct ones). An event is correct when its track's person is the
     person of an earlier track of the same (final) identity, in another outfit: the matcher linked one person
     through a clothing change and said so."""
-    from pipeline.redis_server import RedisServer
-    from pipeline.store import IdentityStore
-
-    with RedisServer(store_dir) as srv:
-        store = IdentityStore(srv.client())
-        events = [e for _, e in store.read_events()]
-        final = {(e["camera_id"], e["track_id"]): store.resolve(e["identity_id"])
-                 for e in events if e["type"] == "track.ended" and e["identity_id"] is not None}
-        seen: dict[int, list[tuple[int, str]]] = {}  # identity -> (person, outfit) of its tracks so far
-        total = correct = 0
-        for e in events:
-            key = (e["camera_id"], e["track_id"])
-            if e["type"] == "identity.outfit_changed":
-                total += 1
-                ident, truth = final.get(key), people.get(key)
-                if ident is not None and truth is not None:
-                    correct += any(p == truth[0] and o != truth[1] for p, o in seen.get(ident, []))
-            elif e["type"] == "track.ended" and key in final and key in people:
-                seen.setdefault(final[key], []).append(people[key])
+    seen: dict[int, list[tuple[int, str]]] = {}  # identity -> (person, outfit) of its tracks so far
+    total = correct = 0
+    for e in events:
+        key = (e["camera_id"], e["track_id"])
+        if e["type"] == "identity.outfit_changed":
+            total += 1
+            ident, truth = final.get(key), people.get(key)
+            if ident is not None and truth is not None:
+                correct += any(p == truth[0] and o != truth[1] for p, o in seen.get(ident, []))
+        elif e["type"] == "track.ended" and key in final and key in people:
+            seen.setdefault(final[key], []).append(people[key])
     return total, correct
 
 
@@ -320,16 +303,17 @@ def main() -> int:
             for label, (matcher, reid, _) in settings.items():
                 run_dir = scene.parent / (f"run-{label}{args.label_suffix}" + ("" if args.workers == 1 else f"-{args.workers}workers"))
                 wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers)
-                final, kinds, alive = read_identities(store_dir)
+                final, events, alive = read_identities(store_dir)
+                kinds = Counter(e["type"] for e in events)
                 seq_len, dup = build_sequence(scene, run_dir / "mot", final, run_dir / "eval")
                 scores = trackeval_scores(run_dir / "eval", seq_len)
                 # The same tracks with no cross-camera identity (every local track its own person): what the
                 # ReID + matcher stage adds over per-camera tracking alone.
                 build_sequence(scene, run_dir / "mot", {}, run_dir / "eval-tracks-only")
                 scores["IDF1_tracks_only"] = trackeval_scores(run_dir / "eval-tracks-only", seq_len)["IDF1"]
-                events, correct = outfit_event_check(store_dir, track_people(scene, run_dir / "mot"))
+                outfit_events, correct = outfit_event_check(events, final, track_people(scene, run_dir / "mot"))
                 rows.append({"changes": changes, "seed": seed, "model": label, **scores, "people": people,
-                             "identities": alive, "gt_changes": gt_changes, "outfit_events": events,
+                             "identities": alive, "gt_changes": gt_changes, "outfit_events": outfit_events,
                              "outfit_correct": correct, "merges": kinds["identity.merged"], "wall": wall, "dup": dup})
                 print(f"done: outfit changes {changes}, seed {seed}, model {label}: IDF1 {scores['IDF1']:.1f}",
                       file=sys.stderr, flush=True)

@@ -123,7 +123,7 @@ def _wait_frames(port: int, proc: subprocess.Popen, n: int, timeout: float = 240
             if got.get("frames", 0) >= n:
                 return got
         except OSError:
-            pass
+            pass  # the metrics server is not listening yet: poll again until the deadline
         time.sleep(0.1)
     raise RuntimeError(f"run did not reach {n} frames: rc {proc.poll()}")
 

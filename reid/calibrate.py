@@ -202,18 +202,19 @@ def embed_sightings(embedder, records, batch: int = 64) -> tuple[Sightings, str]
 
 def calibrate_sightings(s: Sightings, model: str, data: str, descriptor: str, gallery_people: int = GALLERY_PEOPLE,
                         returning_share: float = RETURNING_SHARE) -> Calibration:
+    if not 0.0 <= returning_share <= 1.0:
+        raise ValueError(f"returning_share is a share in [0, 1], got {returning_share}")
     n = len(s.person)
     iu = np.triu_indices(n, k=1)
     other_cam = (s.camera[:, None] != s.camera[None, :])[iu]
     same_person = (s.person[:, None] == s.person[None, :])[iu]
     same_outfit = (s.outfit[:, None] == s.outfit[None, :])[iu]
-    id_cos = (s.identity @ s.identity.T)[iu][other_cam]
+    identity_cos = s.identity @ s.identity.T
+    id_cos = identity_cos[iu][other_cam]
     look_cos = (s.look @ s.look.T)[iu][other_cam]
     sp, so = same_person[other_cam], same_outfit[other_cam]
     same_fit, other_fit, other_person = id_cos[sp & so], id_cos[sp & ~so], id_cos[~sp]
-    if not 0.0 <= returning_share <= 1.0:
-        raise ValueError(f"returning_share is a share in [0, 1], got {returning_share}")
-    threshold = gallery_cut(s.identity @ s.identity.T, s.person, s.outfit, s.camera, gallery_people, returning_share)
+    threshold = gallery_cut(identity_cos, s.person, s.outfit, s.camera, gallery_people, returning_share)
     outfit = youden_cut(look_cos[sp & so], look_cos[sp & ~so])
     merge = rate_cut(np.concatenate([same_fit, other_fit]), other_person, MERGE_FALSE_RATE, threshold.value)
     # A link to a known outfit needs what one person in one outfit reaches 95 % of the time.
@@ -281,33 +282,17 @@ def write_thresholds(path: str | Path, suggested: dict) -> None:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import save_file
+        from reid.checkpoint import update_spec
 
-        from reid.inference.base import SPEC_METADATA_KEY
-
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if SPEC_METADATA_KEY not in meta:
-            raise ValueError(f"{path} has no {SPEC_METADATA_KEY!r} metadata; it was not written by `python -m reid`")
-        meta[SPEC_METADATA_KEY] = with_thresholds(PreprocessSpec.from_json(meta[SPEC_METADATA_KEY]), suggested).to_json()
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        update_spec(path, lambda spec: with_thresholds(spec, suggested))
     elif suffix == ".onnx":
         import onnx
 
+        from reid.export import set_metadata
         from reid.inference.onnx_backend import read_spec
-        from reid.inference.base import SPEC_METADATA_KEY
 
         model = onnx.load(str(path))
-        spec = with_thresholds(read_spec(path, model), suggested)
-        props = {p.key: p.value for p in model.metadata_props}
-        props[SPEC_METADATA_KEY] = spec.to_json()
-        del model.metadata_props[:]
-        for k, v in props.items():
-            model.metadata_props.add(key=k, value=v)
+        set_metadata(model, with_thresholds(read_spec(path, model), suggested), {})
         tmp = path.with_suffix(".tmp.onnx")
         onnx.save(model, str(tmp))
         tmp.replace(path)

@@ -8,6 +8,7 @@ rebuilt from the file alone with `load_checkpoint`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,22 @@ def save_checkpoint(path: str | Path, model: ReIDModel, spec: PreprocessSpec, *,
         train_state["param_groups"] = groups
     if train_state:
         meta[TRAIN_KEY] = json.dumps(train_state, sort_keys=True)
+    _write_atomically(path, tensors, meta)
+
+
+def _write_atomically(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
+
+
+def update_spec(path: str | Path, change: Callable[[PreprocessSpec], PreprocessSpec]) -> None:
+    """Rewrite a checkpoint's PreprocessSpec with `change`, keeping its tensors and other metadata (atomically)."""
+    tensors, meta = read_checkpoint(path)
+    spec = change(PreprocessSpec.from_json(meta[SPEC_METADATA_KEY]))
+    _write_atomically(path, tensors, {**meta, SPEC_METADATA_KEY: spec.to_json()})
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
