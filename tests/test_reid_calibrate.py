@@ -146,3 +146,24 @@ def test_calibrate_cli_says_what_is_wrong(checkpoint, tmp_path):
     r = subprocess.run([sys.executable, "-m", "reid", "calibrate", "--weights", str(tmp_path / "none.safetensors"),
                         "--root", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "none.safetensors" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_run_takes_the_model_files_thresholds_unless_its_config_sets_them(checkpoint, shared_video, tmp_path):
+    write_thresholds(checkpoint, SUGGESTED)
+
+    def run(matcher: str) -> str:
+        cfg = tmp_path / f"cams{len(matcher)}.yaml"
+        cfg.write_text(f"cameras:\n  - {{id: pets, source: {shared_video['pets']}}}\n"
+                       f"reid: {{model: {checkpoint}}}\noutput: {{video: false}}\n{matcher}")
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "run", str(cfg), "--max-frames", "5",
+                               "--output-dir", str(tmp_path / f"out{len(matcher)}"), "--no-progress"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stderr
+
+    log = run("")
+    assert "matcher thresholds from the model file's calibration (test)" in log
+    assert "threshold 0.420, outfit_threshold 0.610, merge_threshold 0.770" in log
+    log = run("matcher: {threshold: 0.3}\n")
+    assert "outfit_threshold 0.610, merge_threshold 0.770" in log and "threshold 0.420" not in log
