@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import cv2
@@ -180,12 +180,15 @@ class SceneScript:
     """Who walks through which camera, when, in which outfit; for scenes a test or a demo needs exactly.
 
     `shared` lists outfits one person wears exactly as another: (person, outfit, other person, other outfit).
-    Bodies, walks, cameras and outfits are still drawn from the seed."""
+    `bodies` sets some body parameters of a person (e.g. skin_tone, height_m, hair_rgb), so a test can ask for
+    people who are told apart by their body alone; everything else (bodies, walks, cameras, outfits) is drawn
+    from the seed."""
 
     people: int
     outfits_per_person: int
     visits: tuple[ScriptedVisit, ...]
     shared: tuple[tuple[int, int, int, int], ...] = ()
+    bodies: tuple[tuple[int, tuple[tuple[str, object], ...]], ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> "SceneScript":
@@ -195,18 +198,38 @@ class SceneScript:
             raw = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f"scene script {path}: cannot read it as YAML ({exc})") from exc
-        if not isinstance(raw, dict) or set(raw) - {"people", "outfits_per_person", "visits", "shared"}:
+        if not isinstance(raw, dict) or set(raw) - {"people", "outfits_per_person", "visits", "shared", "bodies"}:
             raise ValueError(f"scene script {path}: expected a mapping with keys people, outfits_per_person, visits "
-                             "and optionally shared")
+                             "and optionally shared and bodies")
         try:
             visits = tuple(ScriptedVisit(int(v["person"]), int(v["camera"]), int(v["outfit"]), int(v["start"]))
                            for v in raw["visits"])
             shared = tuple((int(x["person"]), int(x["outfit"]), int(x["as_person"]), int(x["as_outfit"]))
                            for x in raw.get("shared") or [])
-            return cls(int(raw["people"]), int(raw.get("outfits_per_person", 1)), visits, shared)
+            bodies = tuple((int(person), tuple(sorted(dict(params).items())))
+                           for person, params in (raw.get("bodies") or {}).items())
+            return cls(int(raw["people"]), int(raw.get("outfits_per_person", 1)), visits, shared, bodies)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"scene script {path}: every visit needs person, camera, outfit and start, every shared "
-                             f"entry person, outfit, as_person and as_outfit (integers): {exc!r}") from exc
+                             f"entry person, outfit, as_person and as_outfit (integers), bodies a mapping of person "
+                             f"to body parameters: {exc!r}") from exc
+
+    def body(self, person: int, drawn: Body) -> Body:
+        """`drawn` with this script's parameters for `person`, each converted to the type of the drawn value."""
+        params = {}
+        for key, value in dict(self.bodies).get(person, ()):
+            current = getattr(drawn, key)
+            try:
+                if isinstance(current, tuple):
+                    params[key] = tuple(float(v) for v in value)
+                    if len(params[key]) != len(current):
+                        raise ValueError(f"needs {len(current)} values")
+                else:
+                    params[key] = type(current)(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"scene script: bodies of person {person}: {key}={value!r} is not a "
+                                 f"{type(current).__name__} like {current!r} ({exc})") from exc
+        return replace(drawn, **params)
 
     def validate(self, cfg: SceneConfig) -> None:
         for v in self.visits:
@@ -218,6 +241,15 @@ class SceneScript:
             if not (1 <= p <= self.people and 1 <= q <= self.people and p != q
                     and 1 <= o <= self.outfits_per_person and 1 <= r <= self.outfits_per_person):
                 raise ValueError(f"scene script: shared outfit ({p}, {o}) as ({q}, {r}) names an unknown person/outfit")
+        known = {f.name for f in fields(Body)}
+        for person, params in self.bodies:
+            if not 1 <= person <= self.people:
+                raise ValueError(f"scene script: bodies names person {person}, outside 1-{self.people}")
+            unknown = sorted(k for k, _ in params if k not in known)
+            if unknown:
+                raise ValueError(f"scene script: bodies of person {person}: unknown parameter(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(known))}")
+            self.body(person, sample_body(np.random.default_rng(0)))  # values of the wrong type fail here, early
 
 
 def _scripted_plan(script: SceneScript, cfg: SceneConfig, seed: int, geos: dict[int, _Geometry],
@@ -248,6 +280,8 @@ def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custo
         old.unlink()
     W, H = cfg.width, cfg.height
     bodies = {g: sample_body(R.rng_for(seed, R.SCENE_PEOPLE, g), cfg.body_distinct) for g in range(1, cfg.n_people + 1)}
+    if script is not None:
+        bodies = {g: script.body(g, b) for g, b in bodies.items()}
     wardrobes = sample_wardrobes(
         cfg.n_people, cfg.outfits_per_person, cfg.outfit_share, max(3, cfg.n_people * cfg.outfits_per_person // 3),
         lambda i: R.rng_for(seed, R.OUTFIT, 1_000_000 + i), lambda j: R.rng_for(seed, R.OUTFIT_POOL, 1_000_000 + j),

@@ -133,6 +133,8 @@ visits:
   - {person: 2, camera: 1, outfit: 1, start: 5}
   - {person: 1, camera: 2, outfit: 2, start: 90}
   - {person: 3, camera: 2, outfit: 1, start: 95}
+bodies:
+  3: {skin_tone: 0.95, hair_rgb: [0.06, 0.05, 0.05], height_m: 1.6}
 """
 
 
@@ -159,6 +161,14 @@ def test_a_scripted_scene_plays_its_script_with_bodies_no_people_set_has(tmp_pat
     generate_people(PEOPLE_PRESETS["tiny"], 3, tmp_path / "people", log=lambda m: None)
     people = {tuple(v["body"]) for v in json.loads((tmp_path / "people" / "meta.json").read_text())["identities"].values()}
     assert not people & {tuple(v["body"]) for v in meta["identities"].values()}
+    # The script's body parameters, and only those, replace the drawn ones.
+    third = meta["identities"]["3"]["params"]
+    assert (third["skin_tone"], third["hair_rgb"], third["height_m"]) == (0.95, [0.06, 0.05, 0.05], 1.6)
+    assert meta["identities"]["2"]["params"]["skin_tone"] != 0.95
+    (tmp_path / "nobody.yaml").write_text(SCRIPT.replace("skin_tone", "skin_colour"))
+    bad = subprocess.run(cmd[:-4] + ["--script", str(tmp_path / "nobody.yaml"), "--out", str(tmp_path / "bad")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "skin_colour" in bad.stderr and "Traceback" not in bad.stderr
     # A script that names a camera the scene does not have: one clear line, exit 2.
     (tmp_path / "bad.yaml").write_text(SCRIPT.replace("camera: 2, outfit: 2", "camera: 7, outfit: 2"))
     bad = subprocess.run(cmd[:-4] + ["--script", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad")],

@@ -1,0 +1,141 @@
+"""How many real-time cameras one machine carries: N copies of a real video as N cameras, whole pipeline.
+
+    .venv/bin/python benchmarks/capacity.py [--cameras 4 8] [--frames 150] [--set detector.input_size=640 ...]
+
+For each camera count the script runs `PipelineRunner` (what `python -m pipeline run` runs: decode, detect,
+track, embed, match, the embedded Redis store; annotated video off, as on a server) on N copies of
+PETS09-S2L1 (768x576, ../shared/data) for `--frames` frames each, then times the detector alone on the same
+frames, batched as the run batches them (one frame per camera per step), decoded beforehand. It prints:
+
+* pipeline frames/s over all cameras and the real-time cameras it carries at `--camera-fps` (10);
+* ms per camera-frame of each stage (the run's own stage clocks; decode runs in reader threads beside them);
+* detector-only frames/s and the ratio pipeline / detector-only: the detector is most of the work, so the
+  ratio says how much the rest costs, and it holds across machines better than frames/s do.
+
+Frames are read as fast as the run takes them (file sources are not paced), so frames/s is capacity, not the
+cameras' own rate. `--set` overrides any config key (dotted path, YAML value) for every camera count, so each
+option of the README's capacity table is one command. `--json` writes the rows for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import cv2
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import parse_config  # noqa: E402
+
+VIDEO = ROOT.parent / "shared" / "data" / "pets09-s2l1" / "vtest.avi"
+
+
+def set_key(raw: dict, dotted: str, value: str) -> None:
+    node = raw
+    *path, last = dotted.split(".")
+    for key in path:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise SystemExit(f"--set {dotted}: {key} is not a mapping in the config")
+    node[last] = yaml.safe_load(value)
+
+
+def build_config(cameras: int, video: Path, store_dir: Path, overrides: list[str]):
+    raw = {"cameras": [{"id": f"cam{k + 1:02d}", "source": str(video)} for k in range(cameras)],
+           "store": "embedded", "output": {"video": False, "dir": str(store_dir)}}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        set_key(raw, key, value)
+    return parse_config(raw)
+
+
+def run_pipeline(config, out: Path, frames: int) -> dict:
+    from pipeline.runner import PipelineRunner
+
+    summary = PipelineRunner(config, out, max_frames=frames, progress=False).run()
+    if summary.failed:
+        raise SystemExit(f"a camera failed: {summary.failed}")
+    # The run's wall clock starts after the models are loaded (a one-off) and ends after the store drained.
+    return {"frames": summary.frames, "wall_s": summary.wall_s, "fps": summary.frames / summary.wall_s,
+            "stage_ms": summary.stage_ms_per_frame, "crops": summary.crops}
+
+
+def detector_only(config, video: Path, cameras: int, frames: int) -> float:
+    """Frames/s of the configured detector alone on the same frames, one batch of `cameras` frames a step."""
+    from detectors import create_detector
+    from pipeline.models import resolve_model
+
+    det = config.detector
+    detector = create_detector(det.backend, resolve_model(det.model), input_size=det.input_size,
+                               confidence=det.confidence, nms_iou=det.nms_iou, classes=det.classes)
+    cap = cv2.VideoCapture(str(video))
+    images = []
+    while len(images) < frames:
+        ok, img = cap.read()
+        if not ok:
+            break
+        images.append(img)
+    cap.release()
+    if not images:
+        raise SystemExit(f"{video}: no frames could be decoded")
+    detector.detect([images[0]] * cameras)  # warm-up: first-call allocations are not throughput
+    t = time.perf_counter()
+    for img in images:
+        detector.detect([img] * cameras)
+    return len(images) * cameras / (time.perf_counter() - t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cameras", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--frames", type=int, default=150, help="frames per camera")
+    ap.add_argument("--camera-fps", type=float, default=10.0, help="the rate a real-time camera delivers")
+    ap.add_argument("--video", type=Path, default=VIDEO)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every run, e.g. detector.input_size=640 (repeatable)")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    args = ap.parse_args()
+    if not args.video.is_file():
+        raise SystemExit(f"{args.video}: video not found (../shared/data beside the checkout; see README)")
+    rows = []
+    for n in args.cameras:
+        with tempfile.TemporaryDirectory(prefix="capacity-") as tmp:
+            config = build_config(n, args.video.resolve(), Path(tmp) / "out", args.overrides)
+            run = run_pipeline(config, Path(tmp) / "out", args.frames)
+        det_fps = detector_only(config, args.video, n, args.frames)
+        row = {"cameras": n, "pipeline_fps": run["fps"], "realtime_cameras": run["fps"] / args.camera_fps,
+               "detector_only_fps": det_fps, "ratio": run["fps"] / det_fps, "stage_ms": run["stage_ms"],
+               "frames": run["frames"], "crops": run["crops"]}
+        rows.append(row)
+        print(f"{n} cameras: pipeline {row['pipeline_fps']:.1f} frames/s ({row['realtime_cameras']:.1f} real-time "
+              f"cameras at {args.camera_fps:g} fps), detector only {det_fps:.1f} frames/s, ratio {row['ratio']:.2f}; "
+              "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items()), flush=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    print(f"\n`python benchmarks/capacity.py --cameras {' '.join(map(str, args.cameras))} --frames {args.frames}"
+          + "".join(f" --set {o}" for o in args.overrides) + f"` ({machine}, {date.today()})")
+    print("| cameras | pipeline frames/s | real-time cameras | detector-only frames/s | ratio | "
+          + " | ".join(f"{k} ms" for k in rows[0]["stage_ms"]) + " |")
+    print("|---" * (5 + len(rows[0]["stage_ms"])) + "|")
+    for r in rows:
+        print(f"| {r['cameras']} | {r['pipeline_fps']:.1f} | {r['realtime_cameras']:.1f} | {r['detector_only_fps']:.1f} | "
+              f"{r['ratio']:.2f} | " + " | ".join(f"{v:.1f}" for v in r["stage_ms"].values()) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "date": str(date.today()), "overrides": args.overrides,
+                                         "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
