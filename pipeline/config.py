@@ -94,6 +94,8 @@ class DetectorConfig(Strict):
     nms_iou: float = Field(0.45, gt=0, le=1)
     input_size: int | None = Field(None, ge=32, le=8192)
     classes: list[Annotated[int, Field(ge=0, le=10_000)]] = [0]
+    every: int = Field(1, ge=1, le=30, description="detect on every n-th frame of a camera; the tracker's motion "
+                       "model places the tracks on the frames between (no crops are taken there)")
 
 
 class TrackerConfig(Strict):

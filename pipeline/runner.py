@@ -348,6 +348,7 @@ class PipelineRunner:
 
     def _loop(self, cams, detector, embedder, progress) -> None:
         stage, worker = self.stage, self.worker
+        every = self.config.detector.every
         while not self._stop.is_set():
             batch = self._next_frames(cams)
             if not batch:
@@ -359,7 +360,11 @@ class PipelineRunner:
                 while len(self._captured) > 10_000:
                     self._captured.popitem(last=False)
             t = time.perf_counter()
-            detections = detector.detect([f.image for _, f in batch])
+            # detector.every > 1: a camera's frames between detections are tracked by motion alone (None).
+            due = [k for k, (c, _) in enumerate(batch) if c.frames % every == 0]
+            detections: list = [None] * len(batch)
+            for k, dets in zip(due, detector.detect([batch[k][1].image for k in due]) if due else []):
+                detections[k] = dets
             self.stage_s["detect"] += time.perf_counter() - t
 
             events: list[IdentityEvent] = []
@@ -372,7 +377,7 @@ class PipelineRunner:
                     self._restart_tracking(c, size)
                 c.frame_size = size
                 c.frames += 1
-                tracks = c.tracker.update(dets, frame.image)
+                tracks = c.tracker.update(dets, frame.image) if dets is not None else c.tracker.predict(frame.image)
                 with stage.lock:  # tracklets are shared with the store worker's decisions
                     started, requests = c.tracklets.update(c.frames, frame.index, frame.video_time, tracks,
                                                            frame.image.shape)

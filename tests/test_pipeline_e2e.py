@@ -126,3 +126,22 @@ def test_events_into_a_closed_pipe_is_not_an_error(redis_server):
     assert json.loads(first)["track_id"] == 0
     assert proc.returncode == 0, err
     assert b"error" not in err.lower() and b"Traceback" not in err, err
+
+
+def test_detector_every_n_frames_tracks_the_frames_between(tmp_path, shared_video):
+    """`detector.every: 3`: the detector runs on frames 1, 4, 7, ... of each camera; the frames between carry the
+    tracker's motion guesses (MOT confidence 0) under the same track ids, so the output has a box for each
+    tracked person on every frame."""
+    cfg = tmp_path / "cams.yaml"
+    cfg.write_text(f"cameras:\n  - {{id: pets, source: {shared_video['pets']}}}\nstore: embedded\n"
+                   "detector: {every: 3}\noutput: {video: false}\n")
+    proc = _run("run", cfg, "--max-frames", 31, "--output-dir", tmp_path / "out", "--mot-dir", tmp_path / "mot",
+                "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _check_mot(tmp_path / "mot" / "pets.txt", 31)
+    detected = (rows[:, 0] - 1) % 3 == 0
+    assert np.all(rows[detected, 6] > 0), "frames 1, 4, 7, ... carry detector scores"
+    assert np.all(rows[~detected, 6] == 0), "the frames between carry motion guesses"
+    assert set(np.unique(rows[:, 0]).astype(int)) >= set(range(5, 32)), "every frame has tracked people"
+    guessed_ids = set(rows[~detected, 1].astype(int))
+    assert guessed_ids and guessed_ids <= set(rows[detected, 1].astype(int)), "guesses keep the detected tracks' ids"

@@ -38,3 +38,7 @@ class Tracker(Protocol):
     max_lost_frames: int
 
     def update(self, detections: Detections, frame: np.ndarray) -> Tracks: ...
+
+    def predict(self, frame: np.ndarray) -> Tracks:
+        """A frame without detections: move the tracks by their motion model, report the confirmed ones."""
+        ...

@@ -46,14 +46,31 @@ class UltralyticsTracker:
     def update(self, detections: Detections, frame: np.ndarray) -> Tracks:
         h, w = frame.shape[:2]
         boxes = self._boxes(detections.as_rows().reshape(-1, 6), (h, w)).numpy()
-        rows = self._tracker.update(boxes, frame)
-        if len(rows) == 0:
-            return Tracks.empty()
-        rows = np.asarray(rows, dtype=np.float64)
-        return Tracks(
-            xyxy=rows[:, 0:4].astype(np.float32),
-            track_id=rows[:, 4].astype(np.int64),
-            score=rows[:, 5].astype(np.float32),
-            cls=rows[:, 6].astype(np.int32),
-            det_index=rows[:, 7].astype(np.int64),
-        )
+        return _tracks(self._tracker.update(boxes, frame))
+
+    def predict(self, frame: np.ndarray) -> Tracks:
+        """A frame the detector skipped (`detector.every` > 1): every track's motion model moves one frame on, as
+        an update would, and the confirmed tracks are reported where it puts them, with score 0 (so no crop is
+        taken from a guessed box) and det_index -1. Nothing is matched, started or lost; the frame counter moves,
+        so `track_buffer` still counts frames."""
+        t = self._tracker
+        t.frame_id += 1
+        t.multi_predict(t.tracked_stracks + t.lost_stracks)
+        rows = [s.result for s in t.tracked_stracks if s.is_activated]
+        tracks = _tracks(rows)
+        return Tracks(tracks.xyxy, tracks.track_id, np.zeros_like(tracks.score), tracks.cls,
+                      np.full_like(tracks.det_index, -1))
+
+
+def _tracks(rows) -> Tracks:
+    """Ultralytics' `[x1, y1, x2, y2, track_id, score, cls, idx]` rows as a Tracks record."""
+    if len(rows) == 0:
+        return Tracks.empty()
+    rows = np.asarray(rows, dtype=np.float64)
+    return Tracks(
+        xyxy=rows[:, 0:4].astype(np.float32),
+        track_id=rows[:, 4].astype(np.int64),
+        score=rows[:, 5].astype(np.float32),
+        cls=rows[:, 6].astype(np.int32),
+        det_index=rows[:, 7].astype(np.int64),
+    )
