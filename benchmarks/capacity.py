@@ -10,7 +10,9 @@ frames, batched as the run batches them (one frame per camera per step), decoded
 * pipeline frames/s over all cameras and the real-time cameras it carries at `--camera-fps` (10);
 * ms per camera-frame of each stage (the run's own stage clocks; decode runs in reader threads beside them);
 * detector-only frames/s and the ratio pipeline / detector-only: the detector is most of the work, so the
-  ratio says how much the rest costs, and it holds across machines better than frames/s do.
+  ratio says how much the rest costs, and it holds across machines better than frames/s do. With
+  `detector.every: k` the pipeline detects one frame in k, so the ratio is taken against k x the detector-only
+  rate (the detector's time for the frames the run detects): the skipped frames are not counted as free.
 
 Frames are read as fast as the run takes them (file sources are not paced), so frames/s is capacity, not the
 cameras' own rate. `--set` overrides any config key (dotted path, YAML value) for every camera count, so each
@@ -74,12 +76,9 @@ def run_pipeline(config, out: Path, frames: int) -> dict:
 
 def detector_only(config, video: Path, cameras: int, frames: int) -> float:
     """Frames/s of the configured detector alone on the same frames, one batch of `cameras` frames a step."""
-    from detectors import create_detector
-    from pipeline.models import resolve_model
+    from pipeline.perception import detector_from_config
 
-    det = config.detector
-    detector = create_detector(det.backend, resolve_model(det.model), input_size=det.input_size,
-                               confidence=det.confidence, nms_iou=det.nms_iou, classes=det.classes)
+    detector = detector_from_config(config.detector)
     cap = cv2.VideoCapture(str(video))
     images = []
     while len(images) < frames:
@@ -115,12 +114,15 @@ def main() -> int:
             config = build_config(n, args.video.resolve(), Path(tmp) / "out", args.overrides)
             run = run_pipeline(config, Path(tmp) / "out", args.frames)
         det_fps = detector_only(config, args.video, n, args.frames)
+        every = config.detector.every
         row = {"cameras": n, "pipeline_fps": run["fps"], "realtime_cameras": run["fps"] / args.camera_fps,
-               "detector_only_fps": det_fps, "ratio": run["fps"] / det_fps, "stage_ms": run["stage_ms"],
+               "detector_only_fps": det_fps, "detector_every": every, "ratio": run["fps"] / (det_fps * every),
+               "stage_ms": run["stage_ms"],
                "frames": run["frames"], "crops": run["crops"]}
         rows.append(row)
         print(f"{n} cameras: pipeline {row['pipeline_fps']:.1f} frames/s ({row['realtime_cameras']:.1f} real-time "
-              f"cameras at {args.camera_fps:g} fps), detector only {det_fps:.1f} frames/s, ratio {row['ratio']:.2f}; "
+              f"cameras at {args.camera_fps:g} fps), detector only {det_fps:.1f} frames/s (detecting 1 frame in {every}), "
+              f"ratio {row['ratio']:.2f}; "
               "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items()), flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     print(f"\n`python benchmarks/capacity.py --cameras {' '.join(map(str, args.cameras))} --frames {args.frames}"

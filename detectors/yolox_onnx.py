@@ -1,7 +1,11 @@
 """YOLOX (Megvii) exported to ONNX, run with ONNX Runtime: the offline default detector.
 
-The official export has a fixed batch of 1; its graph computes reshapes from `Shape`, so we relabel the
-batch axis as symbolic at load time and run every camera's frame in one call.
+The official export has a fixed 1×3×416×416 input; its graph computes reshapes from `Shape`, so we relabel
+the batch and spatial axes as symbolic at load time. That lets every camera's frame run in one call, and
+lets the network see a frame at any scale: the input is the frame resized so its longer side is
+`input_size`, the shorter side padded up to a multiple of the largest stride (32), not a padded square.
+On PETS09-S2L1 (people 40-90 px tall in 768×576) the file's own 416 shrinks people below what
+YOLOX-nano finds reliably; see benchmarks/mot_pets.py for the measured trade-off.
 """
 
 from __future__ import annotations
@@ -20,13 +24,25 @@ PERSON_CLASS = 0
 _STRIDES = (8, 16, 32)
 
 
-def onnx_session_with_dynamic_batch(path: str | Path, threads: int = 0) -> ort.InferenceSession:
-    """Load an ONNX model with its first input/output axis relabelled as a dynamic batch axis."""
+def onnx_session_with_dynamic_batch(
+    path: str | Path, threads: int = 0, dynamic_spatial: bool = False
+) -> ort.InferenceSession:
+    """Load an ONNX model with its first input/output axis relabelled as a dynamic batch axis (and, with
+    `dynamic_spatial`, the input's height/width and the output's anchor axis as dynamic too)."""
     model = onnx.load(str(path))
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims:
             dims[0].dim_param = "N"
+    if dynamic_spatial:
+        for value in model.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) == 4:
+                dims[2].dim_param, dims[3].dim_param = "H", "W"
+        for value in model.graph.output:
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) == 3:
+                dims[1].dim_param = "A"
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the official exports carry unused initialisers that warn on every load
     if threads:
@@ -34,14 +50,23 @@ def onnx_session_with_dynamic_batch(path: str | Path, threads: int = 0) -> ort.I
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _grids(size: int) -> tuple[np.ndarray, np.ndarray]:
+def _grids(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor centres and strides in the order YOLOX's head flattens them (stride 8, 16, 32; row-major)."""
     grids, strides = [], []
     for stride in _STRIDES:
-        n = size // stride
-        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        ny, nx = height // stride, width // stride
+        ys, xs = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
         grids.append(np.stack([xs, ys], axis=-1).reshape(-1, 2))
-        strides.append(np.full((n * n, 1), stride))
+        strides.append(np.full((ny * nx, 1), stride))
     return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+
+def input_shape(frame_hw: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """Network input (height, width) for a frame: longer side `long_side`, each side rounded up to 32."""
+    h, w = frame_hw
+    ratio = long_side / max(h, w)
+    align = _STRIDES[-1]
+    return (-(-round(h * ratio) // align) * align, -(-round(w * ratio) // align) * align)
 
 
 class YoloxOnnxDetector:
@@ -50,27 +75,24 @@ class YoloxOnnxDetector:
     def __init__(
         self,
         model_path: str | Path,
-        input_size: int = 416,
+        input_size: int = 640,
         confidence: float = 0.1,
         nms_iou: float = 0.45,
         classes: Sequence[int] = (PERSON_CLASS,),
         threads: int = 0,
     ) -> None:
-        self.session = onnx_session_with_dynamic_batch(model_path, threads)
+        self.session = onnx_session_with_dynamic_batch(model_path, threads, dynamic_spatial=True)
         self.input_name = self.session.get_inputs()[0].name
-        shape = self.session.get_inputs()[0].shape
-        if isinstance(shape[2], int) and shape[2] != input_size:
-            input_size = int(shape[2])  # the file decides; a mismatching config value would only mis-decode
         self.input_size = input_size
         self.confidence = confidence
         self.nms_iou = nms_iou
         self.classes = np.asarray(list(classes), dtype=np.int64)
-        self._grid, self._stride = _grids(input_size)
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _letterbox(self, frame: np.ndarray, out: np.ndarray) -> float:
         h, w = frame.shape[:2]
-        ratio = min(self.input_size / h, self.input_size / w)
-        nh, nw = int(round(h * ratio)), int(round(w * ratio))
+        ratio = min(self.input_size / max(h, w), min(out.shape[0] / h, out.shape[1] / w))
+        nh, nw = min(int(round(h * ratio)), out.shape[0]), min(int(round(w * ratio)), out.shape[1])
         out[...] = 114
         out[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
         return ratio
@@ -78,13 +100,22 @@ class YoloxOnnxDetector:
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         if not frames:
             return []
-        batch = np.empty((len(frames), self.input_size, self.input_size, 3), np.uint8)
+        # One input shape per batch: frames of other shapes (cameras differ) are padded into the largest.
+        shapes = [input_shape(f.shape[:2], self.input_size) for f in frames]
+        hw = (max(s[0] for s in shapes), max(s[1] for s in shapes))
+        if hw not in self._grids:
+            self._grids[hw] = _grids(*hw)
+        grid, stride = self._grids[hw]
+        batch = np.empty((len(frames), hw[0], hw[1], 3), np.uint8)
         ratios = np.array([self._letterbox(f, batch[i]) for i, f in enumerate(frames)], np.float32)
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
         raw = self.session.run(None, {self.input_name: x})[0]  # (B, A, 5 + C)
+        if raw.shape[1] != grid.shape[0]:
+            raise RuntimeError(f"{raw.shape[1]} anchors from a {hw} input; expected {grid.shape[0]} "
+                               "(is this a YOLOX export with strides 8/16/32 and decoding left out?)")
         # Decode all anchors of all frames at once: centre/size from grid and stride, score = obj * cls.
-        xy = (raw[..., 0:2] + self._grid) * self._stride
-        wh = np.exp(raw[..., 2:4]) * self._stride
+        xy = (raw[..., 0:2] + grid) * stride
+        wh = np.exp(raw[..., 2:4]) * stride
         class_scores = raw[..., 5:][..., self.classes] * raw[..., 4:5]  # (B, A, K)
         best = class_scores.argmax(-1)
         score = np.take_along_axis(class_scores, best[..., None], -1)[..., 0]

@@ -92,10 +92,13 @@ class DetectorConfig(Strict):
     model: str = "yolox_nano.onnx"
     confidence: float = Field(0.1, ge=0, le=1)
     nms_iou: float = Field(0.45, gt=0, le=1)
-    input_size: int | None = Field(None, ge=32, le=8192)
+    input_size: int | None = Field(None, ge=32, le=8192, description="network input, longer side in px; "
+                                   "none: the backend's default (640: see detectors.DEFAULT_INPUT_SIZE)")
     classes: list[Annotated[int, Field(ge=0, le=10_000)]] = [0]
     every: int = Field(1, ge=1, le=30, description="detect on every n-th frame of a camera; the tracker's motion "
                        "model places the tracks on the frames between (no crops are taken there)")
+    min_height: float = Field(0.0, ge=0, le=100_000, description="drop boxes shorter than this (px of the frame) "
+                              "before tracking, e.g. a far field nobody needs tracked; 0 keeps all")
 
 
 class TrackerConfig(Strict):

@@ -16,7 +16,6 @@ from typing import TextIO
 
 import numpy as np
 
-from detectors import create_detector
 from pipeline.annotate import VideoOut, draw_tracks, write_mot_rows
 from pipeline.config import CameraConfig, ConfigError, PipelineConfig, load_config
 from pipeline.events import IdentityEvent, iso_utc
@@ -26,6 +25,7 @@ from pipeline.embedded import open_store_client
 from pipeline.matcher import matcher_from_config, thresholds_from_model
 from pipeline.metrics import PipelineMetrics
 from pipeline.models import resolve_model
+from pipeline.perception import detector_from_config, tracker_from_config
 from pipeline.outage import StoreFailure, StoreLink, StoreUnavailable, runtime_client_options
 from pipeline.redact import redact
 from pipeline.sources import END, CameraSet, Frame, FrameReader, camera_changes
@@ -33,7 +33,6 @@ from pipeline.store import IdentityStore
 from pipeline.store_worker import StoreWorker
 from pipeline.tracklets import CameraTracklets, CropGate
 from reid.inference.factory import create_embedder
-from trackers import create_tracker
 
 log = logging.getLogger("pipeline")
 STAGES = ("detect", "track", "embed", "match", "output")
@@ -124,8 +123,7 @@ class PipelineRunner:
         """Detector and embedder; a model file that cannot be loaded is a configuration error (exit 2)."""
         det = self.config.detector
         try:
-            detector = create_detector(det.backend, resolve_model(det.model), input_size=det.input_size,
-                                       confidence=det.confidence, nms_iou=det.nms_iou, classes=det.classes)
+            detector = detector_from_config(det)
         except Exception as exc:
             raise ConfigError(self.config_path or "<config>", "detector.model", _why(exc)) from exc
         try:
@@ -137,7 +135,7 @@ class PipelineRunner:
 
     def _tracker(self):
         try:
-            return create_tracker(self.config.tracker.type, self.config.tracker.params)
+            return tracker_from_config(self.config.tracker)
         except Exception as exc:
             raise ConfigError(self.config_path or "<config>", "tracker.params", _why(exc)) from exc
 

@@ -6,9 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from detectors import create_detector
+from detectors import MinHeightFilter, create_detector
+from detectors.base import Detections
+from detectors.yolox_onnx import input_shape
 from reid.inference.factory import create_embedder
-from trackers import create_tracker
+from trackers import STATIC_CAMERA_PARAMS, create_tracker, ultralytics_tracker_params
 
 
 def _frames(path, n):
@@ -82,6 +84,44 @@ def test_tracker_predicts_people_on_frames_the_detector_skipped(detector, shared
     after = tracker.update(dets[12], frames[12])
     assert len(set(after.track_id.tolist()) & set(before.track_id.tolist())) >= len(before) - 1
     assert np.all(after.det_index >= 0)
+
+
+def test_yolox_input_keeps_the_frame_shape_at_any_size(shared_models, shared_video):
+    # The longer side is input_size; the other is rounded up to the stride 32, not padded to a square.
+    assert input_shape((576, 768), 640) == (480, 640)
+    assert input_shape((576, 768), 416) == (320, 416)
+    assert input_shape((1080, 1920), 640) == (384, 640)
+    frame = _frames(shared_video["pets"], 1)[0]
+    gt = _gt(shared_video["pets_gt"], 1)
+    for size in (416, 768):  # the file's own 416 and a size the ONNX export never saw both decode right
+        found = (_iou(gt, create_detector("yolox", shared_models["yolox"], input_size=size,
+                                          confidence=0.3).detect([frame])[0].xyxy) >= 0.5).any(axis=1)
+        assert found.sum() >= len(gt) - 1, (size, f"found {found.sum()} of {len(gt)} ground-truth people")
+
+
+def test_min_height_drops_short_boxes():
+    class Fixed:
+        def detect(self, frames):
+            xyxy = np.array([[0, 0, 10, 30], [0, 0, 10, 40], [0, 0, 10, 80]], np.float32)
+            return [Detections(xyxy, np.ones(3, np.float32), np.zeros(3, np.int32)) for _ in frames]
+
+    (out,) = MinHeightFilter(Fixed(), 40).detect([np.zeros((8, 8, 3), np.uint8)])
+    assert out.xyxy[:, 3].tolist() == [40, 80]
+    with pytest.raises(ValueError, match="min_height"):
+        MinHeightFilter(Fixed(), -1)
+
+
+@pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
+def test_tracker_defaults_are_static_camera_params_under_user_params(kind):
+    tracker = create_tracker(kind)
+    for key, value in STATIC_CAMERA_PARAMS[kind].items():
+        assert getattr(tracker._tracker.args, key) == value, key
+    assert tracker.max_lost_frames == STATIC_CAMERA_PARAMS[kind]["track_buffer"]
+    if kind == "botsort":
+        assert tracker._tracker.gmc.method is None  # no camera-motion compensation for a fixed camera
+    shipped = ultralytics_tracker_params(kind)
+    back = create_tracker(kind, {"match_thresh": shipped["match_thresh"], "track_buffer": 17})
+    assert back._tracker.args.match_thresh == shipped["match_thresh"] and back.max_lost_frames == 17
 
 
 def test_tracker_rejects_unknown_param():

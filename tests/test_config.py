@@ -41,6 +41,10 @@ def test_relative_source_is_relative_to_config(tmp_path, shared_video):
         ("cameras: []\n", "cameras", "at least 1"),
         ("store: embedded\n", "cameras", "missing"),
         ("cameras: [{id: a, source: rtsp://x/y}]\nmatcher: {threshold: 2}\n", "matcher.threshold", "less than"),
+        ("cameras: [{id: a, source: rtsp://x/y}]\ndetector: {min_height: -5}\n", "detector.min_height",
+         "greater than or equal to 0"),
+        ("cameras: [{id: a, source: rtsp://x/y}]\ndetector: {input_size: 16}\n", "detector.input_size",
+         "greater than or equal to 32"),
     ],
 )
 def test_bad_config_names_key_path(tmp_path, text, key_path, words):

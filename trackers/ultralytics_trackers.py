@@ -11,8 +11,27 @@ from trackers.base import Tracks
 
 TRACKER_TYPES = ("bytetrack", "botsort")
 
+# The project's defaults over Ultralytics' shipped YAMLs, for fixed cameras at low frame rates (PETS09-S2L1
+# runs at 7 fps; benchmarks/mot_pets.py measures each one against Ultralytics' value on its dev frames):
+STATIC_CAMERA_PARAMS: dict[str, dict[str, Any]] = {
+    "bytetrack": {
+        # A person moves a large part of their width between frames at 7 fps, so the Kalman box and the new
+        # detection overlap little: accept a match down to IoU ~0.05 (cost 1 - IoU*score) instead of 0.2.
+        "match_thresh": 0.95,
+        # Only confident boxes (>= 0.6) start the first association or a new track (>= 0.7); boxes of 0.1-0.6
+        # only extend tracks that exist. A static false positive (a sign scored ~0.5) then never becomes a track.
+        "track_high_thresh": 0.6,
+        "new_track_thresh": 0.7,
+        # Keep a lost track for 60 frames (6 s at 10 fps) to bridge occlusions.
+        "track_buffer": 60,
+    },
+}
+# BoT-SORT: the same, and no camera-motion compensation: a fixed camera does not move, and the sparse optical
+# flow costs several ms per frame.
+STATIC_CAMERA_PARAMS["botsort"] = {**STATIC_CAMERA_PARAMS["bytetrack"], "gmc_method": "none"}
 
-def default_tracker_params(kind: str) -> dict[str, Any]:
+
+def ultralytics_tracker_params(kind: str) -> dict[str, Any]:
     """Ultralytics' shipped defaults for `kind` (bytetrack.yaml / botsort.yaml)."""
     from ultralytics.utils import YAML
     from ultralytics.utils.checks import check_yaml
@@ -20,6 +39,12 @@ def default_tracker_params(kind: str) -> dict[str, Any]:
     if kind not in TRACKER_TYPES:
         raise ValueError(f"unknown tracker type {kind!r}; choose one of {TRACKER_TYPES}")
     return dict(YAML.load(check_yaml(f"{kind}.yaml")))
+
+
+def default_tracker_params(kind: str) -> dict[str, Any]:
+    """The parameters a `kind` tracker runs with when the config sets none: Ultralytics' YAML with the
+    project's static-camera values over it."""
+    return {**ultralytics_tracker_params(kind), **STATIC_CAMERA_PARAMS[kind]}
 
 
 class UltralyticsTracker:
