@@ -114,6 +114,10 @@ class ReidConfig(Strict):
     min_confidence: float = Field(0.4, ge=0, le=1)
     crops_per_second: float = Field(2.0, ge=0.001, le=1000,
                                     description="at most this many crops per track per second of video")
+    max_crops_per_track: int | None = Field(
+        None, ge=1, le=1_000_000, description="a track stops taking crops once it has this many (null: no cap): more "
+        "crops of one person in one outfit in one camera add little to its mean embedding and cost the most CPU after "
+        "detection")
     edge_margin: int = Field(2, ge=0, le=100_000,
                              description="crops touching the frame border closer than this are truncated")
     threads: int = Field(0, ge=0, le=1024)

@@ -74,6 +74,7 @@ class CropGate:
     min_confidence: float = 0.4
     crops_per_second: float = 2.0
     edge_margin: int = 2
+    max_crops_per_track: int | None = None  # None: no cap
 
     def quality(self, bbox: np.ndarray, score: float, frame_shape: tuple[int, ...]) -> float:
         """0 when the crop should not be embedded, else a weight in (0, 1]."""
@@ -119,6 +120,8 @@ class CameraTracklets:
             t.last_frame, t.last_step, t.last_bbox, t.last_score = frame_index, step, bbox, score
             t.last_seen_at = time.time()
             if video_time - t.last_crop_time < min_gap:
+                continue
+            if self.gate.max_crops_per_track is not None and t.crops >= self.gate.max_crops_per_track:
                 continue
             weight = self.gate.quality(bbox, score, frame_shape)
             if weight > 0:
