@@ -80,6 +80,12 @@ def test_smr_taps_shapes_and_both_pooling_orders():
     assert head(out.taps[1].fmap, out.taps[1].g, "max").shape == (4, 5)
     assert head.classifier.in_features == 16 + 4 * 8 and head.classifier.bias is None
     assert not head.bn.bias.requires_grad
+    # stripes of H // P rows from the top: with 5 rows and 2 stripes, the last row belongs to none
+    fmap = torch.randn(2, 16, 5, 2)
+    two = SMRHead(16, stripes=2, local_dim=8, num_classes=5).eval()
+    with torch.no_grad():
+        got = two.local_features(fmap, "max")
+        assert torch.allclose(got[1], two.local[1](fmap[:, :, 2:4].amax(dim=(2, 3))))
     # max- vs average-pooled stripes differ: each SMR pools its stripes with its own kind
     assert not torch.allclose(head.local_features(out.taps[1].fmap, "avg")[0], locals_[0])
 

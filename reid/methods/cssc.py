@@ -4,7 +4,7 @@ The inference part (two-branch last stage, SMR refinement) is the model's `CSSCT
 this method owns SMR's training-only parts, one `SMRHead` per SMR module (none shared):
 * global: BN(g) (bias frozen at 0, gamma 1) of the raw pooled SMR input g;
 * local: the input map cut into `stripes` horizontal stripes, each pooled with the SMR's pooling kind and
-  put through its own bias-free Linear(C -> local_dim) + BN;
+  put through its own bias-free Linear(C -> local_dim) + BN (both with torch's default init);
 * identity: a bias-free classifier on [BN(g); l_1; ...; l_P] (init N(0, 0.001)).
 Per SMR: L_id(classifier) + L_tri(g) (pre-BN g, methods.md §2.1). On the final feature: L_id(BN(f)) +
 L_tri(f), f = the pre-BN max-pooled output of the shared last block (the retrieval feature). All weights 1,
@@ -34,13 +34,14 @@ class SMRHead(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.001)
 
     def local_features(self, fmap: torch.Tensor, pool: str) -> list[torch.Tensor]:
-        """One vector per horizontal stripe (torch.tensor_split over the rows: uneven rows go to the top)."""
-        if fmap.shape[2] < self.stripes:
+        """One vector per horizontal stripe of H // stripes rows, from the top; as in the authors' code, rows
+        left over when H is not a multiple of `stripes` belong to no stripe."""
+        rows = fmap.shape[2] // self.stripes
+        if rows == 0:
             raise MethodConfigError(
                 f"CSSC: the last-stage map has {fmap.shape[2]} rows, fewer than loss.cssc.stripes = {self.stripes}; "
                 f"use a taller input (data.height), model.last_stride 1, or fewer stripes")
-        return [head(global_pool(chunk, pool))
-                for head, chunk in zip(self.local, torch.tensor_split(fmap, self.stripes, dim=2))]
+        return [head(global_pool(fmap[:, :, k * rows:(k + 1) * rows], pool)) for k, head in enumerate(self.local)]
 
     def forward(self, fmap: torch.Tensor, g: torch.Tensor, pool: str) -> torch.Tensor:
         return self.classifier(torch.cat([self.bn(g), *self.local_features(fmap, pool)], dim=1))

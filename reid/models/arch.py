@@ -39,6 +39,8 @@ class ArchConfig(BaseModel):
     # CAL keeps the BN neck's bias trainable and gives its identity classifier a bias; FIRe²'s code freezes the
     # neck's bias at 0 and uses a bias-free classifier.
     neck_bias: bool = Field(True, description="train the BN neck's bias (False: frozen at 0)")
+    # CAL draws the neck's BN weight from N(1, 0.02); the CSSC code starts it at 1.
+    neck_init: Literal["normal", "ones"] = "normal"
     id_bias: bool = Field(True, description="identity classifier with a bias")
     # A torchvision-format ImageNet state dict on local disk; never downloaded. Only used when training
     # starts; a checkpoint's own weights replace it when loading.

@@ -43,7 +43,10 @@ class ReIDModel(nn.Module):
         self.pool = GlobalPool(arch.pooling)
         self.feature_dim = self.backbone.out_dim * self.pool.multiplier
         self.bn = nn.BatchNorm1d(self.feature_dim)
-        nn.init.normal_(self.bn.weight, 1.0, 0.02)
+        if arch.neck_init == "normal":
+            nn.init.normal_(self.bn.weight, 1.0, 0.02)
+        else:
+            nn.init.ones_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
         # CAL trains the bias; FIRe² and CSSC (and the BNNeck trick) keep it at 0.
         self.bn.bias.requires_grad_(arch.neck_bias)
