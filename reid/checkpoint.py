@@ -108,7 +108,14 @@ def restore_training(path: str | Path, model: ReIDModel, optimizers: dict[str, t
     if TRAIN_KEY not in meta:
         raise ValueError(f"{path} is an inference checkpoint; resume needs last.safetensors from the run folder")
     train_state = json.loads(meta[TRAIN_KEY])
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    legacy = sorted({k.split(".")[0] for k in weights if k.startswith(("clothes_head.", "far_head."))})
+    if legacy:
+        # Before the training methods became plug-ins (reid.methods), CAL's and FIRe²'s heads lived in the model.
+        raise ValueError(f"{path} was written before training heads moved out of the model (it holds "
+                         f"{', '.join(legacy)}); it cannot be resumed by this version: start a new run, or evaluate/"
+                         "export its model_last.safetensors / model_best.safetensors, which still load")
+    model.load_state_dict(weights, strict=True)
     if heads is not None:
         saved = {k[len("heads."):]: v for k, v in tensors.items() if k.startswith("heads.")}
         try:

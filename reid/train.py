@@ -118,7 +118,7 @@ class EpochStats:
     def add(self, **values) -> None:
         for k, v in values.items():
             if k not in self.sums:
-                raise KeyError(f"training method logged {k!r}, which it does not declare in its terms/logs")
+                raise RuntimeError(f"training method logged {k!r}, which it does not declare in its terms/logs")
             self.sums[k] += float(v)
 
     def mean(self) -> dict[str, float]:
