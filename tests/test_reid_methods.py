@@ -95,3 +95,20 @@ def test_refactor_keeps_per_step_losses_bit_identical(parity_root, tmp_path, met
             # terms a method does not have may be left out of its log; those it has must match
             assert g.get(key, 0.0) == pytest.approx(value, abs=1e-5), f"{method} epoch {epoch + 1} {key}"
     assert got["backbone_sum"] == pytest.approx(want["backbone_sum"], abs=1e-6)
+
+
+def test_resuming_a_checkpoint_from_before_the_refactor_says_what_to_do(tmp_path):
+    import torch
+
+    from reid.checkpoint import restore_training, save_checkpoint
+    from reid.inference.base import PreprocessSpec
+    from reid.models import ArchConfig, build_model
+    from reid.models.heads import CosineClassifier
+
+    arch = ArchConfig(backbone="resnet_lite", lite_widths=(8, 8, 16, 16), num_classes=3)
+    old = build_model(arch)
+    old.clothes_head = CosineClassifier(old.feature_dim, 4)  # where CAL's head lived before the refactor
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, old, PreprocessSpec(height=32, width=16), inference_only=False, train_state={"epoch": 1})
+    with pytest.raises(ValueError, match="start a new run"):
+        restore_training(path, build_model(arch), {}, heads=torch.nn.ModuleDict())
