@@ -19,6 +19,9 @@ numbers). Data seed 0 is the one the SynthCC recipes were tuned on: report other
 * per FIRe² run and clustering epoch, the purity and inverse purity of the pseudo-labels against the SynthCC
   outfits, and clusters per identity (clothes labels read here for evaluation only; training never sees them).
 
+Rows `cssc` and `cssc_nosmr` train configs/reid/synthcc_cpu_cssc.yaml, the second without the SMR modules
+(`--set model.smr=false`: the two-branch trunk with the final identity and triplet terms only).
+
 Row `baseline_grey` trains the baseline on the same people with every garment painted grey
 (`--set clothes_grey=true`, in train and test): the documented ceiling for this network (synth/README.md).
 """
@@ -46,6 +49,9 @@ ROWS = {  # label -> (recipe, extra --set overrides of the recipe, data knobs)
     "fire2_noffm": ("synthcc_cpu_fire2", ["loss.fire2.ffm_weight=0"], []),
     "fire2_authors_k1": ("synthcc_cpu_fire2", ["loss.fire2.k1_fraction=1.0"], []),
     "fire2_eps01": ("synthcc_cpu_fire2", ["loss.fire2.epsilon=0.1"], []),
+    "cssc": ("synthcc_cpu_cssc", [], []),
+    # the same two-branch trunk without its SMR modules (no refinement, no SMR heads): the final losses only
+    "cssc_nosmr": ("synthcc_cpu_cssc", ["model.smr=false"], []),
     "baseline_grey": ("synthcc_cpu_baseline", [], ["clothes_grey=true"]),
 }
 TITLES = {"baseline": "ID + triplet baseline", "cal": "CAL (clothes labels; SynthCC recipe)",
@@ -54,6 +60,8 @@ TITLES = {"baseline": "ID + triplet baseline", "cal": "CAL (clothes labels; Synt
           "fire2_eps01": "FIRe² variant with the authors' ε = 0.1",
           "fire2_nofar": "FIRe² without FAR (FFM only)", "fire2_noffm": "FIRe² without L_FFM (FAR only)",
           "fire2_authors_k1": "FIRe² with the authors' k1 rule",
+          "cssc": "CSSC (two branches + SMR, no clothes labels; SynthCC variant)",
+          "cssc_nosmr": "CSSC trunk without SMR (two branches, final losses only)",
           "baseline_grey": "baseline, clothes painted grey (ceiling)"}
 COLUMNS = (("general", "test/general"), ("same-clothes", "test/same_clothes"),
            ("cloth-changing", "test/cloth_changing"))

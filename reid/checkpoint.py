@@ -1,4 +1,6 @@
-"""Checkpoints in safetensors: tensors under `model.` (and `optim.<name>.` for resuming); JSON metadata.
+"""Checkpoints in safetensors: tensors under `model.` (and `heads.` / `optim.<name>.` for resuming); JSON metadata.
+
+`heads.` holds the training method's own heads (reid.methods), only in training checkpoints.
 
 Metadata keys: ``ccreid.spec`` (PreprocessSpec JSON), ``ccreid.arch`` (ArchConfig JSON), and for
 training checkpoints ``ccreid.train`` (epoch, seed, metrics, optimiser hyper-parameters). A model is
@@ -35,7 +37,7 @@ def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str,
 
 def save_checkpoint(path: str | Path, model: ReIDModel, spec: PreprocessSpec, *, inference_only: bool,
                     optimizers: dict[str, torch.optim.Optimizer] | None = None,
-                    train_state: dict[str, Any] | None = None) -> None:
+                    train_state: dict[str, Any] | None = None, heads: torch.nn.Module | None = None) -> None:
     """Write atomically (temp file + rename) so an interrupted run never leaves a torn checkpoint."""
     arch = model.arch
     if inference_only:
@@ -45,6 +47,8 @@ def save_checkpoint(path: str | Path, model: ReIDModel, spec: PreprocessSpec, *,
         weights = model.state_dict()
         arch = arch.model_copy(update={"pretrained": None})
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in weights.items()}
+    if heads is not None and not inference_only:
+        tensors.update({f"heads.{k}": v.detach().cpu().contiguous() for k, v in heads.state_dict().items()})
     meta = {SPEC_METADATA_KEY: spec.to_json(), ARCH_KEY: arch.model_dump_json()}
     train_state = dict(train_state or {})
     groups = {}
@@ -97,14 +101,28 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), PreprocessSpec.from_json(meta[SPEC_METADATA_KEY])
 
 
-def restore_training(path: str | Path, model: ReIDModel, optimizers: dict[str, torch.optim.Optimizer]
-                     ) -> dict[str, Any]:
+def restore_training(path: str | Path, model: ReIDModel, optimizers: dict[str, torch.optim.Optimizer],
+                     heads: torch.nn.Module | None = None) -> dict[str, Any]:
     """Load model and optimiser states from a training checkpoint; returns its train-state record."""
     tensors, meta = read_checkpoint(path)
     if TRAIN_KEY not in meta:
         raise ValueError(f"{path} is an inference checkpoint; resume needs last.safetensors from the run folder")
     train_state = json.loads(meta[TRAIN_KEY])
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    legacy = sorted({k.split(".")[0] for k in weights if k.startswith(("clothes_head.", "far_head."))})
+    if legacy:
+        # Before the training methods became plug-ins (reid.methods), CAL's and FIRe²'s heads lived in the model.
+        raise ValueError(f"{path} was written before training heads moved out of the model (it holds "
+                         f"{', '.join(legacy)}); it cannot be resumed by this version: start a new run, or evaluate/"
+                         "export its model_last.safetensors / model_best.safetensors, which still load")
+    model.load_state_dict(weights, strict=True)
+    if heads is not None:
+        saved = {k[len("heads."):]: v for k, v in tensors.items() if k.startswith("heads.")}
+        try:
+            heads.load_state_dict(saved, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: the training method's heads do not fit this recipe's ({exc}); resume with "
+                             "the recipe that wrote it, or start a new run") from None
     for name, opt in optimizers.items():
         groups = train_state.get("param_groups", {}).get(name)
         if groups is None:

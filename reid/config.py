@@ -65,8 +65,17 @@ class Fire2Config(_Strict):
     feature_batch_size: int = Field(128, gt=0)
 
 
+class CsscConfig(_Strict):
+    """CSSC (methods.md §2): SMR's training heads; the trunk itself is model.trunk: cssc."""
+
+    stripes: int = Field(8, ge=1, description="horizontal stripes of SMR's local mining (the authors: 8)")
+    local_dim: int = Field(256, ge=1, description="width of each stripe's Linear + BN (the authors: 256)")
+    smr_weight: float = Field(1.0, ge=0, description="weight of every SMR module's identity and triplet terms "
+                                                     "(the paper: 1)")
+
+
 class LossConfig(_Strict):
-    method: Literal["baseline", "cal", "fire2"] = "cal"
+    method: Literal["baseline", "cal", "fire2", "cssc"] = "cal"
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     triplet_weight: float = Field(0.0, ge=0)
     triplet_start_epoch: int = Field(0, ge=0, description="0-based epoch from which the triplet term runs")
@@ -77,6 +86,7 @@ class LossConfig(_Strict):
     adv_weight: float = Field(1.0, ge=0)
     start_epoch_cal: int = Field(25, ge=0, description="0-based epoch from which the clothes head and L_CA run")
     fire2: Fire2Config = Fire2Config()
+    cssc: CsscConfig = CsscConfig()
 
 
 class OptimConfig(_Strict):

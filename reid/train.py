@@ -1,13 +1,9 @@
-"""Training and evaluation loops of the ID + triplet baseline, CAL and FIRe².
+"""The shared training loop and evaluation; the training methods are plug-ins (`reid.methods`).
 
-One CAL iteration (methods.md §1.6): forward once; from `start_epoch_cal` on, (1) step the clothes
-head's own Adam on CE over detached features, (2) re-score the live features with the updated clothes
-head (its weights detached), (3) step the main optimiser on L_ID + L_CA (+ w * triplet).
-
-FIRe² (methods.md §3, `reid.fire2`): from `loss.fire2.start_epoch` on, every epoch starts by clustering
-each identity's training features into pseudo "attribute" classes; the step adds the attribute-aware
-loss L_FFM on those classes and the recomposition loss L_FAR. FIRe² never sees clothes labels: its
-training records carry clothes = -1 and the loader's third field is the image index instead.
+One step: the model's training forward; the method's named loss terms (it may step optimisers of its own
+inside, as CAL's clothes head); the weighted sum backpropagated and the main optimiser (and the method's
+per-step optimisers) stepped; every term logged per epoch as `<name>_loss`. Before each epoch the method's
+`epoch_start` hook runs (FIRe²'s clustering).
 """
 
 from __future__ import annotations
@@ -16,7 +12,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +21,14 @@ import torch
 from tqdm import tqdm
 
 from reid.checkpoint import restore_training, save_checkpoint
-from reid.config import Recipe
+from reid.config import Recipe, RecipeError
 from reid.datasets import EvalSplit, ReIDDataset, load_dataset
 from reid.evaluation import cosine_distance, evaluate
-from reid.fire2 import AttributeAwareLoss, AttributeLabels, draw_donors, mine_attributes, recompose
 from reid.inference.base import PreprocessSpec, preprocess_crops
-from reid.losses import (ClothesBasedAdversarialLoss, ClothesClassificationLoss, CrossEntropyLabelSmooth,
-                         TripletLoss)
+from reid.methods import LossTerm, Method, build_method
 from reid.models import ReIDModel, build_model
 from reid.samplers import PKBatchSampler
-from reid.transforms import TrainImages, build_train_transform, read_bgr
+from reid.transforms import build_train_transform, read_bgr
 
 
 def pick_device(name: str) -> torch.device:
@@ -112,35 +106,24 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
 
 @dataclass
 class EpochStats:
-    loss: float = 0.0
-    id_loss: float = 0.0
-    tri_loss: float = 0.0
-    adv_loss: float = 0.0
-    clothes_loss: float = 0.0
-    id_acc: float = 0.0
-    clothes_acc: float = 0.0
-    clothes_acc_within_id: float = 0.0  # argmax among the person's own outfits: falls as CAL works
-    ffm_loss: float = 0.0
-    far_loss: float = 0.0
+    """Per-epoch means of the total loss, each method term (`<name>_loss`) and each logged value."""
+
+    names: tuple[str, ...]
+    sums: dict[str, float] = field(default_factory=dict)
     batches: int = 0
 
-    def add(self, **values: float) -> None:
+    def __post_init__(self) -> None:
+        self.sums = {n: 0.0 for n in self.names}
+
+    def add(self, **values) -> None:
         for k, v in values.items():
-            setattr(self, k, getattr(self, k) + float(v))
+            if k not in self.sums:
+                raise RuntimeError(f"training method logged {k!r}, which it does not declare in its terms/logs")
+            self.sums[k] += float(v)
 
     def mean(self) -> dict[str, float]:
         n = max(self.batches, 1)
-        return {k: round(getattr(self, k) / n, 5) for k in
-                ("loss", "id_loss", "tri_loss", "adv_loss", "clothes_loss", "id_acc", "clothes_acc",
-                 "clothes_acc_within_id", "ffm_loss", "far_loss")}
-
-
-class IndexedTrainImages(TrainImages):
-    """(image, pid, image index, camid): FIRe² looks pseudo-labels up by index and never gets clothes."""
-
-    def __getitem__(self, idx: int):
-        x, pid, _clothes, cam = super().__getitem__(idx)
-        return x, pid, idx, cam
+        return {k: round(v / n, 5) for k, v in self.sums.items()}
 
 
 class Trainer:
@@ -153,45 +136,24 @@ class Trainer:
         self.device = pick_device(recipe.device)
         set_determinism(recipe.seed, self.device)
         self.dataset = load_dataset(recipe.data.dataset, recipe.data.root)
-        self.cal = recipe.loss.method == "cal"
-        self.fire2 = recipe.loss.method == "fire2"
-        f2 = recipe.loss.fire2
-        arch = recipe.model.model_copy(update={
-            "num_classes": self.dataset.num_train_pids,
-            "num_clothes": self.dataset.num_train_clothes if self.cal else 0,
-            "far_head": self.fire2 and f2.far_weight > 0})
-        self.model = build_model(arch).to(self.device)
+        self.method: Method = build_method(recipe, self.dataset)
+        arch = recipe.model.model_copy(update=self.method.arch_updates())
+        try:
+            self.model = build_model(arch).to(self.device)
+        except ValueError as exc:
+            raise RecipeError(f"recipe {recipe.name}: model: {exc}") from None
+        self.method.attach(self.model, self.device)
         self.spec = PreprocessSpec(height=recipe.data.height, width=recipe.data.width,
                                    identity_dim=self.model.feature_dim, method=recipe.loss.method,
                                    train_dataset=self.dataset.name,
                                    extra={"distance": "cosine", "flip_sum": recipe.eval.flip,
                                           "backbone": arch.backbone, "recipe": recipe.name})
         self.opt = self._main_optimizer()
-        self.optimizers: dict[str, torch.optim.Optimizer] = {"main": self.opt}
-        if self.cal:
-            # CAL's clothes head has its own Adam, never decayed (only the main optimiser has a schedule).
-            self.opt_clothes = torch.optim.Adam(self.model.clothes_head.parameters(), lr=recipe.optim.clothes_lr,
-                                                weight_decay=recipe.optim.clothes_weight_decay)
-            self.optimizers["clothes"] = self.opt_clothes
-        self.id_loss = CrossEntropyLabelSmooth(recipe.loss.label_smoothing)
-        self.tri_loss = TripletLoss(recipe.loss.triplet_margin, recipe.loss.triplet_distance)
-        self.clothes_loss = ClothesClassificationLoss(recipe.loss.clothes_scale)
-        self.adv_loss = ClothesBasedAdversarialLoss(recipe.loss.clothes_scale, recipe.loss.adv_epsilon)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {"main": self.opt, **self.method.optimizers()}
         transform = build_train_transform(self.spec, **recipe.augment.model_dump())
-        if self.fire2:
-            # FIRe² trains without clothes labels: they are removed before anything can read them.
-            self.train_records = [replace(r, clothes=-1) for r in self.dataset.train]
-            self.pid2clothes = None
-            self.train_set = IndexedTrainImages(self.train_records, self.spec, transform,
-                                                cache=recipe.data.cache_images)
-        else:
-            self.train_records = list(self.dataset.train)
-            self.pid2clothes = torch.from_numpy(self.dataset.pid2clothes).to(self.device)
-            self.train_set = TrainImages(self.train_records, self.spec, transform, cache=recipe.data.cache_images)
-        self.ffm_loss = AttributeAwareLoss(f2.scale, f2.epsilon)
-        self.attributes: AttributeLabels | None = None
-        self.ffm_head: torch.nn.Parameter | None = None
-        self.fire2_stats: dict[str, float] | None = None
+        self.train_records = self.method.train_records()
+        self.train_set = self.method.train_set(self.train_records, self.spec, transform, recipe.data.cache_images)
+        self.method_stats: dict[str, Any] | None = None
         self.sampler = PKBatchSampler([r.pid for r in self.dataset.train],
                                       recipe.data.batch_size // recipe.data.num_instances,
                                       recipe.data.num_instances, seed=recipe.seed)
@@ -202,7 +164,7 @@ class Trainer:
 
     # -- helpers
     def _main_optimizer(self) -> torch.optim.Optimizer:
-        params = [p for n, p in self.model.named_parameters() if not n.startswith("clothes_head.") and p.requires_grad]
+        params = [p for p in self.model.parameters() if p.requires_grad] + self.method.main_parameters()
         return torch.optim.Adam(params, lr=self.r.optim.lr, weight_decay=self.r.optim.weight_decay)
 
     def lr_at(self, epoch: int) -> float:
@@ -213,36 +175,8 @@ class Trainer:
             lr *= o.warmup_factor + (1 - o.warmup_factor) * epoch / o.warmup_epochs
         return lr
 
-    def mine_attributes(self, epoch: int) -> dict[str, float]:
-        """FFM's clustering step: pseudo-labels and a fresh fine-grained head from the current model.
-
-        Uses identities and features only (no clothes). Deterministic: eval-mode features, no flip.
-        """
-        f2 = self.r.loss.fire2
-        t0 = time.perf_counter()
-        feats = extract_features(self.model, self.train_records, self.spec, self.device, f2.feature_batch_size,
-                                 flip=False)
-        pids = _ids(self.train_records, "pid")
-        self.attributes = mine_attributes(feats, pids, eps=f2.eps, min_samples=f2.min_samples, k1=f2.k1, k2=f2.k2,
-                                          k1_fraction=f2.k1_fraction)
-        self.attr_labels = torch.from_numpy(self.attributes.labels).to(self.device)
-        self.pid2attr = torch.from_numpy(self.attributes.pid2attr(self.dataset.num_train_pids)).to(self.device)
-        # The fine-grained head starts from the cluster centroids and is replaced every epoch, with an Adam
-        # of its own; with reset_optimizer, the main Adam restarts too (as the authors' code).
-        self.ffm_head = torch.nn.Parameter(torch.from_numpy(self.attributes.centroids).to(self.device))
-        self.opt_ffm = torch.optim.Adam([self.ffm_head], lr=self.lr_at(epoch), weight_decay=self.r.optim.weight_decay)
-        if f2.reset_optimizer:
-            self.opt = self._main_optimizer()
-            self.optimizers["main"] = self.opt
-        if self.out.is_dir():
-            (self.out / "fire2").mkdir(exist_ok=True)
-            np.save(self.out / "fire2" / f"labels_epoch{epoch + 1:03d}.npy", self.attributes.labels)
-        stats = self.attributes.stats()
-        stats["seconds"] = round(time.perf_counter() - t0, 1)
-        return stats
-
     def resume(self, path: str | Path) -> None:
-        state = restore_training(path, self.model, self.optimizers)
+        state = restore_training(path, self.model, self.optimizers, heads=self.method.heads)
         if state.get("recipe") != self.r.model_dump(mode="json"):
             self.log(f"warning: {path} was written by a different recipe; continuing with the current one")
         self.start_epoch = int(state["epoch"])
@@ -259,75 +193,42 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         r = self.r
+        method = self.method
         # Re-seed per epoch: augmentations in the main process depend only on (seed, epoch).
         torch.manual_seed(r.seed * 1000 + epoch)
-        cal_on = self.cal and epoch >= r.loss.start_epoch_cal
-        fire2_on = self.fire2 and epoch >= r.loss.fire2.start_epoch
-        tri_on = r.loss.triplet_weight > 0 and epoch >= r.loss.triplet_start_epoch
-        f2 = r.loss.fire2
-        self.fire2_stats = None
-        if fire2_on:
-            self.fire2_stats = self.mine_attributes(epoch)
-            torch.manual_seed(r.seed * 1000 + epoch)  # the same random stream with or without clustering
-        for group in self.opt.param_groups:  # after clustering, which may have re-created the main Adam
+        start = method.epoch_start(self, epoch)
+        self.method_stats = start.stats
+        if start.reset_main_optimizer:
+            self.opt = self._main_optimizer()
+            self.optimizers["main"] = self.opt
+        torch.manual_seed(r.seed * 1000 + epoch)  # the same random stream whatever the hook did
+        for group in self.opt.param_groups:  # after the hook, which may have re-created the main Adam
             group["lr"] = self.lr_at(epoch)
         self.model.train()
-        stats = EpochStats()
+        method.heads.train()
+        stats = EpochStats(("loss", *(f"{t}_loss" for t in method.terms), *method.logs))
         loader = self._loader(epoch)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{r.optim.epochs}", disable=not self.progress,
                    file=sys.stderr, mininterval=2.0, leave=False)
-        for images, pids, clothes, _cams in bar:
-            images, pids, clothes = images.to(self.device), pids.to(self.device), clothes.to(self.device)
-            fmap = self.model.backbone(images)
-            feats = self.model.embed(fmap)
-            logits = self.model.id_head(feats)
-            id_loss = self.id_loss(logits, pids)
-            loss = id_loss
-            tri = torch.zeros((), device=self.device)
-            if tri_on:
-                tri = self.tri_loss(feats, pids)
-                loss = loss + r.loss.triplet_weight * tri
-            ffm = far = torch.zeros((), device=self.device)
-            if fire2_on:
-                attr = self.attr_labels[clothes]  # the third field is the image index (IndexedTrainImages)
-                if f2.ffm_weight > 0:
-                    cos = torch.nn.functional.linear(torch.nn.functional.normalize(feats, dim=1),
-                                                     torch.nn.functional.normalize(self.ffm_head, dim=1))
-                    ffm = self.ffm_loss(cos, attr, self.pid2attr[pids])
-                    loss = loss + f2.ffm_weight * ffm
-                if f2.far_weight > 0:
-                    donors = draw_donors(attr, f2.far_parts)
-                    far_logits = self.model.far_head(self.model.pool(recompose(fmap, donors)))
-                    far = self.id_loss(far_logits, pids)
-                    loss = loss + f2.far_weight * far
-            adv = c_loss = torch.zeros((), device=self.device)
-            if cal_on:
-                c_logits = self.model.clothes_head(feats.detach())
-                c_loss = self.clothes_loss(c_logits, clothes)
-                self.opt_clothes.zero_grad(set_to_none=True)
-                c_loss.backward()
-                self.opt_clothes.step()
-                live = self.model.clothes_head(feats, detach_weight=True)
-                pos = self.pid2clothes[pids]
-                adv = self.adv_loss(live, clothes, pos)
-                loss = loss + r.loss.adv_weight * adv
-                with torch.no_grad():
-                    stats.add(clothes_acc=(c_logits.argmax(1) == clothes).float().mean(),
-                              clothes_acc_within_id=(c_logits.masked_fill(~pos, -2).argmax(1) == clothes)
-                              .float().mean())
+        for images, pids, aux, _cams in bar:
+            images, pids, aux = images.to(self.device), pids.to(self.device), aux.to(self.device)
+            out = self.model.forward_train(images)
+            step = method.step(self, out, pids, aux, epoch)
+            loss = _weighted_sum(step.terms)
+            extra = method.step_optimizers()
             self.opt.zero_grad(set_to_none=True)
-            if fire2_on:
-                self.opt_ffm.zero_grad(set_to_none=True)
+            for opt in extra:
+                opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            if fire2_on and f2.ffm_weight > 0:
-                self.opt_ffm.step()
+            for opt in extra:
+                opt.step()
             stats.batches += 1
-            stats.add(loss=loss.detach(), id_loss=id_loss.detach(), tri_loss=tri.detach(), adv_loss=adv.detach(),
-                      clothes_loss=c_loss.detach(), id_acc=(logits.argmax(1) == pids).float().mean(),
-                      ffm_loss=ffm.detach(), far_loss=far.detach())
+            stats.add(loss=loss.detach(), **{f"{k}_loss": t.value.detach() for k, t in step.terms.items()},
+                      **step.logs)
             if self.progress:
-                bar.set_postfix(loss=f"{loss.item():.3f}", id_acc=f"{stats.id_acc / stats.batches:.2f}")
+                acc = stats.sums.get("id_acc", 0.0) / stats.batches
+                bar.set_postfix(loss=f"{loss.item():.3f}", id_acc=f"{acc:.2f}")
         bar.close()
         if stats.batches == 0:
             raise RuntimeError("the P x K sampler produced no batch; lower data.batch_size")
@@ -346,8 +247,8 @@ class Trainer:
             train_stats = self.train_epoch(epoch)
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": self.lr_at(epoch), "train": train_stats,
                                       "seconds": round(time.perf_counter() - t0, 1)}
-            if self.fire2_stats is not None:
-                record["fire2"] = self.fire2_stats
+            if self.method_stats is not None:
+                record[self.method.name] = self.method_stats
             last = epoch + 1 == r.optim.epochs
             if (epoch + 1) % r.eval.every == 0 or last:
                 record["eval"] = evaluate_dataset(self.model, self.dataset, self.spec, self.device,
@@ -365,7 +266,7 @@ class Trainer:
             with (self.out / "history.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
             save_checkpoint(self.out / "last.safetensors", self.model, self.spec, inference_only=False,
-                            optimizers=self.optimizers,
+                            optimizers=self.optimizers, heads=self.method.heads,
                             train_state={"epoch": epoch + 1, "seed": r.seed, "history": self.history,
                                          "recipe": r.model_dump(mode="json")})
         save_checkpoint(self.out / "model_last.safetensors", self.model, self.spec, inference_only=True,
@@ -393,20 +294,23 @@ class Trainer:
     @staticmethod
     def _epoch_line(rec: dict[str, Any]) -> str:
         t = rec["train"]
-        parts = [f"epoch {rec['epoch']}", f"lr {rec['lr']:.2e}", f"loss {t['loss']:.3f}", f"id {t['id_loss']:.3f}",
-                 f"id_acc {t['id_acc']:.3f}"]
-        if t["tri_loss"]:
-            parts.append(f"tri {t['tri_loss']:.3f}")
-        if t["adv_loss"]:
-            parts += [f"adv {t['adv_loss']:.3f}", f"clothes_acc {t['clothes_acc']:.3f}",
-                      f"clothes_acc_within_id {t['clothes_acc_within_id']:.3f}"]
-        if t.get("ffm_loss"):
-            parts.append(f"ffm {t['ffm_loss']:.3f}")
-        if t.get("far_loss"):
-            parts.append(f"far {t['far_loss']:.3f}")
+        parts = [f"epoch {rec['epoch']}", f"lr {rec['lr']:.2e}", f"loss {t['loss']:.3f}"]
+        # every term and logged value the method reported this epoch (zeros: terms not yet on)
+        parts += [f"{k.removesuffix('_loss')} {v:.3f}" for k, v in t.items() if k != "loss" and v]
         if "fire2" in rec:
             f = rec["fire2"]
             parts.append(f"clusters {f['classes']} ({f['clusters_per_id']:.2f}/id, singletons "
                          f"{f['singleton_frac']:.2f}, {f['seconds']:.0f}s)")
         parts.append(f"{rec['seconds']:.0f}s")
         return "  ".join(parts)
+
+
+def _weighted_sum(terms: dict[str, LossTerm]) -> torch.Tensor:
+    """sum(weight * value) in insertion order; a weight of 1 adds the value itself."""
+    if not terms:
+        raise RuntimeError("the training method returned no loss term")
+    total = None
+    for term in terms.values():
+        part = term.value if term.weight == 1.0 else term.weight * term.value
+        total = part if total is None else total + part
+    return total

@@ -18,14 +18,29 @@ class ArchConfig(BaseModel):
     backbone: Literal["resnet50", "resnet34", "resnet18", "resnet_lite"] = "resnet50"
     last_stride: Literal[1, 2] = 1
     pooling: Literal["avg", "max", "maxavg", "gem"] = "maxavg"
-    # Channel widths of the four stages of `resnet_lite` (BasicBlock x2 per stage, like ResNet-18).
+    # Channel widths of the four stages of `resnet_lite` (BasicBlock x2 per stage by default, like ResNet-18).
     lite_widths: tuple[int, int, int, int] = (32, 64, 128, 256)
+    # BasicBlocks per stage of `resnet_lite`; CSSC needs >= 3 in the last stage (two per branch are
+    # duplicated, the last one is shared), e.g. [2, 2, 2, 3].
+    lite_blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
+    # "resnet": the plain trunk. "cssc": CSSC's two-branch last stage (methods.md §2.1): the last stage's
+    # blocks but the last are duplicated into two branches, SMR modules after each branch block (when `smr`),
+    # the branch outputs summed into the shared last block.
+    trunk: Literal["resnet", "cssc"] = "resnet"
+    smr: bool = Field(True, description="CSSC trunk: SMR refinement after each branch block (False: ablation)")
+    smr_reduction: int = Field(16, ge=1, description="SMR's SE-style bottleneck: channels / smr_reduction")
+    # Which vector retrieval uses: "neck" the BN output (CAL, FIRe²), "pooled" the pre-BN pooled feature (CSSC).
+    feature: Literal["neck", "pooled"] = "neck"
     num_classes: int = Field(0, ge=0, description="training identities (0: no identity head)")
-    num_clothes: int = Field(0, ge=0, description="training clothes classes (0: no clothes head)")
-    far_head: bool = Field(False, description="FIRe²'s recomposition head (BN + identity classifier), training only")
+    # Ignored since the method refactor (training heads belong to reid.methods); kept so that checkpoints
+    # written before it, whose arch records carry them, still load.
+    num_clothes: int = Field(0, ge=0, description="ignored (legacy)")
+    far_head: bool = Field(False, description="ignored (legacy)")
     # CAL keeps the BN neck's bias trainable and gives its identity classifier a bias; FIRe²'s code freezes the
     # neck's bias at 0 and uses a bias-free classifier.
     neck_bias: bool = Field(True, description="train the BN neck's bias (False: frozen at 0)")
+    # CAL draws the neck's BN weight from N(1, 0.02); the CSSC code starts it at 1.
+    neck_init: Literal["normal", "ones"] = "normal"
     id_bias: bool = Field(True, description="identity classifier with a bias")
     # A torchvision-format ImageNet state dict on local disk; never downloaded. Only used when training
     # starts; a checkpoint's own weights replace it when loading.

@@ -51,8 +51,11 @@ def _load_pretrained(net: nn.Module, path: str) -> None:
                          f"unexpected {unexpected[:5]}")
 
 
-def _lite_resnet(widths: tuple[int, int, int, int]) -> nn.Module:
-    """ResNet-18 stage layout with narrower channels: about (w/64)^2 of ResNet-18's compute."""
+def _lite_resnet(widths: tuple[int, int, int, int], blocks: tuple[int, int, int, int] = (2, 2, 2, 2)) -> nn.Module:
+    """ResNet-18 stage layout with narrower channels: about (w/64)^2 of ResNet-18's compute.
+
+    `blocks` BasicBlocks per stage (ResNet-18: 2 each); the default builds exactly the original layout.
+    """
 
     class _Net(nn.Module):
         def __init__(self):
@@ -68,7 +71,10 @@ def _lite_resnet(widths: tuple[int, int, int, int]) -> nn.Module:
                 down = None
                 if stride != 1 or inplanes != w:
                     down = nn.Sequential(nn.Conv2d(inplanes, w, 1, stride, bias=False), nn.BatchNorm2d(w))
-                layers.append(nn.Sequential(BasicBlock(inplanes, w, stride, down), BasicBlock(w, w)))
+                if blocks[i] < 1:
+                    raise ValueError(f"model.lite_blocks {list(blocks)}: every stage needs at least one block")
+                layers.append(nn.Sequential(BasicBlock(inplanes, w, stride, down),
+                                            *(BasicBlock(w, w) for _ in range(blocks[i] - 1))))
                 inplanes = w
             self.layer1, self.layer2, self.layer3, self.layer4 = layers
             for m in self.modules():
@@ -79,11 +85,12 @@ def _lite_resnet(widths: tuple[int, int, int, int]) -> nn.Module:
 
 
 def build_backbone(name: str, last_stride: int, pretrained: str | None,
-                   lite_widths: tuple[int, int, int, int]) -> ResNetTrunk:
+                   lite_widths: tuple[int, int, int, int],
+                   lite_blocks: tuple[int, int, int, int] = (2, 2, 2, 2)) -> ResNetTrunk:
     if name == "resnet_lite":
         if pretrained:
             raise ValueError("resnet_lite has no ImageNet weights; set model.pretrained: null")
-        net, dim = _lite_resnet(tuple(lite_widths)), int(lite_widths[-1])
+        net, dim = _lite_resnet(tuple(lite_widths), tuple(lite_blocks)), int(lite_widths[-1])
     elif name in _TORCHVISION:
         factory, dim = _TORCHVISION[name]
         net = factory(weights=None)  # never download; optional local weights below

@@ -1,29 +1,54 @@
-"""The ReID model: backbone -> global pooling -> BN neck (the retrieval feature), plus training heads."""
+"""The ReID model: trunk -> global pooling -> BN neck, and an identity classifier for training.
+
+The retrieval feature is the BN-neck output (CAL, FIRe²) or the pre-BN pooled vector (CSSC), by
+`arch.feature`. Method-specific training heads (CAL's clothes classifier, FIRe²'s recomposition head,
+CSSC's SMR heads) are not part of the model: they belong to the training method (`reid.methods`).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from reid.fire2 import FarHead
 from reid.models.arch import ArchConfig
 from reid.models.backbones import build_backbone
-from reid.models.heads import CosineClassifier, GlobalPool
+from reid.models.cssc import CSSCTrunk, SMRTap
+from reid.models.heads import GlobalPool
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    """One training forward: the last-stage map, its pooled vector, the BN-neck vector, identity logits
+    (None without a head) and, for the CSSC trunk, what each SMR module saw."""
+
+    fmap: torch.Tensor
+    pooled: torch.Tensor
+    neck: torch.Tensor
+    logits: torch.Tensor | None
+    taps: list[SMRTap] = field(default_factory=list)
 
 
 class ReIDModel(nn.Module):
-    """`forward` returns the BN-neck feature f, in train and eval mode alike (it is the only feature)."""
+    """`forward` returns the retrieval feature, in train and eval mode alike."""
 
     def __init__(self, arch: ArchConfig):
         super().__init__()
         self.arch = arch
-        self.backbone = build_backbone(arch.backbone, arch.last_stride, arch.pretrained, arch.lite_widths)
+        trunk = build_backbone(arch.backbone, arch.last_stride, arch.pretrained, arch.lite_widths, arch.lite_blocks)
+        if arch.trunk == "cssc":
+            trunk = CSSCTrunk(trunk, smr=arch.smr, reduction=arch.smr_reduction, backbone=arch.backbone)
+        self.backbone = trunk
         self.pool = GlobalPool(arch.pooling)
         self.feature_dim = self.backbone.out_dim * self.pool.multiplier
         self.bn = nn.BatchNorm1d(self.feature_dim)
-        nn.init.normal_(self.bn.weight, 1.0, 0.02)
+        if arch.neck_init == "normal":
+            nn.init.normal_(self.bn.weight, 1.0, 0.02)
+        else:
+            nn.init.ones_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
-        # CAL trains the bias; FIRe² (and the BNNeck trick) keep it at 0.
+        # CAL trains the bias; FIRe² and CSSC (and the BNNeck trick) keep it at 0.
         self.bn.bias.requires_grad_(arch.neck_bias)
         self.id_head: nn.Linear | None = None
         if arch.num_classes:
@@ -31,20 +56,28 @@ class ReIDModel(nn.Module):
             nn.init.normal_(self.id_head.weight, std=0.001)
             if self.id_head.bias is not None:
                 nn.init.zeros_(self.id_head.bias)
-        self.clothes_head = CosineClassifier(self.feature_dim, arch.num_clothes) if arch.num_clothes else None
-        self.far_head = FarHead(self.feature_dim, arch.num_classes) if arch.far_head and arch.num_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.backbone(x))
+        pooled = self.pool(self.backbone(x))
+        return pooled if self.arch.feature == "pooled" else self.bn(pooled)
 
     def embed(self, fmap: torch.Tensor) -> torch.Tensor:
-        """Last-stage feature map -> the BN-neck feature (so training can also use the map itself)."""
+        """Last-stage feature map -> the BN-neck feature."""
         return self.bn(self.pool(fmap))
 
+    def forward_train(self, x: torch.Tensor) -> TrainOutput:
+        if isinstance(self.backbone, CSSCTrunk):
+            fmap, taps = self.backbone.forward_taps(x)
+        else:
+            fmap, taps = self.backbone(x), []
+        pooled = self.pool(fmap)
+        neck = self.bn(pooled)
+        logits = self.id_head(neck) if self.id_head is not None else None
+        return TrainOutput(fmap, pooled, neck, logits, taps)
+
     def inference_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights needed for retrieval only (heads are training-only)."""
-        return {k: v for k, v in self.state_dict().items()
-                if not k.startswith(("id_head.", "clothes_head.", "far_head."))}
+        """Weights needed for retrieval only (the identity head is training-only)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("id_head.")}
 
 
 def build_model(arch: ArchConfig | dict) -> ReIDModel:
