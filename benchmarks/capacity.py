@@ -123,7 +123,8 @@ def main() -> int:
         print(f"{n} cameras: pipeline {row['pipeline_fps']:.1f} frames/s ({row['realtime_cameras']:.1f} real-time "
               f"cameras at {args.camera_fps:g} fps), detector only {det_fps:.1f} frames/s (detecting 1 frame in {every}), "
               f"ratio {row['ratio']:.2f}; "
-              "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items()), flush=True)
+              "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items())
+              + f"; {run['crops']} crops embedded", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     print(f"\n`python benchmarks/capacity.py --cameras {' '.join(map(str, args.cameras))} --frames {args.frames}"
           + "".join(f" --set {o}" for o in args.overrides) + f"` ({machine}, {date.today()})")

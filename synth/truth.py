@@ -42,8 +42,11 @@ def track_people(scene: Path, mot_dir: Path) -> dict[tuple[str, int], tuple[int,
 def outfit_event_check(events: list[dict], final: dict, people: dict) -> tuple[int, int]:
     """(identity.outfit_changed events, correct ones). An event is correct when its track's person is the
     person of an earlier track of the same (final) identity, in another outfit: the matcher linked one person
-    through a clothing change and said so."""
-    seen: dict[int, list[tuple[int, str]]] = {}  # identity -> (person, outfit) of its tracks so far
+    through a clothing change and said so. "Earlier" is a track that received its identity before the event,
+    whether or not it has ended: a person's track in one camera may still be held as lost by its tracker while
+    they already walk through the next one."""
+    seen: dict[int, list[tuple[int, str]]] = {}  # identity -> (person, outfit) of its decided tracks so far
+    decided: set[tuple[str, int]] = set()
     total = correct = 0
     for e in events:
         key = (e["camera_id"], e["track_id"])
@@ -52,6 +55,8 @@ def outfit_event_check(events: list[dict], final: dict, people: dict) -> tuple[i
             ident, truth = final.get(key), people.get(key)
             if ident is not None and truth is not None:
                 correct += any(p == truth[0] and o != truth[1] for p, o in seen.get(ident, []))
-        elif e["type"] == "track.ended" and key in final and key in people:
+        elif e["type"] in ("identity.created", "identity.assigned") and key not in decided \
+                and key in final and key in people:
+            decided.add(key)
             seen.setdefault(final[key], []).append(people[key])
     return total, correct

@@ -174,3 +174,20 @@ def test_a_scripted_scene_plays_its_script_with_bodies_no_people_set_has(tmp_pat
     bad = subprocess.run(cmd[:-4] + ["--script", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad")],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "cameras 1-2" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_outfit_events_are_scored_against_tracks_decided_before_them() -> None:
+    """A right `identity.outfit_changed`: an earlier-decided track of the same identity is the same person in
+    another outfit, even while that earlier track is still held by its tracker (not ended yet)."""
+    from synth.truth import outfit_event_check
+
+    people = {("c1", 1): (1, "a"), ("c2", 5): (1, "b"), ("c2", 6): (2, "a"), ("c1", 2): (3, "c")}
+    final = {("c1", 1): 10, ("c2", 5): 10, ("c2", 6): 10, ("c1", 2): 11}
+    ev = lambda kind, cam, tid: {"type": kind, "camera_id": cam, "track_id": tid}  # noqa: E731
+    events = [ev("identity.created", "c1", 1), ev("identity.assigned", "c2", 5), ev("identity.outfit_changed", "c2", 5),
+              ev("identity.assigned", "c2", 6), ev("identity.outfit_changed", "c2", 6),  # a stranger: wrong
+              ev("identity.outfit_changed", "c1", 2),  # nothing earlier: wrong
+              ev("track.ended", "c1", 1)]
+    assert outfit_event_check(events, final, people) == (3, 1)
+    # The same run, the first track not yet decided when the event came: not right.
+    assert outfit_event_check(events[1:], final, people) == (3, 0)
