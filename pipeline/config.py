@@ -111,6 +111,9 @@ class ReidConfig(Strict):
     model: str = "person-reidentification-retail-0267.ort.onnx"
     min_height: int = Field(64, ge=1, le=100_000, description="smallest crop height (px) worth embedding")
     min_width: int = Field(20, ge=1, le=100_000)
+    small_min_height: int = Field(0, ge=0, le=100_000, description="crops from this height (px) up to min_height "
+                                  "are embedded at a tenth of the weight while a track has no full-size crop, so "
+                                  "tracks of small (far) people still get an identity; 0: never")
     min_confidence: float = Field(0.4, ge=0, le=1)
     crops_per_second: float = Field(2.0, ge=0.001, le=1000,
                                     description="at most this many crops per track per second of video")

@@ -107,6 +107,12 @@ class PipelineRunner:
     def request_stop(self, *_: object) -> None:
         self._stop.set()
 
+    def _interrupt(self, *_: object) -> None:
+        if self._stop.is_set():
+            raise KeyboardInterrupt
+        log.warning("interrupted: finishing the frame step, then draining and flushing")
+        self._stop.set()
+
     # -- cameras while running (thread- and signal-safe: applied by the loop between steps) -------------
     def reload(self, *_: object) -> None:
         """Re-read `config_path` and add/remove/restart the cameras that changed (SIGHUP)."""
@@ -143,7 +149,7 @@ class PipelineRunner:
         tracker = self._tracker()
         r = self.config.reid
         gate = CropGate(r.min_height, r.min_width, r.min_confidence, r.crops_per_second, r.edge_margin,
-                        r.max_crops_per_track)
+                        r.max_crops_per_track, r.small_min_height or None)
         run = CameraRun(cam.id, self.sources.reader(cam, self.max_frames), tracker,
                         CameraTracklets(cam.id, self.run_id, gate, tracker.max_lost_frames))
         if self.mot_dir:
@@ -165,9 +171,15 @@ class PipelineRunner:
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         # Signals first: a SIGHUP (reload) or SIGTERM (stop) while the models load must not kill the process.
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)} if threading.current_thread() is threading.main_thread() else {}
+        # Ctrl-C (SIGINT) stops like SIGTERM, at the end of the frame step under way: a KeyboardInterrupt raised
+        # mid-step could lose a tracklet between `live` and the store worker's queue (a started track that never
+        # ends). A second Ctrl-C raises, to stop waiting for the store (see _drain).
+        handlers = {signal.SIGTERM: self.request_stop, signal.SIGHUP: self.reload, signal.SIGINT: self._interrupt}
+        previous = ({s: signal.getsignal(s) for s in handlers}
+                    if threading.current_thread() is threading.main_thread() else {})
         for s in previous:
-            signal.signal(s, self.request_stop if s == signal.SIGTERM else self.reload)
+            if not (s == signal.SIGINT and previous[s] == signal.SIG_IGN):  # started to ignore Ctrl-C: keep it so
+                signal.signal(s, handlers[s])
         identities = None
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)

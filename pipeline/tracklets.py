@@ -35,6 +35,8 @@ class Tracklet:
     last_seen_at: float = field(default_factory=time.time)  # wall clock of the last frame with the track
     look_sum: np.ndarray | None = None  # quality-weighted sum of outfit descriptors
     look_weight: float = 0.0
+    full_crops: int = 0  # crops requested at full size (min_height and up)
+    small_crops: int = 0  # crops requested below min_height, while no full-size crop existed
 
     def add_embedding(self, vector: np.ndarray, weight: float, look: np.ndarray | None = None) -> None:
         v = vector * weight
@@ -67,6 +69,11 @@ class CropRequest:
     weight: float
 
 
+# A crop below `min_height` counts this much of a full one of the same score and height rule: enough to give a
+# track of a small (far) person an identity, too little to steer a tracklet that also has full-size crops.
+SMALL_CROP_WEIGHT = 0.1
+
+
 @dataclass
 class CropGate:
     min_height: int = 64
@@ -75,20 +82,27 @@ class CropGate:
     crops_per_second: float = 2.0
     edge_margin: int = 2
     max_crops_per_track: int | None = None  # None: no cap
+    small_min_height: int | None = None  # crops from here up to min_height are "small" (low weight); None: none
 
-    def quality(self, bbox: np.ndarray, score: float, frame_shape: tuple[int, ...]) -> float:
-        """0 when the crop should not be embedded, else a weight in (0, 1]."""
+    def quality(self, bbox: np.ndarray, score: float, frame_shape: tuple[int, ...]) -> tuple[float, bool]:
+        """(weight, small): weight 0 when the crop should not be embedded, else in (0, 1]; small when it is
+        below min_height and only taken for tracks without a full-size crop."""
         h, w = frame_shape[:2]
         x1, y1, x2, y2 = bbox
         bw, bh = x2 - x1, y2 - y1
-        if bh < self.min_height or bw < self.min_width or score < self.min_confidence:
-            return 0.0
+        small = bh < self.min_height
+        if small and (self.small_min_height is None or bh < self.small_min_height):
+            return 0.0, small
+        # The width floor scales with the height, so a small person is not refused for being narrow.
+        if bw < self.min_width * min(1.0, bh / self.min_height) or score < self.min_confidence:
+            return 0.0, small
         m = self.edge_margin
         if x1 < m or y1 < m or x2 > w - 1 - m or y2 > h - 1 - m:
-            return 0.0  # a person cut by the border embeds as a different shape
+            return 0.0, small  # a person cut by the border embeds as a different shape
         if not 1.2 <= bh / max(bw, 1.0) <= 5.0:
-            return 0.0  # not a standing person's box: occlusion merge or a partial detection
-        return float(score) * min(1.0, bh / 128.0)
+            return 0.0, small  # not a standing person's box: occlusion merge or a partial detection
+        weight = float(score) * min(1.0, bh / 128.0)
+        return (weight * SMALL_CROP_WEIGHT if small else weight), small
 
 
 @dataclass
@@ -121,13 +135,19 @@ class CameraTracklets:
             t.last_seen_at = time.time()
             if video_time - t.last_crop_time < min_gap:
                 continue
-            if self.gate.max_crops_per_track is not None and t.crops >= self.gate.max_crops_per_track:
+            weight, small = self.gate.quality(bbox, score, frame_shape)
+            cap = self.gate.max_crops_per_track
+            # Small crops only until the track has a full-size one; each kind stops at the cap.
+            if weight <= 0 or (small and t.full_crops) or (cap is not None and
+                                                          (t.small_crops if small else t.full_crops) >= cap):
                 continue
-            weight = self.gate.quality(bbox, score, frame_shape)
-            if weight > 0:
-                x1, y1, x2, y2 = np.clip(np.round(bbox), 0, [w, h, w, h]).astype(int)
-                requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight))
-                t.last_crop_time = video_time
+            x1, y1, x2, y2 = np.clip(np.round(bbox), 0, [w, h, w, h]).astype(int)
+            requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight))
+            t.last_crop_time = video_time
+            if small:
+                t.small_crops += 1
+            else:
+                t.full_crops += 1
         return started, requests
 
     def expire(self, step: int, everything: bool = False) -> list[Tracklet]:

@@ -52,3 +52,27 @@ def test_small_low_score_and_cut_boxes_are_not_embedded():
     assert _crops_taken(gate, 2, boxes={1: (100, 100, 130, 150)}) == {}  # 50 px tall
     assert _crops_taken(gate, 2, score=0.3) == {}  # below min_confidence (and a motion guess has score 0)
     assert _crops_taken(gate, 2, boxes={1: (0, 100, 60, 260)}) == {}  # touches the frame border
+
+
+def test_small_people_get_low_weight_crops_until_a_full_size_one_arrives():
+    """reid.small_min_height: a person below min_height still gets crops (so their track gets an identity), at a
+    tenth of the weight, only while the track has no full-size crop, and never more than the cap."""
+    from pipeline.tracklets import SMALL_CROP_WEIGHT
+
+    small_box = {1: (100, 100, 118, 150)}  # 50 px tall, 18 px wide: below min_height and min_width
+    gate = CropGate(min_height=64, crops_per_second=2.0, small_min_height=32, max_crops_per_track=4)
+    assert _crops_taken(gate, 10, boxes=small_box) == {1: 4}
+    assert _crops_taken(CropGate(min_height=64, small_min_height=56), 2, boxes=small_box) == {}  # below the floor
+
+    cams = CameraTracklets("cam", "run", gate, max_lost_frames=30)
+    weights = []
+    for f in range(40):  # 2 s small, then the person is near: full-size boxes
+        box = small_box[1] if f < 20 else (100, 100, 160, 260)
+        for r in cams.update(f, f, f / 10, _tracks({1: box}), FRAME)[1]:
+            weights.append(round(r.weight / 0.9, 3))
+            r.tracklet.add_embedding(np.ones(4, np.float32), r.weight)
+    small_weight = round(SMALL_CROP_WEIGHT * 50 / 128, 3)
+    assert weights == [small_weight] * 4 + [1.0] * 4, weights
+    # Once a full-size crop exists, small ones are not taken again.
+    for f in range(40, 60):
+        assert not cams.update(f, f, f / 10, _tracks(small_box), FRAME)[1]
