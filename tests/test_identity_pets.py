@@ -35,6 +35,7 @@ SEQ = "PETS09-S2L1-dev"
 IDF1_FLOOR = 55.0
 IDF1_GAIN_FLOOR = 10.0  # points over the same tracks unlinked
 LINKED_PEOPLE_FLOOR = 3
+PER_CAMERA_LOSS_CEILING = 5.0  # IDF1 points global identities may lose against the cameras scored alone
 
 
 def _write_half(video: Path, first: int, count: int, out: Path) -> None:
@@ -138,6 +139,36 @@ def global_idf1(gt_file: Path, mot_dir: Path, identity_of: dict[tuple[str, int],
     return 100 * float(res["MotChallenge2DBox"]["pipeline"]["COMBINED_SEQ"]["pedestrian"]["Identity"]["IDF1"])
 
 
+def per_camera_idf1(gt_file: Path, mot_dir: Path, work: Path) -> float:
+    """IDF1 (TrackEval, MOT15 protocol) of each camera scored on its own frames with its own track ids, combined
+    over the two cameras: what the tracks are worth without any cross-camera claim."""
+    import trackeval
+
+    gt = np.loadtxt(gt_file, delimiter=",", ndmin=2)
+    seqs = {}
+    for offset, cam in ((0, "pets-a"), (HALF, "pets-b")):
+        part = gt[(gt[:, 0] > offset) & (gt[:, 0] <= offset + HALF)].copy()
+        part[:, 0] -= offset
+        (work / "gt" / cam / "gt").mkdir(parents=True)
+        np.savetxt(work / "gt" / cam / "gt" / "gt.txt", part, delimiter=",", fmt="%g")
+        (work / "gt" / cam / "seqinfo.ini").write_text(
+            f"[Sequence]\nname={cam}\nframeRate=10\nseqLength={HALF}\nimWidth=768\nimHeight=576\n")
+        (work / "trackers" / "pipeline" / "data").mkdir(parents=True, exist_ok=True)
+        (work / "trackers" / "pipeline" / "data" / f"{cam}.txt").write_text((mot_dir / f"{cam}.txt").read_text())
+        seqs[cam] = HALF
+    dataset_cfg = trackeval.datasets.MotChallenge2DBox.get_default_dataset_config()
+    dataset_cfg.update(GT_FOLDER=str(work / "gt"), TRACKERS_FOLDER=str(work / "trackers"), BENCHMARK="MOT15",
+                       SEQ_INFO=seqs, SKIP_SPLIT_FOL=True, TRACKERS_TO_EVAL=["pipeline"], PRINT_CONFIG=False)
+    eval_cfg = trackeval.Evaluator.get_default_eval_config()
+    eval_cfg.update(PRINT_RESULTS=False, PRINT_CONFIG=False, OUTPUT_SUMMARY=False, OUTPUT_DETAILED=False,
+                    PLOT_CURVES=False, OUTPUT_EMPTY_CLASSES=False, TIME_PROGRESS=False, DISPLAY_LESS_PROGRESS=True,
+                    USE_PARALLEL=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        res, _ = trackeval.Evaluator(eval_cfg).evaluate([trackeval.datasets.MotChallenge2DBox(dataset_cfg)],
+                                                        [trackeval.metrics.Identity()])
+    return 100 * float(res["MotChallenge2DBox"]["pipeline"]["COMBINED_SEQ"]["pedestrian"]["Identity"]["IDF1"])
+
+
 def test_people_walking_from_one_camera_into_the_next_keep_their_identity(tmp_path, pets_halves, shared_video,
                                                                            shared_models, redis_server):
     run_two_halves(tmp_path, pets_halves, redis_server.url)
@@ -167,8 +198,9 @@ def test_people_walking_from_one_camera_into_the_next_keep_their_identity(tmp_pa
             linked.add(person["pets-b"][e["track_id"]])
     idf1 = global_idf1(shared_video["pets_gt"], mot_dir, final, tmp_path / "eval")
     tracks_only = global_idf1(shared_video["pets_gt"], mot_dir, {}, tmp_path / "eval-tracks-only")
+    per_camera = per_camera_idf1(shared_video["pets_gt"], mot_dir, tmp_path / "eval-per-camera")
     kinds = Counter(e["type"] for e in events)
-    print(f"global IDF1 {idf1:.1f}, tracks only {tracks_only:.1f}; {len(assigned_b)} identity.assigned on camera b; "
+    print(f"global IDF1 {idf1:.1f}, per camera {per_camera:.1f}, tracks only {tracks_only:.1f}; {len(assigned_b)} identity.assigned on camera b; "
           f"people of both halves linked to their own identity: {sorted(linked)} of {sorted(both)}; "
           f"events {dict(kinds)}")
 
@@ -176,3 +208,6 @@ def test_people_walking_from_one_camera_into_the_next_keep_their_identity(tmp_pa
     assert len(linked) >= LINKED_PEOPLE_FLOOR, (sorted(linked), sorted(both))
     assert idf1 >= IDF1_FLOOR, (idf1, tracks_only)
     assert idf1 - tracks_only >= IDF1_GAIN_FLOOR, (idf1, tracks_only)
+    # Linking's own errors: global identities may not cost more than PER_CAMERA_LOSS_CEILING against each camera
+    # scored alone (2026-12-03: 75.6 against 78.2). The goal is no loss at all (issue 15); not reached yet.
+    assert idf1 >= per_camera - PER_CAMERA_LOSS_CEILING, (idf1, per_camera)
