@@ -31,12 +31,12 @@ import time
 from datetime import date
 from pathlib import Path
 
-import cv2
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mot_pets import read_frames  # noqa: E402  (benchmarks/ is this script's own folder)
 from pipeline.config import parse_config  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "pets09-s2l1" / "vtest.avi"
@@ -79,16 +79,7 @@ def detector_only(config, video: Path, cameras: int, frames: int) -> float:
     from pipeline.perception import detector_from_config
 
     detector = detector_from_config(config.detector)
-    cap = cv2.VideoCapture(str(video))
-    images = []
-    while len(images) < frames:
-        ok, img = cap.read()
-        if not ok:
-            break
-        images.append(img)
-    cap.release()
-    if not images:
-        raise SystemExit(f"{video}: no frames could be decoded")
+    images = read_frames(video, frames)
     detector.detect([images[0]] * cameras)  # warm-up: first-call allocations are not throughput
     t = time.perf_counter()
     for img in images:

@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from synth.truth import outfit_event_check, track_people  # noqa: E402
+
 SEQ = "synthcc-mtmc"
 
 

@@ -149,7 +149,7 @@ class PipelineRunner:
         tracker = self._tracker()
         r = self.config.reid
         gate = CropGate(r.min_height, r.min_width, r.min_confidence, r.crops_per_second, r.edge_margin,
-                        r.max_crops_per_track, r.small_min_height or None)
+                        r.max_crops_per_track, r.small_min_height)
         run = CameraRun(cam.id, self.sources.reader(cam, self.max_frames), tracker,
                         CameraTracklets(cam.id, self.run_id, gate, tracker.max_lost_frames))
         if self.mot_dir:

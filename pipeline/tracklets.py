@@ -82,7 +82,7 @@ class CropGate:
     crops_per_second: float = 2.0
     edge_margin: int = 2
     max_crops_per_track: int | None = None  # None: no cap
-    small_min_height: int | None = None  # crops from here up to min_height are "small" (low weight); None: none
+    small_min_height: int = 0  # crops from here up to min_height are "small" (low weight); 0: none
 
     def quality(self, bbox: np.ndarray, score: float, frame_shape: tuple[int, ...]) -> tuple[float, bool]:
         """(weight, small): weight 0 when the crop should not be embedded, else in (0, 1]; small when it is
@@ -91,7 +91,7 @@ class CropGate:
         x1, y1, x2, y2 = bbox
         bw, bh = x2 - x1, y2 - y1
         small = bh < self.min_height
-        if small and (self.small_min_height is None or bh < self.small_min_height):
+        if small and (not self.small_min_height or bh < self.small_min_height):
             return 0.0, small
         # The width floor scales with the height, so a small person is not refused for being narrow.
         if bw < self.min_width * min(1.0, bh / self.min_height) or score < self.min_confidence:

@@ -56,9 +56,9 @@ def _module(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def cc_model(tmp_path_factory) -> Path:
+def cc_model(tmp_path_factory) -> tuple[Path, dict]:
     """CAL on SynthCC `tiny` people with many outfits each (so no outfit names its wearer), then calibrated
-    against a gallery the size of the scene's."""
+    against a gallery the size of the scene's; (model file, the calibration's JSON report)."""
     work = tmp_path_factory.mktemp("cc_model")
     # 48 people x 8 outfits x 2 cameras (768 crops), 16 epochs: about 3.5 min on 2 cores (13 s an epoch).
     _module("synth", "people", "--preset", "tiny", "--seed", 5, "--out", work / "people",
@@ -69,7 +69,7 @@ def cc_model(tmp_path_factory) -> Path:
     model = work / "cal" / "model_last.safetensors"
     _module("reid", "calibrate", "--weights", model, "--root", work / "people", "--gallery-people", 2, "--write",
             "--json", work / "calibration.json")
-    return model
+    return model, json.loads((work / "calibration.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +90,13 @@ def test_one_identity_through_a_clothing_change_and_two_for_one_outfit_on_two_pe
     # may share an outfit (uniforms). Measured here (2026-12-03, same recipe, scene-crop means): person 1
     # across the change 0.48, persons 2 and 3 in one outfit 0.16, calibrated threshold 0.36. The rule keeps the
     # shared-outfit case from resting on the model's margin alone (a 20-epoch model passed without it too).
-    same_outfit = json.loads((cc_model.parent.parent / "calibration.json").read_text())["same_outfit_threshold"]
+    model, calibration = cc_model
+    same_outfit = calibration["same_outfit_threshold"]
     cfg = tmp_path / "cams.yaml"
     cfg.write_text(yaml.safe_dump({
         "cameras": [{**c, "source": str(scene / c["source"])} for c in cameras],
         "store": redis_server.url,
-        "reid": {"model": str(cc_model)},
+        "reid": {"model": str(model)},
         "matcher": {"same_outfit_threshold": same_outfit["value"]},
         "output": {"video": False},
     }))
