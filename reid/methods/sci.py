@@ -181,13 +181,21 @@ class SCI(CAL):
                 "sim_bank": self.dataset.num_train_pids if m.sim else 0}
 
     def attach(self, model, device) -> None:
+        from reid.models.clip import ClipWeightsError
+
+        try:
+            self._attach(model, device)
+        except ClipWeightsError as exc:
+            raise MethodConfigError(f"recipe {self.r.name}: {exc}") from None
+
+    def _attach(self, model, device) -> None:
         super().attach(model, device)  # CAL's clothes head and its Adam
         arch = model.arch
         cfg = self.cfg
         text = TextEncoder(cfg, arch.clip_embed_dim, arch.clip_quick_gelu)
         scale = cfg.logit_scale or 1 / 0.07
         if arch.pretrained:
-            from reid.models.clip import ClipWeightsError, load_into, read_clip_file
+            from reid.models.clip import ClipWeightsError, load_into, read_clip_file  # noqa: F811
 
             state = read_clip_file(arch.pretrained, arch.pretrained_sha256)  # verified and cached by the model
             names = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")

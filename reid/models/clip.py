@@ -194,6 +194,7 @@ class ClipImageEncoder(nn.Module):
         super().__init__()
         from open_clip.transformer import QuickGELU, VisionTransformer
 
+        state = read_clip_file(arch.pretrained, arch.pretrained_sha256) if arch.pretrained else None  # fail early
         h, w = arch.clip_image_size
         p = arch.clip_patch
         if h % p or w % p:
@@ -206,11 +207,10 @@ class ClipImageEncoder(nn.Module):
         self.out_dim = self.width + self.embed_dim
         self.sim = SIM(self.width, self.embed_dim, arch.sim_bank, arch.sim_dim, arch.sim_hidden) \
             if arch.sim and arch.sim_bank else None
-        if arch.pretrained:
-            self.load_clip(arch.pretrained, arch.pretrained_sha256)
+        if state is not None:
+            self.load_clip(arch.pretrained, state)
 
-    def load_clip(self, path: str, sha256: str | None) -> None:
-        state = read_clip_file(path, sha256)
+    def load_clip(self, path: str, state: dict[str, torch.Tensor]) -> None:
         visual = pick(state, "visual.")
         if not visual:
             raise ClipWeightsError(f"model.pretrained: {path} has no visual.* tensors (e.g. visual.conv1.weight); "
