@@ -322,7 +322,10 @@ def test_cli_train_export_parity_and_the_pipeline_embedder(synth_root, tmp_path,
     # give SIM a clearly non-zero gate so the parity check covers it, then export
     from reid.checkpoint import load_checkpoint, save_checkpoint
 
+    from reid.models.clip import CLIP_MEAN, CLIP_STD
+
     model, spec = load_checkpoint(weights)
+    assert (spec.mean, spec.std) == (CLIP_MEAN, CLIP_STD)  # the recipe's CLIP normalisation travels with the file
     with torch.no_grad():
         model.backbone.sim.alpha.normal_(0, 0.5)
     gated = out / "gated.safetensors"
