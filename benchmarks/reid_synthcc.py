@@ -22,6 +22,10 @@ numbers). Data seed 0 is the one the SynthCC recipes were tuned on: report other
 Rows `cssc` and `cssc_nosmr` train configs/reid/synthcc_cpu_cssc.yaml, the second without the SMR modules
 (`--set model.smr=false`: the two-branch trunk with the final identity and triplet terms only).
 
+Rows `sci` and `sci_nosim` train configs/reid/synthcc_cpu_sci.yaml: SCI's whole path on a tiny CLIP built from
+random weights (no CLIP file is used or fetched), the second without SIM (`--set model.sim=false`). They measure the
+mechanics on SynthCC, not what SCI gains from pretrained CLIP (methods.md §7.4).
+
 Row `baseline_grey` trains the baseline on the same people with every garment painted grey
 (`--set clothes_grey=true`, in train and test): the documented ceiling for this network (synth/README.md).
 """
@@ -52,6 +56,9 @@ ROWS = {  # label -> (recipe, extra --set overrides of the recipe, data knobs)
     "cssc": ("synthcc_cpu_cssc", [], []),
     # the same two-branch trunk without its SMR modules (no refinement, no SMR heads): the final losses only
     "cssc_nosmr": ("synthcc_cpu_cssc", ["model.smr=false"], []),
+    # SCI with a tiny CLIP trained from scratch: no pretrained CLIP here, so not the paper's setting
+    "sci": ("synthcc_cpu_sci", [], []),
+    "sci_nosim": ("synthcc_cpu_sci", ["model.sim=false"], []),
     "baseline_grey": ("synthcc_cpu_baseline", [], ["clothes_grey=true"]),
 }
 TITLES = {"baseline": "ID + triplet baseline", "cal": "CAL (clothes labels; SynthCC recipe)",
@@ -62,6 +69,8 @@ TITLES = {"baseline": "ID + triplet baseline", "cal": "CAL (clothes labels; Synt
           "fire2_authors_k1": "FIRe² with the authors' k1 rule",
           "cssc": "CSSC (two branches + SMR, no clothes labels; SynthCC variant)",
           "cssc_nosmr": "CSSC trunk without SMR (two branches, final losses only)",
+          "sci": "SCI, tiny CLIP from scratch (NO pretrained CLIP; SSE + SIM + CAL; SynthCC variant)",
+          "sci_nosim": "SCI without SIM (tiny CLIP from scratch, SSE + CAL)",
           "baseline_grey": "baseline, clothes painted grey (ceiling)"}
 COLUMNS = (("general", "test/general"), ("same-clothes", "test/same_clothes"),
            ("cloth-changing", "test/cloth_changing"))

@@ -42,10 +42,11 @@ def save_checkpoint(path: str | Path, model: ReIDModel, spec: PreprocessSpec, *,
     arch = model.arch
     if inference_only:
         weights = model.inference_state_dict()
-        arch = arch.model_copy(update={"num_classes": 0, "num_clothes": 0, "far_head": False, "pretrained": None})
+        arch = arch.model_copy(update={"num_classes": 0, "num_clothes": 0, "far_head": False, "pretrained": None,
+                                        "pretrained_sha256": None})
     else:
         weights = model.state_dict()
-        arch = arch.model_copy(update={"pretrained": None})
+        arch = arch.model_copy(update={"pretrained": None, "pretrained_sha256": None})
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in weights.items()}
     if heads is not None and not inference_only:
         tensors.update({f"heads.{k}": v.detach().cpu().contiguous() for k, v in heads.state_dict().items()})

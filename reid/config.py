@@ -24,6 +24,9 @@ class DataConfig(_Strict):
     num_instances: int = Field(8, ge=2, description="K: images per identity in a batch")
     num_workers: int = Field(4, ge=0)
     cache_images: bool = False  # keep resized training images in memory (small data sets, CPU runs)
+    # Input normalisation (after scaling pixels to [0, 1]); null: ImageNet's. SCI's recipes give CLIP's.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     @model_validator(mode="after")
     def _pk(self):
@@ -74,8 +77,35 @@ class CsscConfig(_Strict):
                                                      "(the paper: 1)")
 
 
+class SciConfig(_Strict):
+    """SCI (methods.md §4): dual learnable prompts (SSE) and their text encoder; the image side is model.backbone
+    clip_vit (with model.sim). Values the paper does not give are CLIP-ReID's or ours (reid/README.md, "SCI")."""
+
+    prompt_tokens: int = Field(4, ge=1, description="M learnable tokens per prompt (not in the paper; CLIP-ReID: 4)")
+    id_template: str = Field("A photo of a X X X X person.", description="X marks the learnable tokens")
+    clothes_template: str = Field("A photo of the X X X X clothes.")
+    projection: Literal["gram_schmidt", "printed"] = Field(
+        "gram_schmidt", description="F_ort = F_id - <F_id,F_clo>/|F_clo|^2 F_clo (ours, see README), or Eqs. 4-5 as "
+                                    "printed (F_id - <F_clo,F_id>/|F_id|^2 F_id: a rescaled F_id)")
+    lambda_id: float = Field(1.0, ge=0, description="lambda_1 of L_sim: weight of 1 - cos(F_ort, F_id)")
+    lambda_clo: float = Field(1.0, ge=0, description="lambda_2 of L_sim: weight of cos(F_ort, F_clo)")
+    stage1_epochs: int = Field(120, ge=0, description="prompt-learning epochs before stage 2 (paper: 120 ViT)")
+    stage1_lr: float = Field(3.5e-4, gt=0)
+    stage1_weight_decay: float = Field(1e-4, ge=0)
+    stage1_batch_size: int = Field(64, gt=0)
+    i2t_weight: float = Field(1.0, ge=0, description="weight of stage 2's L_i2tce")
+    logit_scale: float | None = Field(None, gt=0, description="similarity scale of the image-text terms; null: "
+                                                                  "exp(logit_scale) of the CLIP file, else 1/0.07")
+    # the text tower (open_clip TextTransformer); defaults are CLIP ViT-B/16's
+    text_width: int = Field(512, ge=1)
+    text_layers: int = Field(12, ge=1)
+    text_heads: int = Field(8, ge=1)
+    context_length: int = Field(77, ge=8)
+    vocab_size: int = Field(49408, ge=1)
+
+
 class LossConfig(_Strict):
-    method: Literal["baseline", "cal", "fire2", "cssc"] = "cal"
+    method: Literal["baseline", "cal", "fire2", "cssc", "sci"] = "cal"
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     triplet_weight: float = Field(0.0, ge=0)
     triplet_start_epoch: int = Field(0, ge=0, description="0-based epoch from which the triplet term runs")
@@ -87,6 +117,7 @@ class LossConfig(_Strict):
     start_epoch_cal: int = Field(25, ge=0, description="0-based epoch from which the clothes head and L_CA run")
     fire2: Fire2Config = Fire2Config()
     cssc: CsscConfig = CsscConfig()
+    sci: SciConfig = SciConfig()
 
 
 class OptimConfig(_Strict):

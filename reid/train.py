@@ -143,7 +143,8 @@ class Trainer:
         except ValueError as exc:
             raise RecipeError(f"recipe {recipe.name}: model: {exc}") from None
         self.method.attach(self.model, self.device)
-        self.spec = PreprocessSpec(height=recipe.data.height, width=recipe.data.width,
+        norm = {k: tuple(v) for k in ("mean", "std") if (v := getattr(recipe.data, k)) is not None}
+        self.spec = PreprocessSpec(height=recipe.data.height, width=recipe.data.width, **norm,
                                    identity_dim=self.model.feature_dim, method=recipe.loss.method,
                                    train_dataset=self.dataset.name,
                                    extra={"distance": "cosine", "flip_sum": recipe.eval.flip,

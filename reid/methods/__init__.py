@@ -7,8 +7,9 @@ from reid.methods.baseline import Baseline
 from reid.methods.cal import CAL
 from reid.methods.cssc import CSSC
 from reid.methods.fire2 import Fire2
+from reid.methods.sci import SCI
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, CAL, Fire2, CSSC)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, CAL, Fire2, CSSC, SCI)}
 
 __all__ = ["METHODS", "EpochStart", "LossTerm", "Method", "MethodConfigError", "StepResult", "build_method"]
 

@@ -38,7 +38,10 @@ class CAL(Method):
         return {"clothes": self.opt_clothes}
 
     def step(self, trainer, out, pids, clothes, epoch) -> StepResult:
-        result = self.identity_terms(out, pids, epoch, out.neck)
+        return self.add_cal_terms(self.identity_terms(out, pids, epoch, out.neck), out, pids, clothes, epoch)
+
+    def add_cal_terms(self, result: StepResult, out, pids, clothes, epoch) -> StepResult:
+        """From `start_epoch_cal` on: the clothes head's own step, then L_CA on the live neck feature."""
         if epoch < self.r.loss.start_epoch_cal:
             return result
         head = self.heads["clothes"]

@@ -9,13 +9,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BACKBONES = ("resnet50", "resnet34", "resnet18", "resnet_lite")
+BACKBONES = ("resnet50", "resnet34", "resnet18", "resnet_lite", "clip_vit")
 
 
 class ArchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backbone: Literal["resnet50", "resnet34", "resnet18", "resnet_lite"] = "resnet50"
+    backbone: Literal["resnet50", "resnet34", "resnet18", "resnet_lite", "clip_vit"] = "resnet50"
     last_stride: Literal[1, 2] = 1
     pooling: Literal["avg", "max", "maxavg", "gem"] = "maxavg"
     # Channel widths of the four stages of `resnet_lite` (BasicBlock x2 per stage by default, like ResNet-18).
@@ -42,7 +42,21 @@ class ArchConfig(BaseModel):
     # CAL draws the neck's BN weight from N(1, 0.02); the CSSC code starts it at 1.
     neck_init: Literal["normal", "ones"] = "normal"
     id_bias: bool = Field(True, description="identity classifier with a bias")
-    # A torchvision-format ImageNet state dict on local disk; never downloaded. Only used when training
-    # starts; a checkpoint's own weights replace it when loading.
+    # A torchvision-format ImageNet state dict on local disk (ResNets), or a CLIP checkpoint (clip_vit: OpenAI's .pt,
+    # open_clip's .bin or .safetensors); never downloaded. Only used when training starts; a checkpoint's own
+    # weights replace it when loading.
     pretrained: str | None = None
+    pretrained_sha256: str | None = Field(None, description="clip_vit: required SHA-256 of the CLIP file")
+    # clip_vit (SCI, methods.md §4): open_clip's VisionTransformer; defaults are CLIP ViT-B/16's.
+    clip_width: int = Field(768, ge=1)
+    clip_layers: int = Field(12, ge=1)
+    clip_heads: int = Field(12, ge=1)
+    clip_patch: int = Field(16, ge=1)
+    clip_embed_dim: int = Field(512, ge=1, description="CLIP's joint image-text dimension (the projection)")
+    clip_quick_gelu: bool = Field(True, description="OpenAI's CLIP models use QuickGELU")
+    clip_image_size: tuple[int, int] = Field((384, 192), description="input H, W (set from data.height/width)")
+    sim: bool = Field(True, description="clip_vit: SCI's semantic-guided interaction module (False: ablation)")
+    sim_bank: int = Field(0, ge=0, description="rows of SIM's text bank (training identities; 0: no SIM)")
+    sim_dim: int = Field(0, ge=0, description="SIM's cross-attention width (0: clip_embed_dim)")
+    sim_hidden: int = Field(0, ge=0, description="SIM's MLP hidden width (0: clip_width)")
 

@@ -36,12 +36,23 @@ class ReIDModel(nn.Module):
     def __init__(self, arch: ArchConfig):
         super().__init__()
         self.arch = arch
-        trunk = build_backbone(arch.backbone, arch.last_stride, arch.pretrained, arch.lite_widths, arch.lite_blocks)
-        if arch.trunk == "cssc":
-            trunk = CSSCTrunk(trunk, smr=arch.smr, reduction=arch.smr_reduction, backbone=arch.backbone)
-        self.backbone = trunk
-        self.pool = GlobalPool(arch.pooling)
-        self.feature_dim = self.backbone.out_dim * self.pool.multiplier
+        if arch.backbone == "clip_vit":
+            # SCI (methods.md §4): the CLIP image encoder returns its pooled vector [cls; proj] itself.
+            from reid.models.clip import ClipImageEncoder
+
+            if arch.trunk != "resnet":
+                raise ValueError(f"model.trunk {arch.trunk} needs a ResNet backbone, not clip_vit")
+            self.backbone = ClipImageEncoder(arch)
+            self.pool = None
+            self.feature_dim = self.backbone.out_dim
+        else:
+            trunk = build_backbone(arch.backbone, arch.last_stride, arch.pretrained, arch.lite_widths,
+                                   arch.lite_blocks)
+            if arch.trunk == "cssc":
+                trunk = CSSCTrunk(trunk, smr=arch.smr, reduction=arch.smr_reduction, backbone=arch.backbone)
+            self.backbone = trunk
+            self.pool = GlobalPool(arch.pooling)
+            self.feature_dim = self.backbone.out_dim * self.pool.multiplier
         self.bn = nn.BatchNorm1d(self.feature_dim)
         if arch.neck_init == "normal":
             nn.init.normal_(self.bn.weight, 1.0, 0.02)
@@ -57,20 +68,23 @@ class ReIDModel(nn.Module):
             if self.id_head.bias is not None:
                 nn.init.zeros_(self.id_head.bias)
 
+    def _pooled(self, fmap: torch.Tensor) -> torch.Tensor:
+        return fmap if self.pool is None else self.pool(fmap)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.pool(self.backbone(x))
+        pooled = self._pooled(self.backbone(x))
         return pooled if self.arch.feature == "pooled" else self.bn(pooled)
 
     def embed(self, fmap: torch.Tensor) -> torch.Tensor:
         """Last-stage feature map -> the BN-neck feature."""
-        return self.bn(self.pool(fmap))
+        return self.bn(self._pooled(fmap))
 
     def forward_train(self, x: torch.Tensor) -> TrainOutput:
         if isinstance(self.backbone, CSSCTrunk):
             fmap, taps = self.backbone.forward_taps(x)
         else:
             fmap, taps = self.backbone(x), []
-        pooled = self.pool(fmap)
+        pooled = self._pooled(fmap)
         neck = self.bn(pooled)
         logits = self.id_head(neck) if self.id_head is not None else None
         return TrainOutput(fmap, pooled, neck, logits, taps)
