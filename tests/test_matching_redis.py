@@ -140,12 +140,18 @@ def test_two_workers_racing_on_the_same_person_create_one_identity(server, prefi
     for p in procs:
         p.start()
     results = {}
-    for _ in procs:
-        cam, ids, stale = out.get(timeout=120)
-        results[cam] = (ids, stale)
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+    try:
+        for _ in procs:
+            cam, ids, stale = out.get(timeout=120)
+            results[cam] = (ids, stale)
+        for p in procs:
+            p.join(timeout=30)
+            assert p.exitcode == 0
+    finally:  # a worker left alive would hang pytest's exit (multiprocessing joins its children)
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
     a_ids, b_ids = results["camA"][0], results["camB"][0]
     assert a_ids == b_ids, "the two workers gave one person two identities"
     store = IdentityStore(server.client(), prefix=prefix)
