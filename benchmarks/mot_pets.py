@@ -85,6 +85,10 @@ OPTIONS = (
     Option("every-2", "detect on every 2nd frame, motion between", {"every": 2}),
     Option("every-3", "detect on every 3rd frame, motion between", {"every": 3}),
     Option("input-512-every-2", "input 512, detect on every 2nd frame", {"input_size": 512, "every": 2}),
+    # The same network in another runtime: OpenVINO in its CPU's default precision (bfloat16 where the CPU has AMX
+    # / AVX-512 BF16) and forced to float32.
+    Option("openvino", "YOLOX in OpenVINO, the CPU's default precision (bf16 with AMX)", {"runtime": "openvino"}),
+    Option("openvino-f32", "YOLOX in OpenVINO, float32", {"runtime": "openvino", "precision": "f32"}),
     Option("botsort", "BoT-SORT, static-camera params (GMC off)", {}, {"type": "botsort"}),
     Option("botsort-gmc", "BoT-SORT with sparse optical flow GMC (Ultralytics' default)", {},
            {"type": "botsort", "params": {"gmc_method": "sparseOptFlow"}}),

@@ -25,8 +25,11 @@ def create_detector(
     nms_iou: float = 0.45,
     classes: Sequence[int] = (0,),
     min_height: float = 0.0,
+    runtime: str = "onnxruntime",
+    precision: str = "auto",
 ) -> Detector:
-    """`min_height`: boxes shorter than this (px, original frame) are dropped; 0 keeps all."""
+    """`min_height`: boxes shorter than this (px, original frame) are dropped; 0 keeps all. `runtime` and
+    `precision` choose what runs a YOLOX file (detectors.yolox_onnx); Ultralytics runs its own."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown detector backend {backend!r}; choose one of {BACKENDS}")
     size = input_size or DEFAULT_INPUT_SIZE[backend]
@@ -34,8 +37,12 @@ def create_detector(
     if backend == "yolox":
         from detectors.yolox_onnx import YoloxOnnxDetector
 
-        detector = YoloxOnnxDetector(model_path, size, confidence, nms_iou, classes)
+        detector = YoloxOnnxDetector(model_path, size, confidence, nms_iou, classes, runtime=runtime,
+                                     precision=precision)
     else:
+        if runtime != "onnxruntime" or precision != "auto":
+            raise ValueError("detector.runtime / detector.precision apply to YOLOX files only; the ultralytics "
+                             "backend runs its model itself (leave them unset)")
         from detectors.ultralytics_yolo import UltralyticsDetector
 
         detector = UltralyticsDetector(model_path, size, confidence, nms_iou, classes)

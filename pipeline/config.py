@@ -99,6 +99,11 @@ class DetectorConfig(Strict):
                        "model places the tracks on the frames between (no crops are taken there)")
     min_height: float = Field(0.0, ge=0, le=100_000, description="drop boxes shorter than this (px of the frame) "
                               "before tracking, e.g. a far field nobody needs tracked; 0 keeps all")
+    runtime: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime", description="what runs a YOLOX file: onnxruntime, or openvino (bfloat16 on CPUs with AMX / "
+        "AVX-512 BF16 unless precision says f32; benchmarks/mot_pets.py and capacity.py measure both)")
+    precision: Literal["auto", "f32", "bf16"] = Field(
+        "auto", description="openvino only: auto = OpenVINO's choice for the CPU (bf16 where it has AMX), f32, bf16")
 
 
 class TrackerConfig(Strict):

@@ -99,6 +99,39 @@ def test_yolox_input_keeps_the_frame_shape_at_any_size(shared_models, shared_vid
         assert found.sum() >= len(gt) - 1, (size, f"found {found.sum()} of {len(gt)} ground-truth people")
 
 
+def test_yolox_in_openvino_finds_what_onnxruntime_finds(detector, shared_models, shared_video):
+    """detector.runtime openvino runs the same file: in float32 the same boxes as ONNX Runtime; in the CPU's default
+    precision (bfloat16 where the CPU has AMX) the same people; any batch size, one compiled model per shape."""
+    from detectors.yolox_onnx import MAX_OPENVINO_SHAPES
+
+    frames = _frames(shared_video["pets"], 3)
+    want = detector.detect(frames)
+    f32 = create_detector("yolox", shared_models["yolox"], confidence=0.3, runtime="openvino", precision="f32")
+    for got, ref in zip(f32.detect(frames), want):
+        assert len(got) == len(ref)
+        np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=0.5)
+        np.testing.assert_allclose(got.score, ref.score, atol=1e-3)
+    assert len(f32.net.compiled) == 1  # (3, 480, 640)
+    f32.detect(frames[:1])
+    assert sorted(f32.net.compiled) == [(1, 480, 640), (3, 480, 640)]
+    auto = create_detector("yolox", shared_models["yolox"], confidence=0.3, runtime="openvino")
+    gt = _gt(shared_video["pets_gt"], 1)
+    found = (_iou(gt, auto.detect(frames[:1])[0].xyxy) >= 0.5).any(axis=1)
+    assert found.sum() >= len(gt) - 1, f"{auto.net.precision}: found {found.sum()} of {len(gt)} people"
+    for batch in range(1, MAX_OPENVINO_SHAPES + 3):  # more shapes than the cache keeps
+        auto.detect(frames[:1] * batch)
+    assert len(auto.net.compiled) == MAX_OPENVINO_SHAPES
+
+
+def test_detector_runtime_options_say_what_is_wrong(shared_models, tmp_path):
+    with pytest.raises(ValueError, match="bf16 needs runtime openvino"):
+        create_detector("yolox", shared_models["yolox"], precision="bf16")
+    with pytest.raises(ValueError, match="unknown YOLOX runtime"):
+        create_detector("yolox", shared_models["yolox"], runtime="tensorrt")
+    with pytest.raises(ValueError, match="YOLOX files only"):
+        create_detector("ultralytics", tmp_path / "yolov8n.pt", runtime="openvino")
+
+
 def test_min_height_drops_short_boxes():
     class Fixed:
         def detect(self, frames):
