@@ -79,7 +79,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra row 'set:KEY=VALUE' with that config key (dotted path, YAML value); repeatable")
     args = ap.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not key or not value:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. matcher.threshold=0.65")
+        extra: dict = {}
+        node = extra
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+        ROWS[f"set:{item}"] = (f"`{key}: {value}`", extra)
+        args.rows += f",set:{item}"
     if args.list:
         for name, (what, extra) in ROWS.items():
             print(f"{name}: {what} {extra}")
