@@ -5,10 +5,11 @@ from __future__ import annotations
 from reid.methods.base import EpochStart, LossTerm, Method, MethodConfigError, StepResult
 from reid.methods.baseline import Baseline
 from reid.methods.cal import CAL
+from reid.methods.cre_bsga import CreBsga
 from reid.methods.cssc import CSSC
 from reid.methods.fire2 import Fire2
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, CAL, Fire2, CSSC)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, CAL, Fire2, CSSC, CreBsga)}
 
 __all__ = ["METHODS", "EpochStart", "LossTerm", "Method", "MethodConfigError", "StepResult", "build_method"]
 
