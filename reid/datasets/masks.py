@@ -52,14 +52,13 @@ def read_mask(path: str, layout: str = "synthcc") -> np.ndarray:
     """A label map file -> HxW uint8 roles. Grey and palette PNGs hold class indices; colour images are refused."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DatasetLayoutError(f"mask {path} is a {im.mode} image; a parsing map must hold one class "
-                                         "index per pixel (grey or palette PNG)")
-            raw = np.asarray(im)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"cannot read mask {path} (missing)") from None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"cannot read mask {path} (missing)")
+    with Image.open(path) as im:
+        if im.mode not in ("L", "P", "I", "I;16"):
+            raise DatasetLayoutError(f"mask {path} is a {im.mode} image; a parsing map must hold one class "
+                                     "index per pixel (grey or palette PNG)")
+        raw = np.asarray(im)
     if raw.max(initial=0) > 255:
         raise DatasetLayoutError(f"mask {path} holds class {int(raw.max())}; the {layout} layout has "
                                  f"{len(LAYOUTS[layout])} classes")
