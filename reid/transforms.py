@@ -108,7 +108,9 @@ class MaskedTrainTransform:
                  crop_mode: str = "enlarge", crop_pad: int = 10):
         full = build_train_transform(spec, random_crop_p, crop_enlarge, hflip_p, erasing_p, erasing_fill,
                                      crop_mode, crop_pad)
-        ops = list(full.transforms)
+        ops = list(full.transforms)  # [crop, flip, dtype, scale, normalise(, erasing)]
+        if len(ops) not in (5, 6) or not isinstance(ops[1], v2.RandomHorizontalFlip):
+            raise RuntimeError("MaskedTrainTransform expects build_train_transform's order of steps; update both")
         self.geometric = v2.Compose(ops[:2])  # crop, flip
         self.photometric = v2.Compose(ops[2:5])  # dtype, scale, normalise (image only)
         self.eraser = ops[5] if len(ops) > 5 else None
