@@ -25,6 +25,12 @@ Rows `cssc` and `cssc_nosmr` train configs/reid/synthcc_cpu_cssc.yaml, the secon
 Rows `sci` and `sci_nosim` train configs/reid/synthcc_cpu_sci.yaml: SCI's whole path on a tiny CLIP built from
 random weights (no CLIP file is used or fetched), the second without SIM (`--set model.sim=false`). They measure the
 mechanics on SynthCC, not what SCI gains from pretrained CLIP (methods.md §7.4).
+Rows `cre_bsga` (configs/reid/synthcc_cpu_cre_bsga.yaml: CRE + BSGA + batch cross-clothes triplet with the
+outfit-aware sampler), `cre_only`, `cre_random_only`, `bsga_only`, `xtriplet_only` (each part alone on the
+baseline, through the same recipe with the other parts switched off), `outfit_sampler_only` (the baseline with
+the outfit-aware sampler: what the sampler alone does) and `cre_bsga_no_cre` / `_no_bsga` / `_no_xtri` (the full
+method without one part). For runs with BSGA, the diagnostics add the share of the attention that falls on the
+test images' body cells.
 
 Row `baseline_grey` trains the baseline on the same people with every garment painted grey
 (`--set clothes_grey=true`, in train and test): the documented ceiling for this network (synth/README.md).
@@ -60,6 +66,20 @@ ROWS = {  # label -> (recipe, extra --set overrides of the recipe, data knobs)
     "sci": ("synthcc_cpu_sci", [], []),
     "sci_nosim": ("synthcc_cpu_sci", ["model.sim=false"], []),
     "baseline_grey": ("synthcc_cpu_baseline", [], ["clothes_grey=true"]),
+    # Mu et al. (our reading, methods.md §5): CRE + BSGA + batch cross-clothes triplet, and each part added alone
+    # to the baseline (the full recipe with the other parts switched off: same code path, same random stream)
+    "cre_bsga": ("synthcc_cpu_cre_bsga", [], []),
+    "cre_only": ("synthcc_cpu_cre_bsga", ["model.bsga=false", "loss.cre_bsga.xtri_weight=0", "data.sampler=pk"], []),
+    "cre_random_only": ("synthcc_cpu_cre_bsga", ["model.bsga=false", "loss.cre_bsga.xtri_weight=0", "data.sampler=pk",
+                                                 "loss.cre_bsga.cre_fill=random"], []),
+    "bsga_only": ("synthcc_cpu_cre_bsga", ["loss.cre_bsga.cre_p=0", "loss.cre_bsga.xtri_weight=0", "data.sampler=pk"],
+                  []),
+    "xtriplet_only": ("synthcc_cpu_cre_bsga", ["loss.cre_bsga.cre_p=0", "model.bsga=false"], []),
+    "outfit_sampler_only": ("synthcc_cpu_baseline", ["data.sampler=outfits"], []),
+    # the full method without one part
+    "cre_bsga_no_cre": ("synthcc_cpu_cre_bsga", ["loss.cre_bsga.cre_p=0"], []),
+    "cre_bsga_no_bsga": ("synthcc_cpu_cre_bsga", ["model.bsga=false"], []),
+    "cre_bsga_no_xtri": ("synthcc_cpu_cre_bsga", ["loss.cre_bsga.xtri_weight=0", "data.sampler=pk"], []),
 }
 TITLES = {"baseline": "ID + triplet baseline", "cal": "CAL (clothes labels; SynthCC recipe)",
           "cal_eps01": "CAL with the paper's ε = 0.1",
@@ -71,7 +91,15 @@ TITLES = {"baseline": "ID + triplet baseline", "cal": "CAL (clothes labels; Synt
           "cssc_nosmr": "CSSC trunk without SMR (two branches, final losses only)",
           "sci": "SCI, tiny CLIP from scratch (NO pretrained CLIP; SSE + SIM + CAL; SynthCC variant)",
           "sci_nosim": "SCI without SIM (tiny CLIP from scratch, SSE + CAL)",
-          "baseline_grey": "baseline, clothes painted grey (ceiling)"}
+          "baseline_grey": "baseline, clothes painted grey (ceiling)",
+          "cre_bsga": "CRE + BSGA + cross-clothes triplet (masks, clothes labels; our reading of Mu et al.)",
+          "cre_only": "CRE only (clothes erased to the mean, p 0.5)",
+          "cre_random_only": "CRE only, random fill",
+          "bsga_only": "BSGA only (body-shape-supervised attention)",
+          "xtriplet_only": "cross-clothes triplet + outfit sampler only",
+          "outfit_sampler_only": "baseline with the outfit-aware sampler",
+          "cre_bsga_no_cre": "CRE + BSGA + triplet without CRE", "cre_bsga_no_bsga": "... without BSGA",
+          "cre_bsga_no_xtri": "... without the cross-clothes triplet (P x K sampler)"}
 COLUMNS = (("general", "test/general"), ("same-clothes", "test/same_clothes"),
            ("cloth-changing", "test/cloth_changing"))
 
@@ -141,6 +169,34 @@ def test_cosines(run_dir: Path, root: Path) -> dict[str, float]:
     off = ~np.eye(len(f), dtype=bool)
     return {"same_outfit": float(s[same_p & same_c & off].mean()), "cross_outfit": float(s[same_p & ~same_c].mean()),
             "other_person": float(s[~same_p].mean())}
+
+
+def attention_inside(run_dir: Path, root: Path) -> float | None:
+    """Share of BSGA's attention mass on body cells (mask share >= 0.5) over the test images; None without BSGA."""
+    import torch
+
+    from reid.checkpoint import load_checkpoint
+    from reid.datasets import load_dataset
+    from reid.datasets.masks import read_mask
+    from reid.inference.base import preprocess_crops
+    from reid.methods.cre_bsga import bsga_loss
+    from reid.models.bsga import BSGATrunk
+    from reid.transforms import read_bgr
+
+    model, spec = load_checkpoint(run_dir / "model_last.safetensors")
+    if not isinstance(model.backbone, BSGATrunk):
+        return None
+    ds = load_dataset("synthcc", str(root))
+    recs = [r for r in list(ds.eval_splits[0].query) + list(ds.eval_splits[0].gallery) if r.mask_path]
+    shares = []
+    with torch.no_grad():
+        for s in range(0, len(recs), 256):
+            batch = recs[s:s + 256]
+            x = torch.from_numpy(preprocess_crops([read_bgr(r.path) for r in batch], spec))
+            masks = torch.from_numpy(np.stack([read_mask(r.mask_path) for r in batch]))
+            _, logits = model.backbone.forward_attention(x)
+            shares.append(float(bsga_loss(logits, masks, (1, 2, 3, 4, 5, 6))[1]) * len(batch))
+    return sum(shares) / max(len(recs), 1)
 
 
 def cluster_quality(run_dir: Path, root: Path) -> list[tuple[int, float, float, float]]:
@@ -237,6 +293,19 @@ def main() -> int:
             c = test_cosines(REPO / args.out / f"{label}_data{seed}", roots[(label, seed)])
             print(f"  {label:<16} data {seed}: {c['same_outfit']:.3f} / {c['cross_outfit']:.3f} / "
                   f"{c['other_person']:.3f}")
+
+    mu_rows = [r for r in args.rows if ROWS[r][0] == "synthcc_cpu_cre_bsga"]
+    if mu_rows:
+        print("\nBSGA attention on the test images: share of the attention mass on body cells (uniform attention gives "
+              "the body cells' share of the map); last-epoch training logs: share of anchors whose closest "
+              "cross-clothes positive beats their closest negative (xtri_hit)")
+        for label in mu_rows:
+            for seed in args.data_seeds:
+                run_dir = REPO / args.out / f"{label}_data{seed}"
+                inside = attention_inside(run_dir, roots[(label, seed)])
+                last = json.loads((run_dir / "history.jsonl").read_text().splitlines()[-1])["train"]
+                print(f"  {label:<16} data {seed}: attention on body "
+                      f"{'-' if inside is None else f'{inside:.3f}'}, xtri_hit {last.get('xtri_hit', 0):.3f}")
 
     fire_rows = [r for r in args.rows if r.startswith("fire2")]
     if fire_rows:

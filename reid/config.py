@@ -27,11 +27,25 @@ class DataConfig(_Strict):
     # Input normalisation (after scaling pixels to [0, 1]); null: ImageNet's. SCI's recipes give CLIP's.
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    # Per-image part masks (CRE and BSGA need them for the training images). SynthCC ships its own (masks/);
+    # for a real data set, `masks` is a folder of human-parsing maps that mirrors the data-set folder (same
+    # relative path, .png), read in `mask_layout`: "lip" (20 LIP classes, SCHP's LIP model), "atr" (18 ATR
+    # classes) or "synthcc" (SynthCC's roles). reid/datasets/masks.py maps each to the same roles.
+    masks: str | None = None
+    mask_layout: Literal["synthcc", "lip", "atr"] = "synthcc"
+    # "pk": P identities x K images (reid/samplers.py); "outfits": the same, but each identity's K images span
+    # at least `outfits_per_identity` of its outfits whenever it has that many (needs clothes labels).
+    sampler: Literal["pk", "outfits"] = "pk"
+    outfits_per_identity: int = Field(2, ge=2, description="outfits sampler: distinct outfits in each identity's "
+                                                            "K images (at most K)")
 
     @model_validator(mode="after")
     def _pk(self):
         if self.batch_size % self.num_instances:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of num_instances {self.num_instances}")
+        if self.sampler == "outfits" and self.outfits_per_identity > self.num_instances:
+            raise ValueError(f"outfits_per_identity {self.outfits_per_identity} cannot exceed num_instances "
+                             f"{self.num_instances} (K images per identity)")
         return self
 
 
@@ -104,8 +118,35 @@ class SciConfig(_Strict):
     vocab_size: int = Field(49408, ge=1)
 
 
+class CreBsgaConfig(_Strict):
+    """Mu et al. (methods.md §5; our reading, §5.2): clothes-region erasing (CRE), the body-shape-guided
+    attention's supervision (BSGA; the attention itself is model.bsga) and the batch cross-clothes triplet."""
+
+    cre_p: float = Field(0.5, ge=0, le=1, description="probability that a training image has its clothes erased "
+                                                      "(0: CRE off)")
+    cre_fill: Literal["mean", "random"] = Field("mean", description="mean: the normalisation mean (0 after "
+                                                                     "normalising); random: uniform random pixels")
+    cre_start_epoch: int = Field(0, ge=0, description="0-based epoch from which CRE runs")
+    cre_end_epoch: int | None = Field(None, ge=1, description="0-based epoch at which CRE stops (None: never)")
+    cre_labels: list[int] = Field([3, 4, 5, 6], min_length=1, description="mask roles erased (top, bottom, "
+                                                                           "shoes, outerwear/bag)")
+    body_labels: list[int] = Field([1, 2, 3, 4, 5, 6], min_length=1, description="mask roles that make the "
+                                                                                 "body shape BSGA's attention learns")
+    bsga_weight: float = Field(1.0, ge=0, description="weight of the attention's mask loss (needs model.bsga)")
+    xtri_weight: float = Field(1.0, ge=0, description="weight of the batch cross-clothes triplet (0: off)")
+    xtri_margin: float = Field(0.3, ge=0)
+    xtri_start_epoch: int = Field(0, ge=0, description="0-based epoch from which the cross-clothes triplet runs")
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.cre_end_epoch is not None and self.cre_end_epoch <= self.cre_start_epoch:
+            raise ValueError(f"cre_end_epoch {self.cre_end_epoch} must be after cre_start_epoch "
+                             f"{self.cre_start_epoch}")
+        return self
+
+
 class LossConfig(_Strict):
-    method: Literal["baseline", "cal", "fire2", "cssc", "sci"] = "cal"
+    method: Literal["baseline", "cal", "fire2", "cssc", "sci", "cre_bsga"] = "cal"
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     triplet_weight: float = Field(0.0, ge=0)
     triplet_start_epoch: int = Field(0, ge=0, description="0-based epoch from which the triplet term runs")
@@ -118,6 +159,7 @@ class LossConfig(_Strict):
     fire2: Fire2Config = Fire2Config()
     cssc: CsscConfig = CsscConfig()
     sci: SciConfig = SciConfig()
+    cre_bsga: CreBsgaConfig = CreBsgaConfig()
 
 
 class OptimConfig(_Strict):

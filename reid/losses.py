@@ -88,3 +88,35 @@ class ClothesBasedAdversarialLoss(nn.Module):
         target = (1 - self.epsilon) * onehot + self.epsilon * posf / posf.sum(dim=1, keepdim=True)
         # Only entries inside S+ carry weight; masking avoids 0 * (-inf) when a class is unreachable.
         return -(target * log_p.masked_fill(~pos, 0.0)).sum(dim=1).mean()
+
+
+class CrossClothesTripletLoss(TripletLoss):
+    """Mu et al.'s batch cross-clothes triplet (methods.md §5.1-5.2, our reading of L_BCTri):
+
+        L = mean over (anchor i, positive j) of max(0, m + d(x_i, x_j) - d(x_i, x_k)),
+
+    over every positive j of the anchor's identity that wears **other clothes** (same pid, other clothes
+    label), with x_k the anchor's hardest (closest) negative in the batch. Same-outfit positives never enter.
+    The paper's sum over n is averaged over the pairs here (our choice: a sum would grow with K). Anchors with
+    no cross-clothes positive in the batch add nothing; `forward` also returns the share of anchors that had
+    one and the share of those whose closest cross-clothes positive is closer than their closest negative.
+    """
+
+    def forward(self, feats: torch.Tensor, targets: torch.Tensor, clothes: torch.Tensor  # type: ignore[override]
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        dist = self.pairwise(feats)
+        same = targets[:, None] == targets[None, :]
+        cross = same & (clothes[:, None] != clothes[None, :])
+        neg = ~same
+        hardest_neg = dist.masked_fill(~neg, float("inf")).amin(dim=1)
+        valid = cross.any(dim=1) & neg.any(dim=1)
+        pairs = cross & valid[:, None]
+        hinge = F.relu(self.margin + dist - hardest_neg[:, None])
+        n_pairs = pairs.sum()
+        loss = hinge.masked_fill(~pairs, 0.0).sum() / n_pairs.clamp(min=1)
+        with torch.no_grad():
+            nearest_cross = dist.masked_fill(~cross, float("inf")).amin(dim=1)
+            hit = (nearest_cross < hardest_neg) & valid
+            stats = {"xtri_anchors": valid.float().mean(),
+                     "xtri_hit": hit.float().sum() / valid.float().sum().clamp(min=1)}
+        return loss, stats

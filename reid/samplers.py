@@ -64,3 +64,79 @@ class PKBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+class OutfitPKBatchSampler(PKBatchSampler):
+    """P x K batches in which each identity's K images span at least `outfits` of its outfits (when it has that
+    many; an identity with fewer brings all it has), so every identity in a batch has cross-clothes positives.
+
+    Per epoch and identity: each outfit's images are shuffled into a queue; a chunk of K fills its slots from
+    the m = min(outfits, outfits the identity has) outfits with the most images left (ties in a random order):
+    first one image of each (re-drawn from the outfit's images when its queue is empty: this is the guarantee),
+    then up to K // m in all from each (the first K % m one more), passing slots an outfit cannot fill on to
+    the outfits with the next most images; slots nobody can fill are re-drawn from the chosen outfits in turn.
+    So every image is used about once per epoch, as in `PKBatchSampler`, whose batch assembly this keeps.
+    """
+
+    def __init__(self, pids: Sequence[int], clothes: Sequence[int], num_identities: int, num_instances: int,
+                 seed: int = 0, outfits: int = 2):
+        super().__init__(pids, num_identities, num_instances, seed)
+        if outfits < 2 or outfits > num_instances:
+            raise ValueError(f"outfits per identity must be in [2, K = {num_instances}], got {outfits}")
+        if any(int(c) < 0 for c in clothes):
+            raise ValueError("the outfits sampler needs clothes labels (this data set has none: clothes -1)")
+        self.outfits = outfits
+        self.clothes = [int(c) for c in clothes]
+
+    def _chunks(self, g: torch.Generator) -> dict[int, list[list[int]]]:
+        chunks = {}
+        for pid in sorted(self.by_pid):
+            by_outfit: dict[int, list[int]] = defaultdict(list)
+            for i in self.by_pid[pid]:
+                by_outfit[self.clothes[i]].append(i)
+            queues = {c: [idxs[j] for j in torch.randperm(len(idxs), generator=g).tolist()]
+                      for c, idxs in sorted(by_outfit.items())}
+            n_chunks = -(-len(self.by_pid[pid]) // self.k)
+            m = min(self.outfits, len(queues))
+            out = []
+            for _ in range(n_chunks):
+                tie = dict(zip(sorted(queues), torch.randperm(len(queues), generator=g).tolist()))
+                order = sorted(queues, key=lambda c: (-len(queues[c]), tie[c]))
+                chosen = order[:m]
+
+                def draw(c: int) -> int:  # the next queued image of outfit c, or a re-drawn one
+                    if queues[c]:
+                        return queues[c].pop(0)
+                    return by_outfit[c][int(torch.randint(len(by_outfit[c]), (1,), generator=g))]
+
+                chunk = [draw(c) for c in chosen]  # one image of each chosen outfit: the guarantee
+                rest = [self.k // m + (1 if j < self.k % m else 0) - 1 for j in range(m)] + [0] * (len(order) - m)
+                carry = 0
+                for c, share in zip(order, rest):
+                    want = share + carry
+                    take = queues[c][:want]
+                    del queues[c][:want]
+                    chunk += take
+                    carry = want - len(take)
+                    if carry == 0 and share == 0:
+                        break
+                j = 0
+                while len(chunk) < self.k:  # every outfit ran out: re-draw from the chosen ones in turn
+                    chunk.append(draw(chosen[j % m]))
+                    j += 1
+                out.append(chunk)
+            chunks[pid] = out
+        return chunks
+
+
+def chunks_without_cross_outfit_positive(batches: list[list[int]], pids: Sequence[int], clothes: Sequence[int]
+                                         ) -> tuple[int, int]:
+    """(identity groups whose images all wear one outfit, identity groups) over the given batches."""
+    bad = total = 0
+    for b in batches:
+        groups: dict[int, set[int]] = defaultdict(set)
+        for i in b:
+            groups[int(pids[i])].add(int(clothes[i]))
+        total += len(groups)
+        bad += sum(1 for s in groups.values() if len(s) < 2)
+    return bad, total

@@ -27,7 +27,7 @@ from reid.evaluation import cosine_distance, evaluate
 from reid.inference.base import PreprocessSpec, preprocess_crops
 from reid.methods import LossTerm, Method, build_method
 from reid.models import ReIDModel, build_model
-from reid.samplers import PKBatchSampler
+from reid.samplers import OutfitPKBatchSampler, PKBatchSampler
 from reid.transforms import build_train_transform, read_bgr
 
 
@@ -136,6 +136,10 @@ class Trainer:
         self.device = pick_device(recipe.device)
         set_determinism(recipe.seed, self.device)
         self.dataset = load_dataset(recipe.data.dataset, recipe.data.root)
+        if recipe.data.masks:
+            from reid.datasets.masks import attach_masks
+
+            attach_masks(self.dataset, recipe.data.masks)
         self.method: Method = build_method(recipe, self.dataset)
         arch = recipe.model.model_copy(update=self.method.arch_updates())
         try:
@@ -155,15 +159,27 @@ class Trainer:
         self.train_records = self.method.train_records()
         self.train_set = self.method.train_set(self.train_records, self.spec, transform, recipe.data.cache_images)
         self.method_stats: dict[str, Any] | None = None
-        self.sampler = PKBatchSampler([r.pid for r in self.dataset.train],
-                                      recipe.data.batch_size // recipe.data.num_instances,
-                                      recipe.data.num_instances, seed=recipe.seed)
+        self.sampler = self._sampler()
         self.out = Path(recipe.output_dir)
         self.selection = recipe.eval.selection or self.dataset.selection
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
 
     # -- helpers
+    def _sampler(self) -> PKBatchSampler:
+        d, train = self.r.data, self.dataset.train
+        p = d.batch_size // d.num_instances
+        if d.sampler == "pk":
+            return PKBatchSampler([r.pid for r in train], p, d.num_instances, seed=self.r.seed)
+        if not self.method.uses_clothes_labels:
+            raise RecipeError(f"recipe {self.r.name}: data.sampler outfits reads clothes labels, which "
+                              f"loss.method {self.r.loss.method} must train without; use data.sampler: pk")
+        if any(r.clothes < 0 for r in train):
+            raise RecipeError(f"recipe {self.r.name}: data.sampler outfits needs clothes labels, which data set "
+                              f"{self.dataset.name} does not have; use data.sampler: pk")
+        return OutfitPKBatchSampler([r.pid for r in train], [r.clothes for r in train], p, d.num_instances,
+                                    seed=self.r.seed, outfits=d.outfits_per_identity)
+
     def _main_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad] + self.method.main_parameters()
         return torch.optim.Adam(params, lr=self.r.optim.lr, weight_decay=self.r.optim.weight_decay)
@@ -211,8 +227,9 @@ class Trainer:
         loader = self._loader(epoch)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{r.optim.epochs}", disable=not self.progress,
                    file=sys.stderr, mininterval=2.0, leave=False)
-        for images, pids, aux, _cams in bar:
+        for images, pids, aux, _cams, *extra in bar:
             images, pids, aux = images.to(self.device), pids.to(self.device), aux.to(self.device)
+            images = method.before_forward(self, images, [e.to(self.device) for e in extra], epoch)
             out = self.model.forward_train(images)
             step = method.step(self, out, pids, aux, epoch)
             loss = _weighted_sum(step.terms)

@@ -13,6 +13,8 @@ from torchvision.transforms import v2
 
 from reid.inference.base import PreprocessSpec
 
+IGNORE = 255  # mask value where random erasing hid the pixels (reid.datasets.masks.IGNORE)
+
 
 def read_bgr(path: str) -> np.ndarray:
     img = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -88,3 +90,75 @@ class TrainImages(torch.utils.data.Dataset):
         img = self.cache[idx] if self.cache is not None else resize_to_spec(read_bgr(r.path), self.spec)
         x = torch.from_numpy(img).permute(2, 0, 1).contiguous()
         return self.transform(x), r.pid, r.clothes, r.camid
+
+
+class MaskedTrainTransform:
+    """`build_train_transform`'s augmentations applied to an image and its part mask together.
+
+    The geometric steps (enlarge-and-crop or pad-and-crop, horizontal flip) run once on both, with the same
+    random draws (torchvision's joint Image/Mask transforms: the mask is resized with nearest neighbours and
+    padded with 0, background); random erasing draws exactly as `v2.RandomErasing` does and marks the erased
+    rectangle IGNORE in the mask. The random stream is the one of `build_train_transform`, so for one seed the
+    image equals what the mask-free transform gives.
+    """
+
+    def __init__(self, spec: PreprocessSpec, random_crop_p: float = 0.5, crop_enlarge: float = 1.125,
+                 hflip_p: float = 0.5, erasing_p: float = 0.5,
+                 erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465),
+                 crop_mode: str = "enlarge", crop_pad: int = 10):
+        full = build_train_transform(spec, random_crop_p, crop_enlarge, hflip_p, erasing_p, erasing_fill,
+                                     crop_mode, crop_pad)
+        ops = list(full.transforms)  # [crop, flip, dtype, scale, normalise(, erasing)]
+        if len(ops) not in (5, 6) or not isinstance(ops[1], v2.RandomHorizontalFlip):
+            raise RuntimeError("MaskedTrainTransform expects build_train_transform's order of steps; update both")
+        self.geometric = v2.Compose(ops[:2])  # crop, flip
+        self.photometric = v2.Compose(ops[2:5])  # dtype, scale, normalise (image only)
+        self.eraser = ops[5] if len(ops) > 5 else None
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 CHW image, uint8 HW mask -> normalised float CHW image, uint8 HW mask (same geometry)."""
+        from torchvision import tv_tensors
+
+        if image.shape[-2:] != mask.shape[-2:]:
+            raise ValueError(f"image {tuple(image.shape[-2:])} and mask {tuple(mask.shape[-2:])} differ in size")
+        img, m = self.geometric(tv_tensors.Image(image), tv_tensors.Mask(mask[None]))
+        x = self.photometric(img.as_subclass(torch.Tensor))
+        m = m.as_subclass(torch.Tensor)[0].clone()
+        e = self.eraser
+        if e is not None and torch.rand(1) < e.p:  # v2.RandomErasing's order of draws
+            params = e.make_params([x])
+            if params["v"] is not None:
+                i, j, h, w = params["i"], params["j"], params["h"], params["w"]
+                x = x.clone()
+                x[:, i:i + h, j:j + w] = params["v"]
+                m[i:i + h, j:j + w] = IGNORE
+        return x, m
+
+
+class MaskedTrainImages(TrainImages):
+    """(image, pid, clothes, camid, mask): the part mask (roles, `reid.datasets.masks`) augmented with the image."""
+
+    def __init__(self, records, spec: PreprocessSpec, transform: MaskedTrainTransform, cache: bool = False,
+                 mask_layout: str = "synthcc"):
+        super().__init__(records, spec, transform, cache=cache)
+        self.mask_layout = mask_layout
+        self.mask_cache: list[np.ndarray] | None = None
+        if cache:
+            self.mask_cache = [self._mask(r) for r in self.records]
+
+    def _mask(self, r) -> np.ndarray:
+        from reid.datasets.masks import read_mask
+
+        if not r.mask_path:
+            raise FileNotFoundError(f"training image {r.path} has no part mask (set data.masks)")
+        m = read_mask(r.mask_path, self.mask_layout)
+        if m.shape != (self.spec.height, self.spec.width):
+            m = cv2.resize(m, (self.spec.width, self.spec.height), interpolation=cv2.INTER_NEAREST)
+        return m
+
+    def __getitem__(self, idx: int):
+        r = self.records[idx]
+        img = self.cache[idx] if self.cache is not None else resize_to_spec(read_bgr(r.path), self.spec)
+        m = self.mask_cache[idx] if self.mask_cache is not None else self._mask(r)
+        x, mask = self.transform(torch.from_numpy(img).permute(2, 0, 1).contiguous(), torch.from_numpy(m))
+        return x, r.pid, r.clothes, r.camid, mask

@@ -7,7 +7,8 @@ A method owns
   re-created every epoch (FIRe²'s fine-grained head), in `step_optimizers`;
 * its losses: `step` returns named terms with weights; the trainer sums them in order, steps, and logs
   each term's unweighted batch mean as `<name>_loss` (0 in epochs where a term is off);
-* its schedule hooks: `epoch_start` (FIRe²'s clustering) runs before an epoch's batches;
+* its schedule hooks: `epoch_start` (FIRe²'s clustering) runs before an epoch's batches, `before_forward`
+  (CRE's erasing) on each batch before the model sees it;
 * its retrieval feature: through the model's `arch` (`arch_updates`), since inference runs the model alone.
 """
 
@@ -53,6 +54,7 @@ class EpochStart:
 
 class Method:
     name: ClassVar[str]
+    uses_clothes_labels: ClassVar[bool] = True  # False: the method must train without them (FIRe², CSSC)
     terms: ClassVar[tuple[str, ...]]  # every term `step` may return (each logged as <term>_loss)
     logs: ClassVar[tuple[str, ...]] = ("id_acc",)  # every log `step` may return
 
@@ -91,6 +93,13 @@ class Method:
     def step_optimizers(self) -> list[torch.optim.Optimizer]:
         """Optimisers zeroed and stepped together with the main one on this step's total loss."""
         return []
+
+    # -- per batch
+    def before_forward(self, trainer: Trainer, images: torch.Tensor, extra: list[torch.Tensor],
+                       epoch: int) -> torch.Tensor:
+        """The batch the model sees; `extra` holds the loader's fields after (image, pid, aux, camid), e.g.
+        the part masks of `MaskedTrainImages`, on the device (CRE erases clothes here)."""
+        return images
 
     # -- schedule
     def epoch_start(self, trainer: Trainer, epoch: int) -> EpochStart:

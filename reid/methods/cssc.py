@@ -49,6 +49,7 @@ class SMRHead(nn.Module):
 
 class CSSC(Method):
     name = "cssc"
+    uses_clothes_labels = False
 
     def __init__(self, recipe, dataset):
         super().__init__(recipe, dataset)

@@ -30,6 +30,7 @@ class IndexedTrainImages(TrainImages):
 
 class Fire2(Method):
     name = "fire2"
+    uses_clothes_labels = False
     terms = ("id", "tri", "ffm", "far")
 
     def __init__(self, recipe, dataset):

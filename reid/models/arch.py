@@ -29,6 +29,13 @@ class ArchConfig(BaseModel):
     trunk: Literal["resnet", "cssc"] = "resnet"
     smr: bool = Field(True, description="CSSC trunk: SMR refinement after each branch block (False: ablation)")
     smr_reduction: int = Field(16, ge=1, description="SMR's SE-style bottleneck: channels / smr_reduction")
+    # BSGA (Mu et al.; methods.md §5.2, our reading): a spatial attention branch after stage `bsga_stage` that
+    # reweights the map (residual: x * (1 + a); multiply: x * a). It runs at inference (it needs no mask: it
+    # predicts a from the image); in training, loss.method cre_bsga supervises a with the body-shape mask.
+    bsga: bool = Field(False, description="body-shape-guided spatial attention (plain ResNet trunks only)")
+    bsga_stage: Literal[2, 3, 4] = 4
+    bsga_reduction: int = Field(4, ge=1, description="attention branch hidden channels: channels / reduction")
+    bsga_mode: Literal["residual", "multiply"] = "residual"
     # Which vector retrieval uses: "neck" the BN output (CAL, FIRe²), "pooled" the pre-BN pooled feature (CSSC).
     feature: Literal["neck", "pooled"] = "neck"
     num_classes: int = Field(0, ge=0, description="training identities (0: no identity head)")

@@ -14,6 +14,7 @@ from torch import nn
 
 from reid.models.arch import ArchConfig
 from reid.models.backbones import build_backbone
+from reid.models.bsga import BSGATrunk
 from reid.models.cssc import CSSCTrunk, SMRTap
 from reid.models.heads import GlobalPool
 
@@ -21,13 +22,14 @@ from reid.models.heads import GlobalPool
 @dataclass(frozen=True)
 class TrainOutput:
     """One training forward: the last-stage map, its pooled vector, the BN-neck vector, identity logits
-    (None without a head) and, for the CSSC trunk, what each SMR module saw."""
+    (None without a head), for the CSSC trunk what each SMR module saw, and for a BSGA trunk its attention."""
 
     fmap: torch.Tensor
     pooled: torch.Tensor
     neck: torch.Tensor
     logits: torch.Tensor | None
     taps: list[SMRTap] = field(default_factory=list)
+    attention: torch.Tensor | None = None  # BSGA's attention logits (N, 1, h, w) when the model has it
 
 
 class ReIDModel(nn.Module):
@@ -40,8 +42,9 @@ class ReIDModel(nn.Module):
             # SCI (methods.md §4): the CLIP image encoder returns its pooled vector [cls; proj] itself.
             from reid.models.clip import ClipImageEncoder
 
-            if arch.trunk != "resnet":
-                raise ValueError(f"model.trunk {arch.trunk} needs a ResNet backbone, not clip_vit")
+            if arch.trunk != "resnet" or arch.bsga:
+                raise ValueError("model.backbone clip_vit takes neither model.trunk cssc nor model.bsga "
+                                 "(both need a ResNet backbone)")
             self.backbone = ClipImageEncoder(arch)
             self.pool = None
             self.feature_dim = self.backbone.out_dim
@@ -50,6 +53,11 @@ class ReIDModel(nn.Module):
                                    arch.lite_blocks)
             if arch.trunk == "cssc":
                 trunk = CSSCTrunk(trunk, smr=arch.smr, reduction=arch.smr_reduction, backbone=arch.backbone)
+            if arch.bsga:
+                if arch.trunk != "resnet":
+                    raise ValueError(f"model.bsga works on the plain trunk only (model.trunk: resnet), not "
+                                     f"{arch.trunk!r}")
+                trunk = BSGATrunk(trunk, stage=arch.bsga_stage, reduction=arch.bsga_reduction, mode=arch.bsga_mode)
             self.backbone = trunk
             self.pool = GlobalPool(arch.pooling)
             self.feature_dim = self.backbone.out_dim * self.pool.multiplier
@@ -80,14 +88,17 @@ class ReIDModel(nn.Module):
         return self.bn(self._pooled(fmap))
 
     def forward_train(self, x: torch.Tensor) -> TrainOutput:
+        attention = None
         if isinstance(self.backbone, CSSCTrunk):
             fmap, taps = self.backbone.forward_taps(x)
+        elif isinstance(self.backbone, BSGATrunk):
+            (fmap, attention), taps = self.backbone.forward_attention(x), []
         else:
             fmap, taps = self.backbone(x), []
         pooled = self._pooled(fmap)
         neck = self.bn(pooled)
         logits = self.id_head(neck) if self.id_head is not None else None
-        return TrainOutput(fmap, pooled, neck, logits, taps)
+        return TrainOutput(fmap, pooled, neck, logits, taps, attention)
 
     def inference_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights needed for retrieval only (the identity head is training-only)."""
