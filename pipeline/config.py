@@ -60,6 +60,8 @@ class CameraConfig(Strict):
     open_timeout_s: float = Field(10.0, gt=0, le=DAY_S, description="give up opening a source after this long")
     read_timeout_s: float = Field(5.0, gt=0, le=DAY_S, description="a live source silent this long is reconnected")
     stall_after_s: float = Field(2.0, gt=0, le=DAY_S, description="no frame this long: camera state 'stalled'")
+    realtime: bool = Field(False, description="files: hand frames over at the source's frame rate, as a live "
+                           "camera would (demos, dashboard tests); live sources are real time anyway")
     reconnect: ReconnectConfig = ReconnectConfig()
 
     @field_validator("id")
@@ -184,11 +186,22 @@ class EventsConfig(Strict):
 class OutputConfig(Strict):
     dir: str | None = None  # default: runs/<config file stem>
     video: bool = True
+    snapshots: bool = Field(True, description="keep the best crop (JPEG) per identity outfit in the store, "
+                            "for the dashboard's gallery")
 
 
 class MetricsConfig(Strict):
     port: int | None = Field(None, ge=0, le=65535, description="serve Prometheus metrics on this port; none: off")
     host: str = Field("127.0.0.1", min_length=1)
+
+
+class DashboardConfig(Strict):
+    """The operator's web dashboard (cameras, identity gallery, event feed), served by the running pipeline."""
+
+    port: int | None = Field(None, ge=0, le=65535, description="serve the dashboard on this port; none: off")
+    host: str = Field("127.0.0.1", min_length=1, description="bound to localhost unless set otherwise")
+    frame_fps: float = Field(2.0, gt=0, le=30, description="live frames JPEG-encoded per camera per second")
+    frame_width: int = Field(960, ge=64, le=8192, description="live frames are scaled down to this width")
 
 
 class PipelineConfig(Strict):
@@ -202,6 +215,7 @@ class PipelineConfig(Strict):
     events: EventsConfig = EventsConfig()
     output: OutputConfig = OutputConfig()
     metrics: MetricsConfig = MetricsConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
     @field_validator("store")
     @classmethod
