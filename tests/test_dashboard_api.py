@@ -157,6 +157,8 @@ def test_taken_port_is_refused_at_start(redis_client):
 
 @pytest.mark.slow
 def test_run_goes_on_when_the_dashboard_port_is_taken(tmp_path, shared_video, shared_models):
+    """...and then: `events`/`identities --config` find the run's store without --output-dir; events carry
+    video_time_s (PETS: 10 fps in its container)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -172,3 +174,14 @@ def test_run_goes_on_when_the_dashboard_port_is_taken(tmp_path, shared_video, sh
     assert len(lines) == 1 and f"dashboard not served on 127.0.0.1:{port}" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "frames 8 " in proc.stdout
+    pm = [sys.executable, "-m", "pipeline"]
+    ev = subprocess.run(pm + ["events", "--config", str(cfg), "--from-start"], capture_output=True, text=True,
+                        timeout=60)
+    assert ev.returncode == 0, ev.stderr
+    events = [json.loads(line) for line in ev.stdout.splitlines()]
+    framed = [e for e in events if e["frame_index"] is not None]
+    assert framed and all(e["video_time_s"] == round(e["frame_index"] / 10, 3) for e in framed)
+    assert all(e["video_time_s"] is None for e in events if e["type"] == "camera.state")
+    ids = subprocess.run(pm + ["identities", "--config", str(cfg), "--json"], capture_output=True, text=True,
+                         timeout=60)
+    assert ids.returncode == 0, ids.stderr
