@@ -235,23 +235,31 @@ def cmd_identities(args) -> int:
     from rich.table import Table
 
     from pipeline.embedded import open_store_client
-    from pipeline.store import IdentityStore, describe_identity
+    from pipeline.store import IdentityStore, describe_identity, merged_from_map
 
     url, store_dir, config = _store_location(args)
     if url == "embedded" and not store_dir.exists():
         raise _no_store(args, store_dir)
     with open_store_client(url, store_dir, "reader", socket_timeout=10, socket_connect_timeout=5) as client:
-        rows = [describe_identity(r) for r in IdentityStore(client, config.key_prefix if config else "pipeline").identities()]
+        records = IdentityStore(client, config.key_prefix if config else "pipeline").identities()
+    merged = merged_from_map(records)
+    rows = [describe_identity(r, merged.get(r.identity_id)) for r in records]
+    # One count everywhere (run summary, dashboard, here): identities not merged into another. Merged ones
+    # are listed after them, marked, so their old ids still resolve.
+    rows.sort(key=lambda r: r["merged_into"] is not None)
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return EXIT_OK
-    table = Table(title=f"{len(rows)} identities")
-    cols = ("identity_id", "first_seen", "last_seen", "cameras", "outfits", "sightings", "last_camera", "merged_into")
+    active = sum(r["merged_into"] is None for r in rows)
+    table = Table(title=f"{active} identities" + (f" (+{len(rows) - active} merged into others, listed last)"
+                                                  if len(rows) > active else ""))
+    cols = ("identity_id", "first_seen", "last_seen", "cameras", "outfits", "sightings", "last_camera",
+            "merged_from", "merged_into")
     for col in cols:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(", ".join(row[c]) if isinstance(row[c], list) else ("" if row[c] is None else str(row[c]))
+        table.add_row(*(", ".join(map(str, row[c])) if isinstance(row[c], list) else ("" if row[c] is None else str(row[c]))
                         for c in cols))
     _console().print(table)
     return EXIT_OK
@@ -298,8 +306,19 @@ def cmd_dashboard(args) -> int:
     return EXIT_OK
 
 
+class _UTCFormatter(logging.Formatter):
+    """Log lines start with the UTC time, as events' `ts` (ISO-8601, milliseconds, Z)."""
+
+    def formatTime(self, record, datefmt=None):  # noqa: N802 (logging's name)
+        from pipeline.events import iso_utc
+
+        return iso_utc(record.created)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = _parser().parse_args(argv)
     from pipeline.outage import StoreFailure
     from pipeline.redact import redact

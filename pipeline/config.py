@@ -302,7 +302,15 @@ def parse_config(raw: Any, file: str | Path = "<config>", base_dir: Path | None 
                 raise ConfigError(file, f"cameras[{i}].source", f"video file not found: {path}")
             cam = cam.model_copy(update={"source": str(path.resolve())})
         cameras.append(cam)
-    return config.model_copy(update={"cameras": cameras})
+    # Model files resolve like camera sources: a relative path that exists beside the YAML is that file;
+    # otherwise the name is searched where pipeline.models looks (./models, $PIPELINE_MODELS, ../shared/models).
+    models = {}
+    for section in ("detector", "reid"):
+        sect = getattr(config, section)
+        given = Path(sect.model).expanduser()
+        if base_dir is not None and not given.is_absolute() and (base / given).is_file():
+            models[section] = sect.model_copy(update={"model": str((base / given).resolve())})
+    return config.model_copy(update={"cameras": cameras, **models})
 
 
 def load_config(path: str | Path) -> PipelineConfig:

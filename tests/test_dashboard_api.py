@@ -5,6 +5,7 @@ taken. The browser test (tests/test_dashboard_browser.py) drives the same pages 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def test_identities_snapshots_and_merges(redis_client):
     assert [r["identity_id"] for r in body["identities"]][-1] == 2, "merged identities come last"
     assert rows[2]["status"] == "merged" and rows[2]["merged_into"] == 1
     assert rows[1]["status"] == "active" and rows[1]["merged_from"] == [2]
+    assert rows[1]["outfits_count"] == 1, "a merge is shown as a merge, not as an extra outfit"
+    assert rows[3]["outfits_count"] == 2
     # one snapshot per (identity, outfit); identity 3 was seen in two outfits, on two cameras
     assert [o["outfit_id"] for o in rows[3]["outfits"]] == [2]  # outfit 1 had no crop
     assert rows[3]["outfits"][0]["cameras"] == ["hall"]
@@ -90,6 +93,23 @@ def test_identities_snapshots_and_merges(redis_client):
     assert rd > 200 and g < 60, "the best (tallest) crop is kept, not a later worse one"
     assert api.get("/api/identities/1/outfits/7/snapshot.jpg").status_code == 404
     assert api.get(rows[2]["outfits"][0]["snapshot_url"]).status_code == 200, "a merged identity keeps its picture"
+
+
+def test_identities_cli_counts_like_the_dashboard(redis_server, redis_client, capsys):
+    """`identities`: the same count as the run summary and the dashboard (merged ones apart, listed last), a merge
+    shown as `merged_from`/`merged_into`, not as an outfit."""
+    from pipeline.cli import main
+
+    _gallery(redis_client)
+    assert main(["identities", "--store", redis_server.url]) == 0
+    out = capsys.readouterr().out
+    assert "2 identities (+1 merged into others" in out
+    assert main(["identities", "--store", redis_server.url, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["identity_id"] for r in rows] == [1, 3, 2]
+    assert rows[0]["outfits"] == 1 and rows[0]["merged_from"] == [2] and rows[0]["status"] == "active"
+    assert rows[1]["outfits"] == 2
+    assert rows[2]["merged_into"] == 1 and rows[2]["status"] == "merged"
 
 
 def test_events_filters_and_pages(redis_client):
@@ -174,6 +194,9 @@ def test_run_goes_on_when_the_dashboard_port_is_taken(tmp_path, shared_video, sh
     assert len(lines) == 1 and f"dashboard not served on 127.0.0.1:{port}" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "frames 8 " in proc.stdout
+    logged = [ln for ln in proc.stderr.splitlines() if re.search(r" (INFO|WARNING|ERROR) [\w.]+: ", ln)]
+    assert logged and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR) ", ln)
+                          for ln in logged), "log lines start with their UTC time"
     pm = [sys.executable, "-m", "pipeline"]
     ev = subprocess.run(pm + ["events", "--config", str(cfg), "--from-start"], capture_output=True, text=True,
                         timeout=60)
@@ -185,3 +208,28 @@ def test_run_goes_on_when_the_dashboard_port_is_taken(tmp_path, shared_video, sh
     ids = subprocess.run(pm + ["identities", "--config", str(cfg), "--json"], capture_output=True, text=True,
                          timeout=60)
     assert ids.returncode == 0, ids.stderr
+
+
+def test_model_paths_resolve_against_the_config_file(tmp_path, monkeypatch, shared_models, shared_video, capsys):
+    """`reid.model`/`detector.model` relative paths resolve like camera sources: beside the YAML, whatever the
+    working directory."""
+    from pipeline.cli import main
+    from pipeline.config import load_config
+
+    conf = tmp_path / "site"
+    (conf / "weights").mkdir(parents=True)
+    (conf / "weights" / "my-reid.onnx").symlink_to(shared_models["reid"])
+    (conf / "weights" / "my-det.onnx").symlink_to(shared_models["yolox"])
+    cfg = conf / "cams.yaml"
+    cfg.write_text(f"cameras: [{{id: a, source: {shared_video['pets']}}}]\n"
+                   "reid: {model: weights/my-reid.onnx}\ndetector: {model: weights/my-det.onnx}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(cfg)
+    assert config.reid.model == str((conf / "weights" / "my-reid.onnx").resolve())
+    assert config.detector.model == str((conf / "weights" / "my-det.onnx").resolve())
+    assert main(["validate", str(cfg)]) == 0, capsys.readouterr().err
+    # a bare name that is not beside the YAML is still searched in the model folders
+    cfg.write_text(f"cameras: [{{id: a, source: {shared_video['pets']}}}]\n")
+    assert load_config(cfg).reid.model == "person-reidentification-retail-0267.ort.onnx"

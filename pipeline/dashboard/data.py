@@ -4,11 +4,9 @@ its cameras in memory). No store URL, password or source URL ever reaches a page
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterable
-
 from pipeline.dashboard.snapshots import snap_key, snapmeta_key
 from pipeline.events import iso_utc
-from pipeline.store import IdentityStore
+from pipeline.store import IdentityStore, merged_from_map
 
 RECENT_EVENTS_SCAN = 5000  # events read back to find each camera's last state (read-only dashboard)
 
@@ -29,10 +27,7 @@ class StoreView:
     # -- identities ---------------------------------------------------------------------------------
     def identities(self) -> dict:
         records = self.store.identities(include_merged=True)
-        merged_from: dict[int, list[int]] = {}
-        for rec in records:
-            if rec.merged_into is not None:
-                merged_from.setdefault(rec.merged_into, []).append(rec.identity_id)
+        merged_from = merged_from_map(records)
         with self.r.pipeline(transaction=False) as pipe:
             for rec in records:
                 pipe.hgetall(snapmeta_key(self.p, rec.identity_id))
@@ -55,12 +50,11 @@ class StoreView:
             rows.append({
                 "identity_id": rec.identity_id, "first_seen": iso_utc(rec.created), "last_seen": iso_utc(rec.last_seen),
                 "cameras": rec.cameras, "last_camera": rec.last_camera, "sightings": rec.sightings,
-                "outfits_count": rec.outfits, "outfits": outfits, "merged_into": rec.merged_into,
+                "outfits_count": rec.own_outfits, "outfits": outfits, "merged_into": rec.merged_into,
                 "merged_from": sorted(merged_from.get(rec.identity_id, [])),
                 "status": "merged" if rec.merged_into is not None else "active",
             })
-        # active first (most recently seen first), then the merged ones
-        rows.sort(key=lambda r: (r["status"] != "active", r["last_seen"]), reverse=False)
+        # one count (as the run summary and `identities`): active identities; merged ones listed after them
         active = sorted((r for r in rows if r["status"] == "active"), key=lambda r: r["last_seen"], reverse=True)
         merged = sorted((r for r in rows if r["status"] == "merged"), key=lambda r: r["last_seen"], reverse=True)
         return {"count": len(active), "merged": len(merged), "identities": active + merged}
@@ -144,5 +138,3 @@ def matches(ev: dict, camera: str | None = None, identity: int | None = None,
         return False
     return True
 
-
-CameraSource = Callable[[], Iterable[dict]]

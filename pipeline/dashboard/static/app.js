@@ -48,7 +48,7 @@ async function refreshCameras() {
         el("span", {}, "fps " + fmtNum(c.fps, 1)),
         el("span", {}, "frames " + (c.frames ?? "–")),
         el("span", {}, "reconnects " + (c.reconnects ?? "–")),
-        c.detail ? el("span", {class: "muted"}, c.detail) : null);
+        ...(c.detail ? [el("span", {class: "muted"}, c.detail)] : []));
     }
   } catch (e) { document.getElementById("cameras-summary").textContent = "dashboard unreachable: " + e.message; }
 }
