@@ -120,7 +120,7 @@ class SnapshotKeeper:
     """Best crop per tracklet (frame loop), written to the store as the crop of the tracklet's identity outfit
     once an event names them (store worker), by a writer thread of its own."""
 
-    def __init__(self, client, prefix: str, retention_s: float = 0, max_tracklets: int = 4096,
+    def __init__(self, client, prefix: str, retention_s: float = 0, max_tracklets: int = 1024,
                  max_pending: int = 1000) -> None:
         self.r = client
         self.p = prefix
