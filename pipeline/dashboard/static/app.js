@@ -65,9 +65,10 @@ async function refreshIdentities() {
         idn.status === "merged" ? el("span", {class: "badge merged"}, "merged into #" + idn.merged_into) : null,
         idn.merged_from.length ? el("span", {class: "badge"}, "merged from " + idn.merged_from.map(i => "#" + i).join(", ")) : null,
         idn.outfits.length > 1 ? el("span", {class: "badge changed"}, idn.outfits.length + " outfits (outfit_changed)") : null);
-      const info = el("div", {class: "muted"},
-        `cameras ${idn.cameras.join(", ")} · first ${fmtTime(idn.first_seen)} · last ${fmtTime(idn.last_seen)}` +
-        (idn.last_camera ? ` on ${idn.last_camera}` : "") + ` · sightings ${idn.sightings}`);
+      const hms = iso => fmtTime(iso).slice(11, 19);
+      const info = el("div", {class: "muted", title: `first ${idn.first_seen}, last ${idn.last_seen}`},
+        `${idn.cameras.join(", ")} · ${hms(idn.first_seen)}–${hms(idn.last_seen)}` +
+        (idn.last_camera ? ` (last on ${idn.last_camera})` : "") + ` · ${idn.sightings} sighting(s)`);
       const outfits = el("div", {class: "outfits"}, ...idn.outfits.map(o => el("div", {class: "outfit"},
         el("img", {class: "snapshot", src: o.snapshot_url, alt: `identity ${idn.identity_id} outfit ${o.outfit_id}`}),
         el("div", {}, `outfit ${o.outfit_id}`),
