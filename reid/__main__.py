@@ -58,13 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from reid.datasets import load_dataset
-    from reid.models import load_checkpoint
-    from reid.train import evaluate_dataset, format_results, pick_device
-
-    from reid.datasets import LOADERS
+    from reid.datasets import LOADERS, load_dataset
 
     # the cheap checks first, each one line (exit 2): the data-set name, the weights file, the data-set root
     if args.dataset.lower().replace("-", "").replace("_", "") not in LOADERS:
@@ -73,6 +67,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--weights {args.weights}: no such file (a .safetensors checkpoint written by `reid train`)")
     if not Path(args.root).is_dir():
         raise UsageError(f"--root {args.root}: no such folder")
+    import torch
+
+    from reid.models import load_checkpoint
+    from reid.train import evaluate_dataset, format_results, pick_device
+
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
