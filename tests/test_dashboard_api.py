@@ -233,3 +233,33 @@ def test_model_paths_resolve_against_the_config_file(tmp_path, monkeypatch, shar
     # a bare name that is not beside the YAML is still searched in the model folders
     cfg.write_text(f"cameras: [{{id: a, source: {shared_video['pets']}}}]\n")
     assert load_config(cfg).reid.model == "person-reidentification-retail-0267.ort.onnx"
+
+
+def test_read_only_dashboard_command(redis_server, redis_client):
+    """`python -m pipeline dashboard --store URL`: serves the store's identities and events read-only, ends with
+    0 on SIGTERM; a taken port is one `error:` line and exit 2."""
+    import signal
+
+    _gallery(redis_client)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "dashboard", "--store", redis_server.url, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        m = re.search(r"on (http://127\.0\.0\.1:\d+/)", line)
+        assert m, line
+        base = m.group(1)
+        body = httpx.get(base + "api/identities", timeout=10).json()
+        assert body["count"] == 2 and body["merged"] == 1
+        cams = httpx.get(base + "api/cameras", timeout=10).json()
+        assert cams["live"] is False and cams["cameras"][0]["camera_id"] == "gate"
+        page = httpx.get(base + "identities", timeout=10).text
+        assert redis_server.url not in page and "redis://" not in json.dumps(body), "no store URL in pages or API"
+        port = int(base.rsplit(":", 1)[1].strip("/"))
+        taken = subprocess.run([sys.executable, "-m", "pipeline", "dashboard", "--store", redis_server.url,
+                                "--port", str(port)], capture_output=True, text=True, timeout=60)
+        assert taken.returncode == 2 and taken.stderr.startswith("error: <command line>: --port: cannot serve") \
+            and taken.stderr.count("\n") == 1, taken.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
