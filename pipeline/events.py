@@ -49,6 +49,8 @@ class IdentityEvent:
     schema: int = SCHEMA_VERSION
     # Added within schema 1 (optional, null when not applicable; readers ignore fields they do not know):
     merged_from: int | None = None  # identity.merged: the identity merged into `identity_id`
+    video_time_s: float | None = None  # position of `frame_index` in the source, seconds (files: from its frame
+    # rate; live sources: since the camera's first frame); null for events without a frame
 
     def __post_init__(self) -> None:
         if self.type not in EVENT_TYPES:

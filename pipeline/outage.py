@@ -112,6 +112,9 @@ class StoreLink:
         self.call_timeout_s = call_timeout_s
         # Called (in the publishing thread) with each batch the store took and when: latency metrics.
         self.on_published: Callable[[list[IdentityEvent], float], None] | None = None
+        # Called on events as they are queued (any thread): the runner fills in fields only it knows
+        # (video_time_s from the camera's frame index).
+        self.stamp: Callable[[list[IdentityEvent]], None] | None = None
         self._up = True
         self._lock = threading.Lock()
         self._clock = clock
@@ -156,6 +159,9 @@ class StoreLink:
     # -- the outbox ----------------------------------------------------------------------------------
     def enqueue(self, events: Iterable[IdentityEvent]) -> None:
         """Queue events in the order they were made (any thread; never waits on the network)."""
+        if self.stamp is not None:
+            events = list(events)
+            self.stamp(events)
         with self._lock:
             self.outbox.extend(events)
             overflow = len(self.outbox) - self.max_buffered

@@ -17,6 +17,7 @@ from typing import TextIO
 import numpy as np
 
 from pipeline.annotate import VideoOut, draw_tracks, write_mot_rows
+from pipeline.dashboard.snapshots import LiveFrames, SnapshotKeeper
 from pipeline.config import CameraConfig, ConfigError, PipelineConfig, load_config
 from pipeline.events import IdentityEvent, iso_utc
 from reid.inference.outfit import outfit_descriptors
@@ -101,8 +102,13 @@ class PipelineRunner:
         self.crops_embedded = 0
         # (camera, frame index) -> capture wall time of recent frames, for the capture-to-event latency of
         # events the store worker publishes later (bounded: only recent frames can still be decided on)
-        self._captured: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._captured: OrderedDict[tuple[str, int], tuple[float, float]] = OrderedDict()  # -> (wall, video time)
         self._captured_lock = threading.Lock()
+        self._cams: list[CameraRun] = []  # the cameras of the run (the dashboard reads them)
+        self.live_frames: LiveFrames | None = None  # latest annotated JPEG per camera (dashboard on)
+        self.snapshots: SnapshotKeeper | None = None  # best crop per identity outfit, to the store
+        self.dashboard = None  # pipeline.dashboard.server.DashboardServer while serving
+        self.dashboard_port: int | None = None
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
@@ -168,6 +174,59 @@ class PipelineRunner:
                               f"cannot serve metrics on {m.host}:{m.port}: {exc.strerror or exc}") from exc
         log.info("metrics on http://%s:%d/metrics", m.host, self.metrics_port)
 
+    def _serve_dashboard(self, client) -> None:
+        """The web dashboard in its own thread; a failure to serve it is logged (one line) and the run goes on."""
+        d = self.config.dashboard
+        if d.port is None:
+            return
+        try:
+            from pipeline.dashboard.app import create_app
+            from pipeline.dashboard.data import StoreView
+            from pipeline.dashboard.server import DashboardServer
+
+            self.live_frames = LiveFrames(d.frame_fps, d.frame_width)
+            stopping = threading.Event()
+            app = create_app(StoreView(client, self.config.key_prefix, self.config.events.stream),
+                             _LiveCameras(self), read_only=False, stopping=stopping)
+            server = DashboardServer(app, d.host, d.port, stopping)
+            self.dashboard_port = server.start()
+            self.dashboard = server
+        except Exception as exc:  # port taken, bad host, a missing package: the run goes on without it
+            self.live_frames = None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            log.error("dashboard not served on %s:%s: %s (dashboard.port in the config); the run goes on without it",
+                      d.host, d.port, redact(str(why)))
+            return
+        log.info("dashboard on %s", self.dashboard.url)
+
+    def _stop_dashboard(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
+            self.dashboard = None
+        if self.snapshots is not None:
+            self.snapshots.close()
+            self.snapshots = None
+
+    def _stamp_video_time(self, events: list[IdentityEvent]) -> None:
+        """Fill `video_time_s` (the event's frame's position in its source) on events that name a frame."""
+        fps = {c.camera_id: c.reader.source_fps for c in self._cams if not c.reader.live}
+        for ev in events:
+            if ev.video_time_s is not None or ev.frame_index is None or ev.camera_id is None:
+                continue
+            rate = fps.get(ev.camera_id)
+            if rate:
+                ev.video_time_s = round(ev.frame_index / rate, 3)
+                continue
+            with self._captured_lock:
+                seen = self._captured.get((ev.camera_id, ev.frame_index))
+            if seen is not None:
+                ev.video_time_s = round(seen[1], 3)
+
+    def _on_published(self, events: list[IdentityEvent], published_at: float) -> None:
+        self._observe_published(events, published_at)
+        if self.snapshots is not None:
+            self.snapshots.on_events(events)
+
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         # Signals first: a SIGHUP (reload) or SIGTERM (stop) while the models load must not kill the process.
@@ -184,7 +243,7 @@ class PipelineRunner:
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             detector, embedder = self._build_models()
-            cams = [self._camera(c) for c in self.config.cameras]
+            cams = self._cams = [self._camera(c) for c in self.config.cameras]
             t0 = time.monotonic()
             self._serve_metrics()
             with open_store_client(self.config.store, self.output_dir / "store", "run",
@@ -198,7 +257,11 @@ class PipelineRunner:
                                       self.config.events.maxlen, gallery_log_maxlen=m.gallery_log_maxlen,
                                       retention_s=m.retention_s or 0)
                 self.link = StoreLink(store, redact(self.config.store), max_buffered=self.config.events.maxlen)
-                self.link.on_published = self._observe_published
+                self.link.on_published = self._on_published
+                self.link.stamp = self._stamp_video_time
+                if self.config.output.snapshots:
+                    self.snapshots = SnapshotKeeper(client, self.config.key_prefix, m.retention_s or 0).start()
+                self._serve_dashboard(client)
                 self.stage = MatchStage(matcher_from_config(store, m), m.min_crops,
                                         lambda: [c.tracklets for c in cams],  # cameras may be added while running
                                         max_ending=self.config.events.maxlen)
@@ -222,6 +285,7 @@ class PipelineRunner:
                         c.reader.close()
                         self._finish_camera(c, everything=True)
                     self._drain()
+                    self._stop_dashboard()
                 if self.worker.failure is None:
                     try:
                         identities = len(self.link.call(store.identities, include_merged=False))
@@ -229,6 +293,7 @@ class PipelineRunner:
                         log.warning("identity count unavailable: %s", exc)
             self.worker.check()  # a store failure ends the run loud (exit 1), after the drain above
         finally:
+            self._stop_dashboard()
             self.metrics.close()
             for s, h in previous.items():
                 signal.signal(s, h)
@@ -254,7 +319,7 @@ class PipelineRunner:
         late = self.stage.decided_late
         timed = [e for e in events if e.event_id not in late]
         with self._captured_lock:
-            captured = {(e.camera_id, e.frame_index): self._captured.get((e.camera_id, e.frame_index))
+            captured = {(e.camera_id, e.frame_index): self._captured.get((e.camera_id, e.frame_index), (None,))[0]
                         for e in timed}
         self.metrics.observe_published(timed, captured, published_at)
 
@@ -367,7 +432,7 @@ class PipelineRunner:
             step_started, stage_before = time.time(), dict(self.stage_s)
             with self._captured_lock:
                 for c, frame in batch:
-                    self._captured[(c.camera_id, frame.index)] = frame.wall_time
+                    self._captured[(c.camera_id, frame.index)] = (frame.wall_time, frame.video_time)
                 while len(self._captured) > 10_000:
                     self._captured.popitem(last=False)
             t = time.perf_counter()
@@ -379,7 +444,7 @@ class PipelineRunner:
             self.stage_s["detect"] += time.perf_counter() - t
 
             events: list[IdentityEvent] = []
-            crop_requests, crop_images = [], []
+            crop_requests, crop_images, crop_where = [], [], []
             per_camera_tracks = []
             t = time.perf_counter()
             for (c, frame), dets in zip(batch, detections):
@@ -400,6 +465,7 @@ class PipelineRunner:
                     x1, y1, x2, y2 = req.bbox
                     crop_requests.append(req)
                     crop_images.append(frame.image[y1:y2, x1:x2])
+                    crop_where.append((c.camera_id, frame.video_time))
                 per_camera_tracks.append((c, frame, tracks))
             self.stage_s["track"] += time.perf_counter() - t
 
@@ -412,6 +478,10 @@ class PipelineRunner:
                     for req, vec, look in zip(crop_requests, emb.identity, looks):
                         req.tracklet.add_embedding(vec, req.weight, look)
                 self.crops_embedded += len(crop_images)
+                if self.snapshots is not None:
+                    for req, crop, (cam_id, vt) in zip(crop_requests, crop_images, crop_where):
+                        # taller (nearer) and full-weight crops make the better gallery picture
+                        self.snapshots.offer(req.tracklet.tracklet_id, cam_id, crop, req.weight * crop.shape[0], vt)
             self.stage_s["embed"] += time.perf_counter() - t
 
             # Decisions and track ends are the store worker's: hand them over, never wait for them.
@@ -426,13 +496,20 @@ class PipelineRunner:
             for c, frame, tracks in per_camera_tracks:
                 if c.mot is not None:
                     write_mot_rows(c.mot, frame.index, tracks)
+                live_due = self.live_frames is not None and self.live_frames.due(c.camera_id)
+                if self.config.output.video or live_due:
+                    with stage.lock:
+                        ids = {tid: tl.identity_id for tid, tl in c.tracklets.live.items()}
+                    drawn = draw_tracks(frame.image, tracks, ids, c.camera_id, frame.index)
                 if self.config.output.video:
                     if c.video is None:
                         c.video = VideoOut(self.output_dir / f"{c.camera_id}.mp4",
                                            c.reader.camera.fps or c.reader.source_fps or 25.0)
-                    with stage.lock:
-                        ids = {tid: tl.identity_id for tid, tl in c.tracklets.live.items()}
-                    c.video.write(draw_tracks(frame.image, tracks, ids, c.camera_id, frame.index))
+                    c.video.write(drawn)
+                if live_due:
+                    jpeg = self.live_frames.put(c.camera_id, drawn, frame.index)
+                    if self.snapshots is not None:  # a dashboard beside the run reads it from the store
+                        self.snapshots.publish_frame(c.camera_id, jpeg, _camera_info(c, self.live_frames))
             self.stage_s["output"] += time.perf_counter() - t
             self.metrics.observe_batch(batch, {s: self.stage_s[s] - stage_before.get(s, 0.0) for s in STAGES},
                                        step_started)
@@ -462,6 +539,34 @@ class PipelineRunner:
         if c.video is not None:
             c.video.close()
             c.video = None
+
+
+def _camera_info(c: CameraRun, frames: LiveFrames | None) -> dict:
+    """A camera as the dashboard shows it: ids and counters only, never its source (it may hold credentials)."""
+    r = c.reader
+    latest = frames.get(c.camera_id) if frames is not None else None
+    return {"camera_id": c.camera_id, "state": r.state if c.status == "running" else c.status,
+            "detail": c.error, "fps": round(r.rate("out"), 2), "fps_in": round(r.rate("in"), 2),
+            "frames": c.frames, "decoded": r.decoded, "reconnects": r.reconnects, "tracks": len(c.tracks_seen),
+            "dropped": r.dropped_stale + r.skipped, "has_frame": latest is not None,
+            "frame_index": latest[2] if latest else None,
+            "frame_at": iso_utc(latest[1]) if latest else None,
+            "frame_url": f"/api/cameras/{c.camera_id}/frame.jpg"}
+
+
+class _LiveCameras:
+    """The running pipeline's cameras for its dashboard (read from another thread: plain attribute reads)."""
+
+    def __init__(self, runner: "PipelineRunner") -> None:
+        self.runner = runner
+
+    def cameras(self) -> list[dict]:
+        return [_camera_info(c, self.runner.live_frames) for c in list(self.runner._cams) if c.status != "removed"]
+
+    def frame(self, camera_id: str) -> bytes | None:
+        frames = self.runner.live_frames
+        latest = frames.get(camera_id) if frames is not None else None
+        return latest[0] if latest else None
 
 
 def _why(exc: BaseException) -> str:

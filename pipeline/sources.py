@@ -461,6 +461,7 @@ class CameraReader(threading.Thread):
         first_wall: float | None = None
         next_keep = 0.0
         lost = False  # a stream was lost and we are trying to get it back
+        pace_start: float | None = None  # realtime files: monotonic time of video time 0
         step = 1.0 / self.camera.fps if self.camera.fps else 0.0
         self._set_state("connecting")
         failures = 0
@@ -515,6 +516,12 @@ class CameraReader(threading.Thread):
                     # Keep the average at `fps` (a 5 fps stream capped at 3 keeps 3, not every other frame);
                     # live: after a gap (reconnect) start afresh rather than catch up with a burst.
                     next_keep = max(next_keep + step, video_time) if self.live else next_keep + step
+                    if self.camera.realtime and not self.live:
+                        # a file played as a live camera: frame k is due k / fps seconds after the first
+                        if pace_start is None:
+                            pace_start = now - video_time
+                        if self._stop_event.wait(max(0.0, pace_start + video_time - time.monotonic())):
+                            break
                     if not self._deliver(Frame(self.camera.id, index - 1, video_time, now_wall, image)):
                         break
                 reason = cap.last_error

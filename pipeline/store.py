@@ -76,6 +76,12 @@ class IdentityRecord:
     outfits: int
     last_camera: str | None = None
     merged_into: int | None = None
+    merged_outfits: int = 0  # of `outfits`, how many came with identities merged into this one
+
+    @property
+    def own_outfits(self) -> int:
+        """Outfits this identity was seen in itself (outfit changes), not counting merged-in identities'."""
+        return self.outfits - self.merged_outfits
 
 
 @dataclass(frozen=True)
@@ -422,7 +428,7 @@ def _record(identity_id: int, h: dict) -> IdentityRecord | None:
     g = {k.decode(): v.decode() for k, v in h.items()}
     return IdentityRecord(identity_id, float(g["created"]), float(g["last_seen"]), json.loads(g["cameras"]),
                           int(g["sightings"]), int(g["outfits"]), g.get("last_camera") or None,
-                          int(g["merged_into"]) if "merged_into" in g else None)
+                          int(g["merged_into"]) if "merged_into" in g else None, int(g.get("merged_outfits", 0)))
 
 
 def _change(f: dict) -> GalleryChange:
@@ -438,7 +444,20 @@ def _change(f: dict) -> GalleryChange:
     )
 
 
-def describe_identity(rec: IdentityRecord) -> dict:
+def describe_identity(rec: IdentityRecord, merged_from: list[int] | None = None) -> dict:
+    """One identity as `identities` prints it: `outfits` counts its own outfits (a merge adds none; the
+    identities merged into it are listed in `merged_from`); a merged identity has `merged_into`."""
     return {"identity_id": rec.identity_id, "first_seen": iso_utc(rec.created), "last_seen": iso_utc(rec.last_seen),
-            "cameras": rec.cameras, "outfits": rec.outfits, "sightings": rec.sightings,
-            "last_camera": rec.last_camera, "merged_into": rec.merged_into}
+            "cameras": rec.cameras, "outfits": rec.own_outfits, "sightings": rec.sightings,
+            "last_camera": rec.last_camera, "merged_into": rec.merged_into,
+            "merged_from": sorted(merged_from or []),
+            "status": "merged" if rec.merged_into is not None else "active"}
+
+
+def merged_from_map(records: list[IdentityRecord]) -> dict[int, list[int]]:
+    """identity -> the identities merged directly into it."""
+    out: dict[int, list[int]] = {}
+    for rec in records:
+        if rec.merged_into is not None:
+            out.setdefault(rec.merged_into, []).append(rec.identity_id)
+    return out

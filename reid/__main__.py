@@ -15,6 +15,10 @@ from pathlib import Path
 import yaml
 
 
+class UsageError(Exception):
+    """A wrong argument or input file: printed as one `error:` line, exit 2."""
+
+
 def _parse_set(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -54,16 +58,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from reid.datasets import LOADERS, load_dataset
+
+    # the cheap checks first, each one line (exit 2): the data-set name, the weights file, the data-set root
+    if args.dataset.lower().replace("-", "").replace("_", "") not in LOADERS:
+        raise UsageError(f"--dataset {args.dataset!r}: unknown data set; choose one of {', '.join(sorted(LOADERS))}")
+    if not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file (a .safetensors checkpoint written by `reid train`)")
+    if not Path(args.root).is_dir():
+        raise UsageError(f"--root {args.root}: no such folder")
     import torch
 
-    from reid.datasets import load_dataset
     from reid.models import load_checkpoint
     from reid.train import evaluate_dataset, format_results, pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    model, spec = load_checkpoint(args.weights, device)
+    try:
+        model, spec = load_checkpoint(args.weights, device)
+    except Exception as exc:  # not a checkpoint of ours: say so in one line
+        raise UsageError(f"--weights {args.weights}: not a checkpoint `reid train` or `reid import` wrote "
+                         f"({type(exc).__name__}: {exc})") from exc
     dataset = load_dataset(args.dataset, args.root)
     print(dataset.summary())
     print(f"model: {args.weights} ({spec.method}, trained on {spec.train_dataset}, input {spec.height}x{spec.width})")
@@ -223,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecipeError, DatasetLayoutError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (RecipeError, DatasetLayoutError, ExportError, UsageError, FileNotFoundError) as exc:
+        # one line, exit 2: the same style as `python -m pipeline` and `python -m synth`
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)

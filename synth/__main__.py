@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
             contact_sheet(args.root, args.pid, args.out, per_cell=args.per_cell, masks=args.masks)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"synth: error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, as pipeline and reid
         return 2
     return 0
 

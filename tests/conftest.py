@@ -37,6 +37,12 @@ def _need(*paths: Path) -> None:
                     "or point CCREID_SHARED at it", pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state_dir(tmp_path_factory):
+    """Runs record their output dir (pipeline.last_run) in a folder of the test session, not the user's home."""
+    os.environ["PIPELINE_STATE_DIR"] = str(tmp_path_factory.mktemp("pipeline-state"))
+
+
 @pytest.fixture(scope="session")
 def shared_video() -> dict[str, Path]:
     _need(PETS_VIDEO, PETS_GT, ROOM_MP4, ROOM_H264)
