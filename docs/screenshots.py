@@ -38,14 +38,16 @@ def _free_port() -> int:
 
 def _wait(what: str, fn, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    last_error = None
     while time.monotonic() < deadline:
         try:
             if fn():
                 return
-        except Exception:
-            pass
+        except Exception as exc:  # not up yet (connection refused, page not rendered): try again, say it at the end
+            last_error = exc
         time.sleep(0.5)
-    raise SystemExit(f"error: timed out waiting for {what}")
+    why = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
+    raise SystemExit(f"error: timed out waiting for {what}{why}")
 
 
 def _save_small(png: bytes, path: Path, width: int = 1100, colours: int = 128) -> None:

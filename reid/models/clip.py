@@ -46,11 +46,8 @@ class ClipWeightsError(ValueError):
 # ----------------------------------------------------------------------------------------------- the file
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 _CACHE: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
