@@ -201,6 +201,14 @@ def scene_truth(scene: Path) -> tuple[int, int]:
     return len(by_person), changes
 
 
+def scene_topology(scene: Path, min_s: float, max_s: float) -> dict:
+    """matcher.topology with one transit window for every pair of the scene's cameras (SynthCC routes visit
+    cameras in any order, so every pair is a possible walk)."""
+    ids = [c["id"] for c in yaml.safe_load((scene / "cameras.yaml").read_text())["cameras"]]
+    return {"transits": [{"cameras": [a, b], "min_s": min_s, "max_s": max_s}
+                         for k, a in enumerate(ids) for b in ids[k + 1:]]}
+
+
 def model_thresholds(model: str | None) -> dict | None:
     """The calibrated matcher thresholds a model file carries, if any."""
     if model is None:
@@ -232,6 +240,9 @@ def main() -> int:
     ap.add_argument("--label-suffix", default="", help="appended to the run folders (keeps sweeps apart)")
     ap.add_argument("--min-height", type=int, default=64, help="reid.min_height: smallest crop embedded")
     ap.add_argument("--changes", nargs="+", default=list(SCENE_SETS), choices=list(SCENE_SETS))
+    ap.add_argument("--transit", nargs=2, type=float, metavar=("MIN_S", "MAX_S"),
+                    help="matcher.topology for every run: a walk between any two cameras takes MIN_S to MAX_S "
+                         "video seconds (the scenes' own gaps are 0.5-2.5 s plus entering and leaving the view)")
     ap.add_argument("--workers", type=int, default=1,
                     help="split the cameras over this many `pipeline run` processes sharing one Redis")
     args = ap.parse_args()
@@ -258,6 +269,8 @@ def main() -> int:
             generate(args.preset, seed, SCENE_SETS[changes], scene)
             people, gt_changes = scene_truth(scene)
             for label, (matcher, reid, _) in settings.items():
+                if args.transit:
+                    matcher = {**matcher, "topology": scene_topology(scene, *args.transit)}
                 run_dir = scene.parent / (f"run-{label}{args.label_suffix}" + ("" if args.workers == 1 else f"-{args.workers}workers"))
                 wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers)
                 final, events, alive = read_identities(store_dir)
@@ -275,7 +288,9 @@ def main() -> int:
                 print(f"done: outfit changes {changes}, seed {seed}, model {label}: IDF1 {scores['IDF1']:.1f}",
                       file=sys.stderr, flush=True)
     print(f"SynthCC scenes, preset {args.preset}, seeds {args.seeds}; pipeline defaults (YOLOX-nano, ByteTrack), "
-          f"reid.min_height {args.min_height}; {args.workers} worker process(es)")
+          f"reid.min_height {args.min_height}; {args.workers} worker process(es); matcher clock: video (files); "
+          + (f"transit {args.transit[0]:g}-{args.transit[1]:g} s between any two cameras" if args.transit
+             else "no topology"))
     for label, (_, reid, shown) in settings.items():
         print(f"model {label}: {reid.get('model', 'the default (OMZ 0267)')}; matcher {shown}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}")

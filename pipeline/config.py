@@ -177,6 +177,9 @@ class MatcherConfig(Strict):
                                                 "prototypes, or an HNSW index (usearch) from ann_min_rows on")
     ann_min_rows: int = Field(50_000, ge=1, le=10**9, description="gallery size from which the usearch index is used")
     topology: TopologyConfig | None = None
+    clock: Literal["auto", "wall", "video"] = Field(
+        "auto", description="what transit and presence times are read on: the wall clock, or each frame's "
+        "position in its file (video); auto: video when every camera is a file replayed at decoding speed")
 
 
 class EventsConfig(Strict):

@@ -46,8 +46,10 @@ def ended_event(tl: Tracklet, detail: str | None = None) -> IdentityEvent:
 class MatchStage:
     def __init__(self, matcher: CrossCameraMatcher, min_crops: int,
                  cameras: Callable[[], list[CameraTracklets]] | list[CameraTracklets],
-                 lock: threading.RLock | None = None, max_ending: int = 100_000) -> None:
+                 lock: threading.RLock | None = None, max_ending: int = 100_000,
+                 clock: Callable[[], float] = time.time) -> None:
         self.matcher = matcher
+        self.clock = clock  # "now" on the run's clock (pipeline.clock): the tracklets' times are read on it
         self.min_crops = min_crops
         self._cameras = cameras
         self.lock = lock or threading.RLock()
@@ -119,7 +121,7 @@ class MatchStage:
         """Decide every tracklet that became ready, re-check grown ones, refresh presence.
         Events are appended to `out` as they are decided, so a caller whose store fails half-way through
         (the exception propagates) still holds the events of the decisions already made."""
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         events = out if out is not None else []
         with self.lock:
             pending = [tl for ct in self.cameras for tl in ct.live.values()
@@ -146,9 +148,9 @@ class MatchStage:
             grown = tl.identity_id is not None and tl.crops > tl.decided_at_crops
         made = len(events)
         if undecided:
-            events.extend(self._decide([tl], time.time(), frame_index=tl.last_frame))
+            events.extend(self._decide([tl], self.clock(), frame_index=tl.last_frame))
         elif grown:
-            events.extend(self._recheck(tl, time.time()))
+            events.extend(self._recheck(tl, self.clock()))
         for ev in events[made:]:
             self.decided_late[ev.event_id] = None
         while len(self.decided_late) > 10_000:

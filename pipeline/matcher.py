@@ -238,11 +238,18 @@ class CrossCameraMatcher:
 
     def _compatible(self, a: int, b: int, live: dict[str, set[int]], now: float, tracks: list = ()) -> bool:
         """Could identities a and b be one person? Not if they were ever on screen at the same time in one
-        camera or in two cameras that do not overlap (this worker's tracklets), nor if both are visible
-        right now in such cameras (other workers' reports)."""
+        camera or in two cameras that do not overlap, nor one after the other sooner or later than the walk
+        between their cameras takes (this worker's tracklets), nor if both are visible right now in such
+        cameras (other workers' reports)."""
         for ca, sa, ea in self._intervals(a, list(tracks)):
             for cb, sb, eb in self._intervals(b, list(tracks)):
-                if sa <= eb and sb <= ea and not self.topology.overlap(ca, cb):
+                if self.topology.overlap(ca, cb):
+                    continue
+                if sa <= eb and sb <= ea:
+                    return False
+                # one after the other: a merge obeys the transit times a decision obeys (feasible())
+                if (ea < sb and not self.topology.transit_ok(ca, cb, sb - ea)) or \
+                        (eb < sa and not self.topology.transit_ok(cb, ca, sa - eb)):
                     return False
 
         def live_cams(i: int) -> set[str]:

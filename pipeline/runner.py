@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.annotate import VideoOut, draw_tracks, write_mot_rows
 from pipeline.dashboard.snapshots import LiveFrames, SnapshotKeeper
+from pipeline.clock import RunClock, use_video_clock
 from pipeline.config import CameraConfig, ConfigError, PipelineConfig, load_config
 from pipeline.events import IdentityEvent, iso_utc
 from reid.inference.outfit import outfit_descriptors
@@ -97,6 +98,7 @@ class PipelineRunner:
         self.link: StoreLink | None = None
         self.worker: StoreWorker | None = None
         self.stage: MatchStage | None = None
+        self.clock = RunClock(video=False)  # replaced in run() by the one matcher.clock asks for
         self.undelivered = 0
         self.undelivered_file: Path | None = None
         self.crops_embedded = 0
@@ -243,6 +245,9 @@ class PipelineRunner:
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             detector, embedder = self._build_models()
+            self.clock = RunClock(use_video_clock(self.config.matcher.clock, self.config.cameras))
+            log.info("matcher clock: %s%s", self.clock.name, " (each frame's position in its file, from the run's "
+                     "start: transit times are video seconds)" if self.clock.video else "")
             cams = self._cams = [self._camera(c) for c in self.config.cameras]
             t0 = time.monotonic()
             self._serve_metrics()
@@ -264,7 +269,7 @@ class PipelineRunner:
                 self._serve_dashboard(client)
                 self.stage = MatchStage(matcher_from_config(store, m), m.min_crops,
                                         lambda: [c.tracklets for c in cams],  # cameras may be added while running
-                                        max_ending=self.config.events.maxlen)
+                                        max_ending=self.config.events.maxlen, clock=self.clock.now)
                 self.worker = StoreWorker(self.link, self.stage)
                 self.worker.start()
                 for c in cams:
@@ -412,6 +417,11 @@ class PipelineRunner:
                     self.sources.discard(cid)
                     log.info("camera %s removed", cid)
             for cam in added:
+                if self.clock.video and (cam.kind != "file" or cam.realtime):
+                    log.warning("camera %s is live, but this run reads times on its files' video clock "
+                                "(matcher.clock %s): its transit times will not line up with the files'; set "
+                                "matcher.clock: wall for runs that mix live cameras and files",
+                                cam.id, self.config.matcher.clock)
                 try:
                     run = self._camera(cam)
                 except ConfigError as exc:
@@ -456,7 +466,8 @@ class PipelineRunner:
                 tracks = c.tracker.update(dets, frame.image) if dets is not None else c.tracker.predict(frame.image)
                 with stage.lock:  # tracklets are shared with the store worker's decisions
                     started, requests = c.tracklets.update(c.frames, frame.index, frame.video_time, tracks,
-                                                           frame.image.shape)
+                                                           frame.image.shape,
+                                                           self.clock.frame_time(c.camera_id, frame.video_time))
                 c.tracks_seen.update(int(t_) for t_ in tracks.track_id)
                 for tl in started:
                     events.append(IdentityEvent("track.started", c.camera_id, tl.track_id, tl.tracklet_id,
@@ -531,6 +542,7 @@ class PipelineRunner:
                                           c.tracker.max_lost_frames)
 
     def _finish_camera(self, c: CameraRun, everything: bool) -> None:
+        self.clock.camera_ended(c.camera_id)
         self.stage.expire(c.tracklets, c.frames, everything=everything)
         self.worker.wake()
         if c.mot is not None:

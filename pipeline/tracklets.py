@@ -31,8 +31,8 @@ class Tracklet:
     decided_at_crops: int = 0
     recheck_at_crops: int = 0  # re-examine the identity (merge?) once the tracklet has this many crops
     created_identity: bool = False  # its first decision created its identity (a tentative one)
-    started_at: float = field(default_factory=time.time)  # wall clock of the first frame (transit times)
-    last_seen_at: float = field(default_factory=time.time)  # wall clock of the last frame with the track
+    started_at: float = field(default_factory=time.time)  # run clock (pipeline.clock) of the first frame
+    last_seen_at: float = field(default_factory=time.time)  # run clock of the last frame with the track
     look_sum: np.ndarray | None = None  # quality-weighted sum of outfit descriptors
     look_weight: float = 0.0
     full_crops: int = 0  # crops requested at full size (min_height and up)
@@ -114,9 +114,11 @@ class CameraTracklets:
     live: dict[int, Tracklet] = field(default_factory=dict)
     step: int = 0  # the last step fed to update()
 
-    def update(self, step: int, frame_index: int, video_time: float, tracks: Tracks, frame_shape: tuple[int, ...]
-               ) -> tuple[list[Tracklet], list[CropRequest]]:
-        """Feed this frame's tracks; returns the tracklets that started and the crops to embed."""
+    def update(self, step: int, frame_index: int, video_time: float, tracks: Tracks, frame_shape: tuple[int, ...],
+               seen_at: float | None = None) -> tuple[list[Tracklet], list[CropRequest]]:
+        """Feed this frame's tracks; returns the tracklets that started and the crops to embed.
+        `seen_at`: the frame's time on the run's clock (pipeline.clock; default: the wall clock now)."""
+        seen_at = time.time() if seen_at is None else seen_at
         started, requests = [], []
         self.step = step
         h, w = frame_shape[:2]
@@ -128,11 +130,11 @@ class CameraTracklets:
             t = self.live.get(tid)
             if t is None:
                 t = Tracklet(f"{self.camera_id}:{self.run_id}:{tid}", self.camera_id, tid, frame_index, frame_index,
-                             bbox, score)
+                             bbox, score, started_at=seen_at)
                 self.live[tid] = t
                 started.append(t)
             t.last_frame, t.last_step, t.last_bbox, t.last_score = frame_index, step, bbox, score
-            t.last_seen_at = time.time()
+            t.last_seen_at = seen_at
             if video_time - t.last_crop_time < min_gap:
                 continue
             weight, small = self.gate.quality(bbox, score, frame_shape)

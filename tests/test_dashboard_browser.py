@@ -86,9 +86,12 @@ def test_dashboard_pages_in_chromium(tmp_path, shared_video, shared_models):
         browser.set_page_load_timeout(30)
 
         browser.get(base + "/cameras")
-        shown = _until("both camera cards with a loaded frame", lambda: browser.execute_script(
-            "return [...document.querySelectorAll('.camera')].filter(c => {const i = c.querySelector('img');"
-            " return i.complete && i.naturalWidth > 0 && i.dataset.loaded}).map(c => c.dataset.camera)"))
+        loaded_cards = ("return [...document.querySelectorAll('.camera')].filter(c => {const i = c.querySelector('img');"
+                        " return i.complete && i.naturalWidth > 0 && i.dataset.loaded}).map(c => c.dataset.camera)")
+        # wait for *both* cards: the cameras' first frames load independently, so one card alone is not yet a pass
+        # (waiting for any non-empty list made CI fail whenever pets' frame arrived before room's)
+        shown = _until("both camera cards with a loaded frame",
+                       lambda: (lambda cams: cams if len(cams) == 2 else None)(browser.execute_script(loaded_cards)))
         assert sorted(shown) == ["pets", "room"]
         states = browser.execute_script("return [...document.querySelectorAll('.camera .state')].map(s => s.textContent)")
         assert set(states) == {"streaming"}
