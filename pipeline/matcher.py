@@ -215,7 +215,8 @@ class CrossCameraMatcher:
         for cam, ids in live.items():
             if cam != camera_id and identity_id in ids and not self.topology.overlap(cam, camera_id):
                 return False
-        for cam, (ts, is_live) in self.presence.get(identity_id, {}).items():
+        presence = self.presence.get(identity_id, {})
+        for cam, (ts, is_live) in presence.items():
             if cam == camera_id:
                 if ts > started_at:
                     return False  # another box of this camera was this identity while this track existed
@@ -224,9 +225,15 @@ class CrossCameraMatcher:
                 continue
             if is_live and cam not in live and now - ts < self.presence_ttl_s:
                 return False  # on screen in another worker's camera right now
-            # Seen on `cam` at `ts` (its last frame there, or its last refresh while visible): a tracklet
-            # that started before that, or sooner than the walk from there takes, is someone else.
-            if not self.topology.transit_ok(cam, camera_id, started_at - ts):
+            if ts > started_at:
+                return False  # seen on another camera after this tracklet started: someone else
+        # The walk is timed from where the person was seen last (`ts`: the last frame there, or the last refresh
+        # while visible): a tracklet that started sooner than that walk takes, or later than it may take, is
+        # someone else. Earlier cameras say nothing more: a person seen on A, then B, may reach C long after A.
+        if presence:
+            cam, (ts, _) = max(presence.items(), key=lambda kv: kv[1][0])
+            if cam != camera_id and not self.topology.overlap(cam, camera_id) \
+                    and not self.topology.transit_ok(cam, camera_id, started_at - ts):
                 return False
         return True
 
@@ -241,16 +248,18 @@ class CrossCameraMatcher:
         camera or in two cameras that do not overlap, nor one after the other sooner or later than the walk
         between their cameras takes (this worker's tracklets), nor if both are visible right now in such
         cameras (other workers' reports)."""
-        for ca, sa, ea in self._intervals(a, list(tracks)):
-            for cb, sb, eb in self._intervals(b, list(tracks)):
-                if self.topology.overlap(ca, cb):
-                    continue
-                if sa <= eb and sb <= ea:
+        spans_a, spans_b = self._intervals(a, list(tracks)), self._intervals(b, list(tracks))
+        for ca, sa, ea in spans_a:
+            for cb, sb, eb in spans_b:
+                if sa <= eb and sb <= ea and not self.topology.overlap(ca, cb):
                     return False
-                # one after the other: a merge obeys the transit times a decision obeys (feasible())
-                if (ea < sb and not self.topology.transit_ok(ca, cb, sb - ea)) or \
-                        (eb < sa and not self.topology.transit_ok(cb, ca, sa - eb)):
-                    return False
+        # One after the other, as one person's route: where the route passes from one identity's sighting to
+        # the other's, the walk between them must fit the transit times a decision obeys (feasible()).
+        route = sorted([(s_, e_, c_, 0) for c_, s_, e_ in spans_a] + [(s_, e_, c_, 1) for c_, s_, e_ in spans_b])
+        for (s1, e1, c1, w1), (s2, e2, c2, w2) in zip(route, route[1:]):
+            if w1 != w2 and e1 < s2 and not self.topology.overlap(c1, c2) \
+                    and not self.topology.transit_ok(c1, c2, s2 - e1):
+                return False
 
         def live_cams(i: int) -> set[str]:
             cams = {c for c, ids in live.items() if i in ids}

@@ -376,6 +376,39 @@ def test_topology_transit_times_gate_candidates(server, prefix):
     assert not matcher.feasible(ident, "lift", 99.0, live, now=102.0)  # started before it left the gate
 
 
+def test_transit_is_timed_from_the_last_camera_of_the_route(server, prefix):
+    """Gate at 0-100 s, hall at 120-150 s: the walk to the lift starts in the hall. A window of at most 60 s
+    from the gate must not rule the lift out at 170 s (the old rule checked every camera ever seen, which
+    split everyone who visited three cameras), and one from the hall still rules out 400 s."""
+    store = IdentityStore(server.client(), prefix=prefix)
+    v = _unit(np.arange(1, DIM + 1, dtype=np.float32))
+    topo = Topology(transits={frozenset(("gate", "hall")): Transit(10, 60), frozenset(("gate", "lift")): Transit(10, 60),
+                              frozenset(("hall", "lift")): Transit(10, 60)}, revisit_after_s=None)
+    matcher = CrossCameraMatcher(store, threshold=0.7, topology=topo)
+    live = {"gate": set(), "hall": set(), "lift": set()}
+    t = _tracklet_vec("gate", 1, v, started=0.0)
+    ident = matcher.decide([t], live, now=1.0)[0].identity_id
+    t.identity_id, t.last_seen_at, t.crops = ident, 100.0, t.decided_at_crops
+    matcher.finish(t)
+    h = _tracklet_vec("hall", 2, v, started=120.0)
+    assert matcher.decide([h], live, now=121.0)[0].identity_id == ident
+    h.identity_id, h.last_seen_at, h.crops = ident, 150.0, h.decided_at_crops
+    matcher.finish(h)
+    assert matcher.feasible(ident, "lift", 170.0, live, now=171.0)  # 20 s from the hall (70 s from the gate)
+    assert not matcher.feasible(ident, "lift", 155.0, live, now=156.0)  # 5 s from the hall: too fast
+    assert not matcher.feasible(ident, "lift", 400.0, live, now=401.0)  # 250 s from the hall: not this walk
+    assert not matcher.feasible(ident, "lift", 140.0, live, now=171.0)  # started while it was in the hall
+    # A merge follows the same route rule: an identity of its own for a lift tracklet that started 3 s after
+    # the hall cannot be merged into the hall's person, however alike they look.
+    lift = _tracklet_vec("lift", 3, v, started=153.0)
+    lift.last_seen_at = 160.0
+    other = matcher.decide([lift], live, now=154.0)[0]
+    assert other.created, "3 s after the hall is too fast a walk: a new identity"
+    lift.identity_id, lift.created_identity = other.identity_id, True
+    assert not matcher._compatible(ident, other.identity_id, live, now=161.0, tracks=[lift])
+    assert matcher.recheck(lift, live, now=161.0, tracks=[lift]) is None
+
+
 def test_gallery_memory_is_bounded_by_retention(server, prefix):
     store = IdentityStore(server.client(), prefix=prefix)
     rng = np.random.default_rng(13)
