@@ -167,6 +167,9 @@ class MatcherConfig(Strict):
     merge_threshold: float | None = Field(0.8, ge=-1, le=1, description="cosine that merges two identities; null: never")
     same_outfit_threshold: float | None = Field(None, ge=-1, le=1, description="cosine a link needs when the "
                                                 "tracklet wears a known outfit of that identity; null: threshold")
+    window_threshold: float | None = Field(None, ge=-1, le=1, description="cosine a link needs when the identity "
+                                           "was last seen on another camera inside a transit window of `topology` "
+                                           "(few people can be the one arriving); null: threshold")
     top_k: int = Field(16, ge=1, le=1000, description="prototypes per tracklet considered in the joint assignment")
     presence_ttl_s: float = Field(3.0, gt=0, le=DAY_S, description="a live sighting from another worker counts this long")
     # Redis expiry takes whole seconds; 100 years is "keep" in all but name.

@@ -73,9 +73,14 @@ class CrossCameraMatcher:
                  outfit_threshold: float = 0.7, merge_threshold: float | None = 0.8,
                  top_k: int = 16, presence_ttl_s: float = 3.0, topology: Topology | None = None,
                  max_retries: int = 100, retention_s: float | None = None, index: str = "exact",
-                 ann_min_rows: int = 50_000, same_outfit_threshold: float | None = None) -> None:
+                 ann_min_rows: int = 50_000, same_outfit_threshold: float | None = None,
+                 window_threshold: float | None = None) -> None:
         self.store = store
         self.threshold = threshold
+        # Arriving inside a transit window from where a candidate was seen last, a tracklet competes with the few
+        # people who left nearby cameras just before, not with the whole gallery: the link needs less
+        # (`reid calibrate` measures it against that many people). None: `threshold` everywhere.
+        self.window_threshold = window_threshold
         # A clothes-changing model still scores one outfit on two people higher than two outfits of one person:
         # when the tracklet wears a known outfit of the candidate, the link needs what one person in one outfit
         # reaches (`reid calibrate` measures it), not just `threshold`. None: one threshold for both.
@@ -318,19 +323,25 @@ class CrossCameraMatcher:
         cands = self.gallery.candidates(queries, self.top_k)
         columns: dict[int, int] = {}
         allowed: list[dict[int, float]] = []
+        needed: list[dict[int, float]] = []
         for t, cand, look in zip(tracklets, cands, looks):
+            need = {i: self._needed(i, t.camera_id, t.started_at) for i in cand}
             ok = {i: s for i, s in cand.items()
-                  if s >= self.threshold and self.feasible(i, t.camera_id, t.started_at, live, now, held)
+                  if s >= need[i] and self.feasible(i, t.camera_id, t.started_at, live, now, held)
                   and not self._same_outfit_too_weak(i, s, look)}
             allowed.append(ok)
+            needed.append(need)
             for i in ok:
                 columns.setdefault(i, len(columns))
         n = len(tracklets)
+        # Values are margins over what each link needs (1 + cosine - needed), so a link inside a transit window
+        # at a lower cosine still beats "new identity" (1 - eps); with one threshold this is the plain joint
+        # assignment on cosines shifted by a constant.
         value = np.full((n, len(columns) + n), _NO)
         for r, ok in enumerate(allowed):
             for i, s in ok.items():
-                value[r, columns[i]] = s
-            value[r, len(columns) + r] = self.threshold - 1e-6  # "new identity" for this tracklet only
+                value[r, columns[i]] = 1.0 + s - needed[r][i]
+            value[r, len(columns) + r] = 1.0 - 1e-6  # "new identity" for this tracklet only
         rows, cols = linear_sum_assignment(value, maximize=True)
         chosen: list[int | None] = [None] * n
         ident_of_col = {c: i for i, c in columns.items()}
@@ -360,6 +371,17 @@ class CrossCameraMatcher:
             else:
                 plan.append(("outfit", ident, 0, allowed[r][ident], osim))
         return plan
+
+    def _needed(self, ident: int, camera_id: str, started_at: float) -> float:
+        """The cosine a link to `ident` needs: `window_threshold` when the tracklet started inside a transit
+        window from the camera the identity was seen on last, else `threshold`."""
+        if self.window_threshold is None:
+            return self.threshold
+        presence = self.presence.get(ident)
+        if not presence:
+            return self.threshold
+        cam, (ts, _) = max(presence.items(), key=lambda kv: kv[1][0])
+        return self.window_threshold if self.topology.within_window(cam, camera_id, started_at - ts) else self.threshold
 
     def _same_outfit_too_weak(self, ident: int, score: float, look: np.ndarray | None) -> bool:
         if self.same_outfit_threshold is None or look is None or score >= self.same_outfit_threshold:
@@ -524,7 +546,7 @@ def _blob(ops: StoreOp, index) -> np.ndarray | None:
     return np.frombuffer(ops.blobs[int(index) - 1], dtype="<f4").astype(np.float32)
 
 
-MODEL_THRESHOLDS = ("threshold", "outfit_threshold", "merge_threshold", "same_outfit_threshold")
+MODEL_THRESHOLDS = ("threshold", "outfit_threshold", "merge_threshold", "same_outfit_threshold", "window_threshold")
 
 
 def thresholds_from_model(cfg, spec) -> tuple[object, dict[str, float]]:
@@ -546,4 +568,5 @@ def matcher_from_config(store: IdentityStore, cfg) -> CrossCameraMatcher:
         merge_threshold=cfg.merge_threshold, top_k=cfg.top_k,
         presence_ttl_s=cfg.presence_ttl_s, topology=topology_from_config(cfg.topology), retention_s=cfg.retention_s,
         index=cfg.index, ann_min_rows=cfg.ann_min_rows, same_outfit_threshold=cfg.same_outfit_threshold,
+        window_threshold=cfg.window_threshold if cfg.topology is not None else None,
     )

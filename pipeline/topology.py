@@ -39,6 +39,15 @@ class Topology:
         return True
 
 
+    def within_window(self, a: str, b: str, dt: float) -> bool:
+        """Is a walk of `dt` seconds from camera `a` to camera `b` inside a configured transit window (a pair
+        with both min_s and max_s)? Few people can be the one arriving then: matcher.window_threshold."""
+        if a == b or self.overlap(a, b):
+            return False
+        t = self.transits.get(frozenset((a, b)))
+        return t is not None and t.max_s is not None and t.min_s <= dt <= t.max_s
+
+
 def topology_from_config(cfg) -> Topology:
     """pipeline.config.TopologyConfig -> Topology."""
     if cfg is None:

@@ -128,7 +128,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     try:
         result = calibrate(args.weights, args.dataset, args.root, backend=args.backend, threads=args.threads,
-                           gallery_people=args.gallery_people, returning_share=args.returning_share)
+                           gallery_people=args.gallery_people, returning_share=args.returning_share,
+                           window_people=args.window_people)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: calibrate {args.weights} on {args.root}: {exc}", file=sys.stderr)
         return 2
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, default=0)
     c.add_argument("--gallery-people", type=int, default=20,
                    help="people a decision is compared with when the threshold is chosen (default 20)")
+    c.add_argument("--window-people", type=int, default=4,
+                   help="people a decision inside a transit window is compared with (window_threshold; default 4)")
     c.add_argument("--returning-share", type=float, default=0.75,
                    help="share of decisions about people seen before (default 0.75)")
     c.add_argument("--write", action="store_true", help="store the suggestions in the model file's metadata")

@@ -25,6 +25,9 @@ Suggestions (each the point of a rule on those distributions, printed with the r
   `threshold`. A clothes-changing model still scores two people in one outfit above two outfits of one person,
   so a threshold low enough for outfit changes lets a stranger in a known outfit in. On SynthCC `bench` scenes
   it did not pay (README, *Benchmarks*): track fragments of one person in one outfit fall below it too.
+* `window_threshold` (join an identity inside a transit window of `matcher.topology`): the `threshold` rule
+  against `window_people` other people (default 4): arriving soon after someone left a nearby camera, a
+  tracklet competes only with the few who did. Used only when the config has a topology.
 * `merge_threshold` (two identities are one person): the cosine that only 0.1 % of different-people pairs reach,
   never below `threshold`; merges rewrite history, so they need near-certainty.
 
@@ -53,6 +56,10 @@ GALLERY_PEOPLE = 20
 # Most decisions are about people already seen: each person is seen in several tracks (cameras, and the
 # fragments one camera's tracker makes), only the first of which is new.
 RETURNING_SHARE = 0.75
+# Inside a transit window (matcher.topology) a tracklet competes only with the people who left a nearby camera
+# just before and have not been seen since: 4-5 on SynthCC `bench` scenes (36 people, 4 cameras, a 3-5 s window,
+# counted on the scenes' ground-truth routes, no model involved).
+WINDOW_PEOPLE = 4
 
 
 @dataclass(frozen=True)
@@ -89,10 +96,13 @@ class Calibration:
     outfit_threshold: Cut
     merge_threshold: Cut
     same_outfit_threshold: Cut
+    window_people: int = WINDOW_PEOPLE
+    window_threshold: Cut | None = None
 
     def suggested(self) -> dict:
+        window = {} if self.window_threshold is None else {"window_threshold": round(self.window_threshold.value, 3)}
         return {"threshold": round(self.threshold.value, 3), "outfit_threshold": round(self.outfit_threshold.value, 3),
-                "merge_threshold": round(self.merge_threshold.value, 3),
+                "merge_threshold": round(self.merge_threshold.value, 3), **window,
                 "calibrated_on": f"{self.data} ({self.people} people, {self.sightings} sightings), {date.today()}"}
 
     def to_json(self) -> str:
@@ -201,7 +211,7 @@ def embed_sightings(embedder, records, batch: int = 64) -> tuple[Sightings, str]
 
 
 def calibrate_sightings(s: Sightings, model: str, data: str, descriptor: str, gallery_people: int = GALLERY_PEOPLE,
-                        returning_share: float = RETURNING_SHARE) -> Calibration:
+                        returning_share: float = RETURNING_SHARE, window_people: int = WINDOW_PEOPLE) -> Calibration:
     if not 0.0 <= returning_share <= 1.0:
         raise ValueError(f"returning_share is a share in [0, 1], got {returning_share}")
     n = len(s.person)
@@ -215,6 +225,10 @@ def calibrate_sightings(s: Sightings, model: str, data: str, descriptor: str, ga
     sp, so = same_person[other_cam], same_outfit[other_cam]
     same_fit, other_fit, other_person = id_cos[sp & so], id_cos[sp & ~so], id_cos[~sp]
     threshold = gallery_cut(identity_cos, s.person, s.outfit, s.camera, gallery_people, returning_share)
+    # the same rule against the few people a transit window leaves (never above the plain threshold)
+    window = gallery_cut(identity_cos, s.person, s.outfit, s.camera, window_people, returning_share)
+    if window.value > threshold.value:
+        window = threshold
     outfit = youden_cut(look_cos[sp & so], look_cos[sp & ~so])
     merge = rate_cut(np.concatenate([same_fit, other_fit]), other_person, MERGE_FALSE_RATE, threshold.value)
     # A link to a known outfit needs what one person in one outfit reaches 95 % of the time.
@@ -230,11 +244,13 @@ def calibrate_sightings(s: Sightings, model: str, data: str, descriptor: str, ga
         outfit=[Distribution.of("same person, same outfit", look_cos[sp & so]),
                 Distribution.of("same person, other outfit", look_cos[sp & ~so]),
                 Distribution.of("different people", look_cos[~sp])],
-        threshold=threshold, outfit_threshold=outfit, merge_threshold=merge, same_outfit_threshold=same_outfit)
+        threshold=threshold, outfit_threshold=outfit, merge_threshold=merge, same_outfit_threshold=same_outfit,
+        window_people=min(window_people, int(len(np.unique(s.person))) - 1), window_threshold=window)
 
 
 def calibrate(weights: str | Path, dataset: str, root: str | Path, backend: str = "auto", threads: int = 0,
-              gallery_people: int = GALLERY_PEOPLE, returning_share: float = RETURNING_SHARE) -> Calibration:
+              gallery_people: int = GALLERY_PEOPLE, returning_share: float = RETURNING_SHARE,
+              window_people: int = WINDOW_PEOPLE) -> Calibration:
     from reid.datasets import load_dataset
     from reid.inference.factory import create_embedder
 
@@ -245,7 +261,8 @@ def calibrate(weights: str | Path, dataset: str, root: str | Path, backend: str 
         raise ValueError(f"{root}: the {dataset} data set has no test images to calibrate on")
     embedder = create_embedder(weights, backend, threads=threads)
     sightings, descriptor = embed_sightings(embedder, records)
-    return calibrate_sightings(sightings, str(weights), f"{dataset} {root}", descriptor, gallery_people, returning_share)
+    return calibrate_sightings(sightings, str(weights), f"{dataset} {root}", descriptor, gallery_people, returning_share,
+                               window_people)
 
 
 def format_calibration(c: Calibration) -> str:
@@ -274,6 +291,11 @@ def format_calibration(c: Calibration) -> str:
         f"  merge_threshold: {m.value:.3f}   # merges {100 * m.accept_positive:.1f} % of same-person pairs, "
         f"{100 * m.accept_negative:.2f} % of different-people pairs",
     ]
+    if c.window_threshold is not None:
+        w = c.window_threshold
+        lines.append(f"  window_threshold: {w.value:.3f}  # with matcher.topology, inside a transit window: against "
+                     f"{c.window_people} other people, links {100 * w.accept_positive:.1f} % of returning people in a "
+                     f"new outfit, {100 * w.accept_negative:.1f} % of new people to somebody")
     return "\n".join(lines)
 
 

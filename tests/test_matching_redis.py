@@ -409,6 +409,35 @@ def test_transit_is_timed_from_the_last_camera_of_the_route(server, prefix):
     assert matcher.recheck(lift, live, now=161.0, tracks=[lift]) is None
 
 
+def _at_cosine(v: np.ndarray, cos: float, seed: int) -> np.ndarray:
+    """A unit vector at exactly `cos` to unit vector v."""
+    r = np.random.default_rng(seed).normal(size=v.shape)
+    r = r - (r @ v) * v
+    return _unit(cos * v + np.sqrt(1 - cos ** 2) * _unit(r)).astype(np.float32)
+
+
+def test_window_threshold_links_arrivals_inside_a_transit_window_only(server, prefix):
+    """threshold 0.7, window_threshold 0.5, gate -> hall 10-60 s (longer: a revisit): a tracklet at cosine 0.6
+    joins the person who left the gate 30 s before, but not one who left 200 s before, nor without a window."""
+    v = _unit(np.arange(1, DIM + 1, dtype=np.float32))
+    q = _at_cosine(v, 0.6, 0)
+    live = {"gate": set(), "hall": set()}
+    results = {}
+    for label, window, arrive in (("in window", 0.5, 130.0), ("after the window", 0.5, 300.0),
+                                  ("no window threshold", None, 130.0)):
+        store = IdentityStore(server.client(), prefix=f"{prefix}:{label}")
+        topo = Topology(transits={frozenset(("gate", "hall")): Transit(10, 60)}, revisit_after_s=60)
+        matcher = CrossCameraMatcher(store, threshold=0.7, topology=topo, window_threshold=window)
+        t = _tracklet_vec("gate", 1, v, started=0.0)
+        ident = matcher.decide([t], live, now=1.0)[0].identity_id
+        t.identity_id, t.last_seen_at, t.crops = ident, 100.0, t.decided_at_crops
+        matcher.finish(t)
+        d = matcher.decide([_tracklet_vec("hall", 2, q, started=arrive)], live, now=arrive + 1)[0]
+        results[label] = (d.identity_id == ident, d.created)
+    assert results == {"in window": (True, False), "after the window": (False, True),
+                       "no window threshold": (False, True)}
+
+
 def test_gallery_memory_is_bounded_by_retention(server, prefix):
     store = IdentityStore(server.client(), prefix=prefix)
     rng = np.random.default_rng(13)

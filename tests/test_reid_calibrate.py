@@ -93,9 +93,22 @@ def test_calibration_puts_each_threshold_between_the_populations_it_must_separat
     assert o["same person, other outfit"]["p95"] < c.outfit_threshold.value <= o["same person, same outfit"]["p5"]
     assert c.merge_threshold.value >= c.threshold.value and c.merge_threshold.accept_negative <= 0.002
     s = c.suggested()
-    assert set(s) == {"threshold", "outfit_threshold", "merge_threshold", "calibrated_on"}
+    assert set(s) == {"threshold", "outfit_threshold", "merge_threshold", "window_threshold", "calibrated_on"}
     assert c.same_outfit_threshold.value >= c.threshold.value
     assert s["threshold"] == round(c.threshold.value, 3)
+    # Inside a transit window the rule runs against fewer people (default 4): never a higher threshold, and
+    # against 1 stranger one well below the whole gallery's on this noisy grid.
+    assert c.window_people == 4 and c.window_threshold.value <= c.threshold.value
+    assert s["window_threshold"] == round(c.window_threshold.value, 3)
+    one = calibrate_sightings(_noisy_sightings(), "m", "d", "hand-made outfit descriptor", gallery_people=30,
+                              window_people=1)
+    assert one.window_threshold.value < one.threshold.value
+    assert one.window_threshold.accept_positive > one.threshold.accept_positive
+
+
+def _noisy_sightings() -> Sightings:
+    """Many people whose other-outfit cosines overlap the strangers': the gallery's size decides the threshold."""
+    return _sightings(people=24, outfits=2, cams=2, clothes_weight=1.6)
 
 
 def test_the_pipeline_takes_model_thresholds_only_where_its_config_is_silent():
