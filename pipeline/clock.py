@@ -9,7 +9,9 @@ recordings had started together when the run did; "now" is the earliest of the r
 times, so no camera's tracklets look older than they are because another camera decodes faster.
 
 `matcher.clock: auto` (the default) takes the video clock when every camera is a file replayed at decoding
-speed (`realtime: false`), and the wall clock otherwise.
+speed (`realtime: false`), and the wall clock otherwise. A run on a store that already holds later times (an
+earlier replay that decoded faster than real time) starts its video clock after them: recordings replayed one
+after the other continue each other's time line.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ class RunClock:
         self._latest: dict[str, float] = {}  # camera -> time of its latest frame (video clock only)
         self._now = self.origin  # never goes back, also when the last camera has ended
         self._lock = threading.Lock()  # read by the store worker's thread, written by the frame loop
+
+    def continue_after(self, latest: float | None) -> None:
+        """Start the video clock no earlier than `latest` (the newest time the store holds). A replay decodes
+        faster than real time, so a replay before this one, sharing the store, may have written times past the
+        wall clock; this one's times must not run behind them (its people would seem to arrive before the
+        earlier run's left). Call before the first frame."""
+        if self.video and latest is not None and latest > self.origin:
+            self.origin = self._now = latest
 
     @property
     def name(self) -> str:

@@ -131,6 +131,11 @@ class CrossCameraMatcher:
         self.log_id, self.version = last_id, version
         self.stats.full_loads += 1
 
+    def latest_seen(self) -> float | None:
+        """The newest sighting time this matcher knows of (None for an empty gallery)."""
+        times = [ts for cams in self.presence.values() for ts, _ in cams.values()]
+        return max(times) if times else None
+
     def on_store_reset(self) -> None:
         """The store came back as a new generation (empty, or reset): adopt it and reload the gallery. Local
         knowledge of identities it no longer has is dropped; new ids go on above the highest one seen."""

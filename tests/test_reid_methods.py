@@ -12,9 +12,15 @@ clothes head's own loss, then the total). Checked against that commit: the recor
 numbers exactly, and scaling FIRe²'s L_FAR by 1.0001 there makes the test fail at the first FAR step.
 
 Bit-identical holds on one CPU; on another (a different kernel path for float32 reductions, e.g. AVX-512
-against AVX2) the same code drifts by a few units in the last place per step, which training amplifies: up to
-2.3e-5 relative by the last step on a 2026-12-03 machine. So the values are compared to 1e-4 relative: a term
-left out or weighted differently still fails (scaling L_FAR by 1.001 fails it within the first FAR epoch).
+against AVX2) the same code differs by a few units in the last place per step: up to 1.4e-5 relative on the
+baseline and FIRe² by the last step (measured on two 2026-12-03 machines). CAL is different: on an AMD EPYC its
+values stay within 1.3e-6 for its first four adversarial steps, then jump to 4e-3 in one step (a discrete choice,
+e.g. a hard-example pick, flips on a near-tie) and follow another trajectory (up to 13 % per step by the end).
+So the per-step values are compared to 1e-4 relative where they are still one trajectory: the whole first epoch
+(the methods' shared start) and the first STRICT_PHASE_STEPS backward values after a method's own terms start,
+which is where a term left out or weighted differently shows first (scaling L_FAR by 1.001 fails it at the first
+FAR step). After that the epoch means are compared to 5e-2 (accuracy to 0.1 absolute) and the backbone's weight
+sum to 1e-3: a missing term still fails them; CAL's step-by-step values after a flip do not mean anything.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from tests.reid_fixtures import make_synthcc
 # Trainer switches on deterministic algorithms and sets the thread count; undo for other tests.
 pytestmark = pytest.mark.usefixtures("restore_torch_globals")
 REL = 1e-4  # see the module docstring: bit-identical on the recording CPU, a few ulp per step on others
+EPOCH_REL = 5e-2  # epoch means after the first epoch (see the module docstring)
+STRICT_PHASE_STEPS = 8  # backward values: CAL's first four steps (two values each), FIRe²'s first eight
 
 EXPECTED = {
     'baseline': {
@@ -94,13 +102,32 @@ def test_refactor_keeps_per_step_losses_bit_identical(parity_root, tmp_path, met
     got = record(parity_root, tmp_path / method, method)
     want = EXPECTED[method]
     assert len(got["backward"]) == len(want["backward"])
-    for step, (g, w) in enumerate(zip(got["backward"], want["backward"])):
+    strict = strict_backward_values(method)
+    for step, (g, w) in enumerate(zip(got["backward"][:strict], want["backward"][:strict])):
         assert g == pytest.approx(w, rel=REL), f"{method}: backward value {step} is {g!r}, recorded {w!r}"
     for epoch, (g, w) in enumerate(zip(got["epochs"], want["epochs"])):
         for key, value in w.items():
             # terms a method does not have may be left out of its log; those it has must match
-            assert g.get(key, 0.0) == pytest.approx(value, rel=REL, abs=1e-5), f"{method} epoch {epoch + 1} {key}"
-    assert got["backbone_sum"] == pytest.approx(want["backbone_sum"], rel=REL)
+            if epoch == 0:
+                tol = {"rel": REL, "abs": 1e-5}
+            else:
+                tol = {"abs": 0.1} if key == "id_acc" else {"rel": EPOCH_REL, "abs": 1e-5}
+            assert g.get(key, 0.0) == pytest.approx(value, **tol), f"{method} epoch {epoch + 1} {key}"
+    assert got["backbone_sum"] == pytest.approx(want["backbone_sum"], rel=1e-3)
+
+
+def strict_backward_values(method: str) -> int:
+    """How many backward values (from the first) are compared to REL: the steps all methods share (the first
+    epoch: the same values as the baseline's), then STRICT_PHASE_STEPS more once the method's own terms start."""
+    base, own = EXPECTED["baseline"]["backward"], EXPECTED[method]["backward"]
+    shared = next((i for i, (a, b) in enumerate(zip(base, own)) if a != b), min(len(base), len(own)))
+    return shared + STRICT_PHASE_STEPS
+
+
+def test_the_strict_window_covers_the_first_epoch_and_each_methods_first_own_steps():
+    assert strict_backward_values("cal") == 16  # CAL's terms start at the 9th value: its first four steps
+    assert strict_backward_values("fire2") == 16
+    assert strict_backward_values("baseline") >= len(EXPECTED["baseline"]["backward"])
 
 
 def test_resuming_a_checkpoint_from_before_the_refactor_says_what_to_do(tmp_path):
