@@ -22,8 +22,9 @@ global ground truth, which is how MTMC IDF1 counts a cross-camera identity error
 
 `--workers 2` splits each scene's cameras over two `pipeline run` processes started together that share one
 private redis-server: the same evaluation then measures the multi-worker path (gallery log, atomic
-commits, presence reports between workers). Times in the matcher are wall-clock, so this relies on the
-workers reading their (synchronised) files at about the same pace, as live cameras would be.
+commits, presence reports between workers). Times in the matcher are on the run clock (`pipeline/clock.py`:
+each frame's position in its file, from the worker's start), so workers started together share a time line to
+within their start-up difference, whatever pace each decodes at.
 
 Also printed: identities created vs people in the scene, `identity.outfit_changed` events vs outfit
 changes in the ground truth, merges.
