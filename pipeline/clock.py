@@ -28,13 +28,16 @@ class RunClock:
         self._now = self.origin  # never goes back, also when the last camera has ended
         self._lock = threading.Lock()  # read by the store worker's thread, written by the frame loop
 
-    def continue_after(self, latest: float | None) -> None:
+    def continue_after(self, latest: float | None) -> float:
         """Start the video clock no earlier than `latest` (the newest time the store holds). A replay decodes
         faster than real time, so a replay before this one, sharing the store, may have written times past the
         wall clock; this one's times must not run behind them (its people would seem to arrive before the
-        earlier run's left). Call before the first frame."""
-        if self.video and latest is not None and latest > self.origin:
-            self.origin = self._now = latest
+        earlier run's left). Call before the first frame. Returns how far the clock moved (seconds, 0 if not)."""
+        if not (self.video and latest is not None and latest > self.origin):
+            return 0.0
+        shift = latest - self.origin
+        self.origin = self._now = latest
+        return shift
 
     @property
     def name(self) -> str:

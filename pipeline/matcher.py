@@ -240,8 +240,9 @@ class CrossCameraMatcher:
         # The walk is timed from where the person was seen last (`ts`: the last frame there, or the last refresh
         # while visible): a tracklet that started sooner than that walk takes, or later than it may take, is
         # someone else. Earlier cameras say nothing more: a person seen on A, then B, may reach C long after A.
-        if presence:
-            cam, (ts, _) = max(presence.items(), key=lambda kv: kv[1][0])
+        last = self._last_sighting(identity_id)
+        if last is not None:
+            cam, ts = last
             if cam != camera_id and not self.topology.overlap(cam, camera_id) \
                     and not self.topology.transit_ok(cam, camera_id, started_at - ts):
                 return False
@@ -377,15 +378,23 @@ class CrossCameraMatcher:
                 plan.append(("outfit", ident, 0, allowed[r][ident], osim))
         return plan
 
+    def _last_sighting(self, ident: int) -> tuple[str, float] | None:
+        """(camera, time) where the identity was seen last: where a walk to another camera is timed from."""
+        presence = self.presence.get(ident)
+        if not presence:
+            return None
+        cam, (ts, _) = max(presence.items(), key=lambda kv: kv[1][0])
+        return cam, ts
+
     def _needed(self, ident: int, camera_id: str, started_at: float) -> float:
         """The cosine a link to `ident` needs: `window_threshold` when the tracklet started inside a transit
         window from the camera the identity was seen on last, else `threshold`."""
         if self.window_threshold is None:
             return self.threshold
-        presence = self.presence.get(ident)
-        if not presence:
+        last = self._last_sighting(ident)
+        if last is None:
             return self.threshold
-        cam, (ts, _) = max(presence.items(), key=lambda kv: kv[1][0])
+        cam, ts = last
         return self.window_threshold if self.topology.within_window(cam, camera_id, started_at - ts) else self.threshold
 
     def _same_outfit_too_weak(self, ident: int, score: float, look: np.ndarray | None) -> bool:

@@ -270,11 +270,10 @@ class PipelineRunner:
                 self.stage = MatchStage(matcher_from_config(store, m), m.min_crops,
                                         lambda: [c.tracklets for c in cams],  # cameras may be added while running
                                         max_ending=self.config.events.maxlen, clock=self.clock.now)
-                latest = self.stage.matcher.latest_seen()
-                if self.clock.video and latest is not None and latest > self.clock.origin:
+                shift = self.clock.continue_after(self.stage.matcher.latest_seen())
+                if shift:
                     log.info("matcher clock: the store holds sightings up to %.1f s ahead of now (an earlier replay): "
-                             "this run's video time continues from there", latest - self.clock.origin)
-                self.clock.continue_after(latest)
+                             "this run's video time continues from there", shift)
                 self.worker = StoreWorker(self.link, self.stage)
                 self.worker.start()
                 for c in cams:
