@@ -76,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     try:
-        model, spec = load_checkpoint(args.weights, device)
+        model, spec = load_checkpoint(args.weights, device, args.feature)
     except Exception as exc:  # not a checkpoint of ours: say so in one line
         raise UsageError(f"--weights {args.weights}: not a checkpoint `reid train` or `reid import` wrote "
                          f"({type(exc).__name__}: {exc})") from exc
@@ -104,7 +104,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         int8=args.int8, calib=Path(args.calib) if args.calib else None, calib_size=args.calib_size,
         eval_root=Path(args.eval_root) if args.eval_root else None, batch=batch,
         parity_video=Path(args.parity_video) if args.parity_video else None,
-        parity_gt=Path(args.parity_gt) if args.parity_gt else None, threads=args.threads)
+        parity_gt=Path(args.parity_gt) if args.parity_gt else None, threads=args.threads, feature=args.feature)
     report = run_export(opts)
     print(report.format_text())
     if not report.passed:
@@ -165,6 +165,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+FEATURES = ("neck", "pooled", "centred")
+FEATURE_HELP = ("which vector the model returns instead of the one its file records: neck (BN output), pooled "
+                "(pre-BN, CSSC's), centred (pre-BN minus the neck's running mean: gives a CSSC model cosine margins "
+                "for the matcher)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reid", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -191,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-flip", action="store_true", help="no flip-summed features")
     e.add_argument("--no-progress", action="store_true")
     e.add_argument("--json", help="also write the results to this JSON file")
+    e.add_argument("--feature", choices=FEATURES, help=FEATURE_HELP)
     e.set_defaults(func=cmd_eval)
     x = sub.add_parser("export", help="export a checkpoint to ONNX / OpenVINO / TensorRT, with a parity check")
     x.add_argument("--weights", required=True, help="a .safetensors checkpoint written by `reid train`")
@@ -205,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--parity-video", help="video for parity crops (default: shared PETS09-S2L1 vtest.avi)")
     x.add_argument("--parity-gt", help="MOT ground truth giving the parity boxes (default: its gt/gt_dev.txt)")
     x.add_argument("--threads", type=int, default=0, help="CPU threads (0: library default)")
+    x.add_argument("--feature", choices=FEATURES, help=FEATURE_HELP + "; the exported graph returns it")
     x.set_defaults(func=cmd_export)
     c = sub.add_parser("calibrate", help="measure a model's cosine distributions and suggest matcher thresholds")
     c.add_argument("--weights", required=True, help="a model file the pipeline runs (.safetensors, .onnx, .xml)")

@@ -60,6 +60,8 @@ RETURNING_SHARE = 0.75
 # just before and have not been seen since: 4-5 on SynthCC `bench` scenes (36 people, 4 cameras, a 3-5 s window,
 # counted on the scenes' ground-truth routes, no model involved).
 WINDOW_PEOPLE = 4
+# When 95 % of different people's pairs are this close, the thresholds below have (almost) no margin.
+CROWDED_COSINE = 0.95
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,12 @@ class Calibration:
     same_outfit_threshold: Cut
     window_people: int = WINDOW_PEOPLE
     window_threshold: Cut | None = None
+
+    @property
+    def crowded(self) -> bool:
+        """Different people's features all sit near cosine 1 (a raw post-ReLU feature such as CSSC's pooled
+        vector): rankings may be fine, but no cosine threshold has room to separate people."""
+        return self.identity[2].quantiles["p5"] >= CROWDED_COSINE
 
     def suggested(self) -> dict:
         window = {} if self.window_threshold is None else {"window_threshold": round(self.window_threshold.value, 3)}
@@ -296,6 +304,11 @@ def format_calibration(c: Calibration) -> str:
         lines.append(f"  window_threshold: {w.value:.3f}  # with matcher.topology, inside a transit window: against "
                      f"{c.window_people} other people, links {100 * w.accept_positive:.1f} % of returning people in a "
                      f"new outfit, {100 * w.accept_negative:.1f} % of new people to somebody")
+    if c.crowded:
+        lines.append(f"warning: 95 % of different people's pairs are at cosine >= "
+                     f"{c.identity[2].quantiles['p5']:.3f}, so these thresholds have almost no margin. A model whose "
+                     "file returns its raw pre-BN feature (CSSC) does this: export it with `python -m reid export "
+                     "--feature centred` and calibrate that file.")
     return "\n".join(lines)
 
 

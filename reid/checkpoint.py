@@ -92,10 +92,15 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, meta
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ReIDModel, PreprocessSpec]:
-    """Rebuild the model from the file alone; returns it in eval mode with its PreprocessSpec."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    feature: str | None = None) -> tuple[ReIDModel, PreprocessSpec]:
+    """Rebuild the model from the file alone; returns it in eval mode with its PreprocessSpec. `feature`
+    ("neck", "pooled", "centred") overrides which vector the model returns (`ArchConfig.feature`); the weights
+    are the same for all three."""
     tensors, meta = read_checkpoint(path)
     arch = ArchConfig.model_validate_json(meta[ARCH_KEY])
+    if feature is not None and feature != arch.feature:
+        arch = ArchConfig.model_validate({**arch.model_dump(), "feature": feature})
     model = build_model(arch)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(state, strict=True)

@@ -212,11 +212,11 @@ class InferenceGraph(nn.Module):
         return identity if appearance is None else (identity, appearance)
 
 
-def load_model(weights: str | Path) -> tuple[nn.Module, PreprocessSpec]:
+def load_model(weights: str | Path, feature: str | None = None) -> tuple[nn.Module, PreprocessSpec]:
     from reid.models import load_checkpoint
 
     try:
-        model, spec = load_checkpoint(weights, "cpu")
+        model, spec = load_checkpoint(weights, "cpu", feature)
     except FileNotFoundError as exc:
         raise ExportError(f"--weights: {exc}") from exc
     except ValueError as exc:
@@ -429,6 +429,7 @@ class ExportOptions:
     parity_gt: Path | None = None
     parity_crops: int = 64
     threads: int = 0
+    feature: str | None = None  # override of the checkpoint's retrieval vector (ArchConfig.feature)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -478,8 +479,9 @@ class _Checked:
 def _prepare(opts: ExportOptions) -> _Checked:
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    model, spec = load_model(opts.weights)
-    spec = PreprocessSpec(**{**spec.__dict__, "extra": {**spec.extra, "batch_profile": str(opts.batch)}})
+    model, spec = load_model(opts.weights, opts.feature)
+    spec = PreprocessSpec(**{**spec.__dict__, "extra": {**spec.extra, "batch_profile": str(opts.batch),
+                                                        "retrieval_feature": model.arch.feature}})
     out = opts.artefact_path()
     expected = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".onnx"}[opts.format]
     if out.suffix != expected:

@@ -12,8 +12,8 @@ import torch
 
 from pipeline.config import MatcherConfig
 from pipeline.matcher import thresholds_from_model
-from reid.calibrate import (Sightings, calibrate_sightings, gallery_cut, rate_cut, with_thresholds,
-                            write_thresholds, youden_cut)
+from reid.calibrate import (Sightings, calibrate_sightings, format_calibration, gallery_cut, rate_cut,
+                            with_thresholds, write_thresholds, youden_cut)
 from reid.checkpoint import save_checkpoint
 from reid.export import ExportOptions, run_export
 from reid.inference.base import PreprocessSpec
@@ -104,6 +104,19 @@ def test_calibration_puts_each_threshold_between_the_populations_it_must_separat
                               window_people=1)
     assert one.window_threshold.value < one.threshold.value
     assert one.window_threshold.accept_positive > one.threshold.accept_positive
+
+
+def test_a_feature_without_cosine_margin_is_named_with_its_fix():
+    """A raw post-ReLU feature (CSSC's pre-BN pooled vector) puts everyone near cosine 1: calibration warns and
+    names the export that centres it; the same people centred get no warning."""
+    s = _sightings()
+    offset = 40.0 * np.ones_like(s.identity[0])  # a shared positive direction much larger than the people's spread
+    crowded = Sightings(s.person, s.outfit, s.camera,
+                        ((s.identity + offset) / np.linalg.norm(s.identity + offset, axis=1, keepdims=True)), s.look)
+    c = calibrate_sightings(crowded, "m", "d", "hand-made outfit descriptor")
+    assert c.crowded and "--feature centred" in format_calibration(c)
+    plain = calibrate_sightings(s, "m", "d", "hand-made outfit descriptor")
+    assert not plain.crowded and "warning" not in format_calibration(plain)
 
 
 def _noisy_sightings() -> Sightings:

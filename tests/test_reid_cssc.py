@@ -104,6 +104,39 @@ def test_retrieval_feature_is_pre_bn_max_pool_and_refinement_runs_at_test_time()
     assert nosmr.backbone.smr1 is None and nosmr.forward_train(x).taps == []
 
 
+def test_centred_feature_is_pooled_minus_the_neck_running_mean_and_loads_from_any_file(tmp_path):
+    """`feature: centred` (what `reid eval/export --feature centred` select) shifts CSSC's post-ReLU vector by the
+    running mean training kept, which spreads people's cosines apart without changing any Euclidean distance."""
+    from reid.checkpoint import save_checkpoint
+    from reid.inference.base import PreprocessSpec
+    from reid.models import load_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(ArchConfig(**ARCH))
+    x = torch.randn(6, 3, 64, 32)
+    model.train()
+    with torch.no_grad():
+        for _ in range(30):  # the running mean follows training forwards (momentum 0.1)
+            model.forward_train(x)
+    model.eval()
+    assert model.bn.running_mean.abs().sum() > 0
+    with torch.no_grad():
+        pooled = model(x)
+        centred = build_model(ArchConfig(**{**ARCH, "feature": "centred"}))
+        centred.load_state_dict(model.state_dict())
+        c = centred.eval()(x)
+    assert torch.allclose(c, pooled - model.bn.running_mean)
+    assert torch.allclose(torch.cdist(c, c), torch.cdist(pooled, pooled), atol=1e-4)
+    unit = lambda f: torch.nn.functional.normalize(f, dim=1)  # noqa: E731
+    off = ~torch.eye(6, dtype=torch.bool)
+    assert (unit(c) @ unit(c).T)[off].mean() < (unit(pooled) @ unit(pooled).T)[off].mean() - 0.05
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, model, PreprocessSpec(height=64, width=32, method="cssc"), inference_only=True)
+    loaded, _ = load_checkpoint(path, "cpu", "centred")
+    assert loaded.arch.feature == "centred" and torch.allclose(loaded(x), c, atol=1e-6)
+    assert load_checkpoint(path)[0].arch.feature == "pooled"
+
+
 def test_branches_start_equal_and_diverge_after_training(synth_root, tmp_path):
     t = Trainer(load_recipe(_recipe(synth_root, tmp_path / "d")), log=lambda *_: None, progress=False)
     b1, b2 = t.model.backbone.branch1.state_dict(), t.model.backbone.branch2.state_dict()
@@ -202,3 +235,21 @@ def test_cli_train_then_export_onnx_passes_parity(synth_root, tmp_path, shared_v
     report = json.loads((out / "model_last.onnx.export.json").read_text())
     assert report["passed"] and report["parity"][0]["cosine_min"] >= 0.999
     assert report["spec"]["identity_dim"] == 16
+    assert report["spec"]["extra"]["retrieval_feature"] == "pooled"
+    # the same weights exported with the centred feature: parity against the centred PyTorch model, and the
+    # graph's output is the pooled one minus the neck's running mean
+    centred_out = out / "centred.onnx"
+    exp = subprocess.run(export + ["--feature", "centred", "--out", str(centred_out)], check=False, cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-2000:]
+    report = json.loads((out / "centred.onnx.export.json").read_text())
+    assert report["passed"] and report["spec"]["extra"]["retrieval_feature"] == "centred"
+    import onnxruntime as ort
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model_last.safetensors"), "pt") as f:
+        mean = f.get_tensor("model.bn.running_mean").numpy()
+    x = torch.randn(3, 3, 64, 32).numpy()
+    raw = ort.InferenceSession(str(out / "model_last.onnx")).run(None, {"images": x})[0]
+    cen = ort.InferenceSession(str(centred_out)).run(None, {"images": x})[0]
+    assert abs(mean).sum() > 0 and abs(cen - (raw - mean)).max() < 1e-4

@@ -6,8 +6,8 @@ from reid.models.model import ReIDModel, build_model
 __all__ = ["ArchConfig", "ReIDModel", "build_model", "load_checkpoint"]
 
 
-def load_checkpoint(path, device="cpu"):
+def load_checkpoint(path, device="cpu", feature=None):
     """-> (model in eval mode, PreprocessSpec); see `reid.checkpoint.load_checkpoint`."""
     from reid.checkpoint import load_checkpoint as _load
 
-    return _load(path, device)
+    return _load(path, device, feature)

@@ -36,8 +36,11 @@ class ArchConfig(BaseModel):
     bsga_stage: Literal[2, 3, 4] = 4
     bsga_reduction: int = Field(4, ge=1, description="attention branch hidden channels: channels / reduction")
     bsga_mode: Literal["residual", "multiply"] = "residual"
-    # Which vector retrieval uses: "neck" the BN output (CAL, FIRe²), "pooled" the pre-BN pooled feature (CSSC).
-    feature: Literal["neck", "pooled"] = "neck"
+    # Which vector retrieval uses: "neck" the BN output (CAL, FIRe²), "pooled" the pre-BN pooled feature (CSSC),
+    # "centred" that pooled feature minus the neck's running mean. CSSC's pooled vector comes after ReLU and max
+    # pooling, so every pair of people sits at cosine ~0.999: rankings work, cosine thresholds do not. Its
+    # Euclidean triplets never see a shift, so centring keeps what training learnt and gives the matcher margins.
+    feature: Literal["neck", "pooled", "centred"] = "neck"
     num_classes: int = Field(0, ge=0, description="training identities (0: no identity head)")
     # Ignored since the method refactor (training heads belong to reid.methods); kept so that checkpoints
     # written before it, whose arch records carry them, still load.

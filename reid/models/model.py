@@ -1,7 +1,7 @@
 """The ReID model: trunk -> global pooling -> BN neck, and an identity classifier for training.
 
-The retrieval feature is the BN-neck output (CAL, FIRe²) or the pre-BN pooled vector (CSSC), by
-`arch.feature`. Method-specific training heads (CAL's clothes classifier, FIRe²'s recomposition head,
+The retrieval feature is the BN-neck output (CAL, FIRe²), the pre-BN pooled vector (CSSC) or that vector
+centred on the neck's running mean, by `arch.feature`. Method-specific training heads (CAL's clothes classifier, FIRe²'s recomposition head,
 CSSC's SMR heads) are not part of the model: they belong to the training method (`reid.methods`).
 """
 
@@ -81,7 +81,11 @@ class ReIDModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self._pooled(self.backbone(x))
-        return pooled if self.arch.feature == "pooled" else self.bn(pooled)
+        if self.arch.feature == "pooled":
+            return pooled
+        if self.arch.feature == "centred":
+            return pooled - self.bn.running_mean
+        return self.bn(pooled)
 
     def embed(self, fmap: torch.Tensor) -> torch.Tensor:
         """Last-stage feature map -> the BN-neck feature."""
