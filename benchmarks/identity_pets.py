@@ -8,7 +8,9 @@ gt_dev.txt. Nothing here reads the held-back frames 401-795.
 Prints per row: global IDF1 (identities as ids over the 400 frames), IDF1 of each camera on its own frames and
 track ids ("per camera": what linking must not lose), the same tracks without identities ("tracks only"), the
 people seen in both halves that camera b linked to camera a's identity, and the boxes on tracks that never got an
-identity.
+identity; and the same scores with the ground truth's re-entries as one person (REENTRIES in
+tests/test_identity_pets.py: MOT gives a person who leaves and comes back a new id; `--sheet FILE` draws every
+dev-frame person so the pairs can be checked).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections import Counter
 from datetime import date
 from pathlib import Path
 
+import cv2
 import numpy as np
 import yaml
 
@@ -29,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.redis_server import RedisServer, free_port  # noqa: E402
 from pipeline.store import IdentityStore  # noqa: E402
-from tests.test_identity_pets import (HALF, _write_half, global_idf1, per_camera_idf1, run_two_halves,  # noqa: E402
-                                      track_people)
+from tests.test_identity_pets import (HALF, REENTRIES, _write_half, global_idf1, linked_people,  # noqa: E402
+                                      per_camera_idf1, reentry_gt, run_two_halves)
 
 DATA = ROOT.parent / "shared" / "data" / "pets09-s2l1"
 ROWS = {  # name -> (what, config sections merged into each camera's config)
@@ -47,38 +50,66 @@ def score(work: Path, halves: dict[str, Path], extra: dict) -> dict:
         run_two_halves(work, halves, server.url, yaml.safe_dump(extra) if extra else "")
         store = IdentityStore(server.client())
         events = [e for _, e in store.read_events()]
-        final = {(e["camera_id"], e["track_id"]): store.resolve(e["identity_id"])
-                 for e in events if e["type"] == "track.ended" and e["identity_id"] is not None}
-        created_by = {store.resolve(e["identity_id"]): (e["camera_id"], e["track_id"])
-                      for e in events if e["type"] == "identity.created"}
-        assigned_b = [(e["track_id"], store.resolve(e["identity_id"])) for e in events
-                      if e["type"] == "identity.assigned" and e["camera_id"] == "pets-b"]
+        resolved = {e["identity_id"]: store.resolve(e["identity_id"]) for e in events if e["identity_id"] is not None}
     finally:
         server.stop()
+    final = {(e["camera_id"], e["track_id"]): resolved[e["identity_id"]]
+             for e in events if e["type"] == "track.ended" and e["identity_id"] is not None}
     gt_file = DATA / "gt" / "gt_dev.txt"
-    gt = np.loadtxt(gt_file, delimiter=",", ndmin=2)
+    gt_one = reentry_gt(gt_file, work / "gt_reentries.txt")
     mot_dir = work / "mot"
+    linked, both = linked_people(events, resolved.__getitem__, np.loadtxt(gt_file, delimiter=",", ndmin=2), mot_dir)
+    linked_one, both_one = linked_people(events, resolved.__getitem__, np.loadtxt(gt_one, delimiter=",", ndmin=2),
+                                         mot_dir)
     mots = {cam: np.loadtxt(mot_dir / f"{cam}.txt", delimiter=",", ndmin=2) for cam in ("pets-a", "pets-b")}
-    person = {cam: track_people(mots[cam], gt, offset) for offset, cam in ((0, "pets-a"), (HALF, "pets-b"))}
-    both = {int(i) for i in gt[gt[:, 0] <= HALF, 1]} & {int(i) for i in gt[gt[:, 0] > HALF, 1]}
-    linked = set()
-    for track_id, identity in assigned_b:
-        origin = created_by.get(identity)
-        if origin and origin[0] == "pets-a" and person["pets-a"].get(origin[1]) is not None \
-                and person["pets-a"][origin[1]] == person["pets-b"].get(track_id):
-            linked.add(person["pets-b"][track_id])
     boxes = Counter((cam, int(r[1])) for cam, m in mots.items() for r in m)
     unidentified = sum(n for key, n in boxes.items() if key not in final) / max(1, sum(boxes.values()))
     return {"global": global_idf1(gt_file, mot_dir, final, work / "eval"),
             "per_camera": per_camera_idf1(gt_file, mot_dir, work / "eval-per-camera"),
             "tracks_only": global_idf1(gt_file, mot_dir, {}, work / "eval-tracks-only"),
-            "linked": f"{len(linked)} of {len(both)}", "unidentified": 100 * unidentified}
+            "linked": f"{len(linked)} of {len(both)}", "unidentified": 100 * unidentified,
+            "global_one": global_idf1(gt_one, mot_dir, final, work / "eval-reentries"),
+            "per_camera_one": per_camera_idf1(gt_one, mot_dir, work / "eval-per-camera-reentries"),
+            "linked_one": f"{len(linked_one)} of {len(both_one)}"}
+
+
+def contact_sheet(out: Path, tiles: int = 6) -> None:
+    """Every person of the dev ground truth (frames 1-400), `tiles` crops each spread over their frames, one row per
+    gt id: the evidence for REENTRIES, for anyone to check."""
+    gt = np.loadtxt(DATA / "gt" / "gt_dev.txt", delimiter=",", ndmin=2)
+    cap = cv2.VideoCapture(str(DATA / "vtest.avi"))
+    frames = {}
+    for index in range(1, int(gt[:, 0].max()) + 1):
+        ok, frame = cap.read()
+        if not ok:
+            raise SystemExit(f"{DATA / 'vtest.avi'} ended at frame {index}")
+        frames[index] = frame
+    cap.release()
+    rows = []
+    for pid in sorted(set(gt[:, 1].astype(int))):
+        mine = gt[gt[:, 1] == pid]
+        row = []
+        for r in mine[np.linspace(0, len(mine) - 1, tiles).astype(int)]:
+            x, y, w, h = r[2:6].astype(int)
+            crop = cv2.resize(frames[int(r[0])][max(0, y):y + h, max(0, x):x + w], (64, 144))
+            cv2.putText(crop, f"f{int(r[0])}", (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1)
+            row.append(crop)
+        strip = np.hstack(row)
+        same = f" = gt {REENTRIES[pid]}" if pid in REENTRIES else ""
+        cv2.putText(strip, f"gt {pid}{same}", (2, 138), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1)
+        rows.append(strip)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), np.vstack(rows)):
+        raise SystemExit(f"could not write {out}")
+    print(f"wrote {out}: {len(rows)} people of gt_dev.txt, {tiles} crops each")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--sheet", metavar="PNG", help="write a contact sheet of every dev-frame person (the evidence for "
+                    "the re-entry pairs) and exit")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra row 'set:KEY=VALUE' with that config key (dotted path, YAML value); repeatable")
     args = ap.parse_args()
@@ -94,6 +125,9 @@ def main() -> None:
         node[last] = yaml.safe_load(value)
         ROWS[f"set:{item}"] = (f"`{key}: {value}`", extra)
         args.rows += f",set:{item}"
+    if args.sheet:
+        contact_sheet(Path(args.sheet))
+        return
     if args.list:
         for name, (what, extra) in ROWS.items():
             print(f"{name}: {what} {extra}")
@@ -115,12 +149,13 @@ def main() -> None:
             print(name, results[name], flush=True)
     print(f"\n`python benchmarks/identity_pets.py --rows {args.rows}` ({platform.machine()}, "
           f"{len(__import__('os').sched_getaffinity(0))} CPUs, {date.today()})")
-    print("| row | what | global IDF1 | per-camera IDF1 | tracks only | people of both halves linked | boxes without identity % |")
-    print("|---|---|---|---|---|---|---|")
+    print("| row | what | global IDF1 | per-camera IDF1 | tracks only | people of both halves linked | "
+          "boxes without identity % | re-entries as one: global | per-camera | people linked |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {ROWS[name][0]} | {r['global']:.1f} | {r['per_camera']:.1f} | {r['tracks_only']:.1f} | "
-              f"{r['linked']} | {r['unidentified']:.1f} |")
-
+              f"{r['linked']} | {r['unidentified']:.1f} | {r['global_one']:.1f} | {r['per_camera_one']:.1f} | "
+              f"{r['linked_one']} |")
 
 if __name__ == "__main__":
     main()

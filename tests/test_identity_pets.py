@@ -36,6 +36,14 @@ IDF1_FLOOR = 55.0
 IDF1_GAIN_FLOOR = 10.0  # points over the same tracks unlinked
 LINKED_PEOPLE_FLOOR = 3
 PER_CAMERA_LOSS_CEILING = 5.0  # IDF1 points global identities may lose against the cameras scored alone
+# MOT ground truth gives a person who leaves the view and comes back a new id; re-identification's job is to
+# recognise them. In the dev frames two people do: gt 1 (frames 224-400) is gt 19 (1-147), long black coat and
+# long dark hair, and gt 14 (231-400) is gt 15 (1-206), black leather jacket, short hair, a white paper in the
+# left hand (`benchmarks/identity_pets.py --sheet FILE` draws every dev-frame person so anyone can check). Scored
+# with these pairs as one person ("re-entries as one"), global identities measured 77.8 against 77.9 for the
+# cameras alone (2026-12-03, default config), where the MOT ids give 75.6 against 78.2.
+REENTRIES = {1: 19, 14: 15}
+REENTRY_LOSS_CEILING = 1.5  # IDF1 points global identities may lose against the cameras alone, re-entries as one
 
 
 def _write_half(video: Path, first: int, count: int, out: Path) -> None:
@@ -169,6 +177,36 @@ def per_camera_idf1(gt_file: Path, mot_dir: Path, work: Path) -> float:
     return 100 * float(res["MotChallenge2DBox"]["pipeline"]["COMBINED_SEQ"]["pedestrian"]["Identity"]["IDF1"])
 
 
+def reentry_gt(gt_file: Path, out: Path) -> Path:
+    """The ground truth with each re-entry id (REENTRIES) replaced by the person's first id."""
+    gt = np.loadtxt(gt_file, delimiter=",", ndmin=2)
+    for later, first in REENTRIES.items():
+        gt[gt[:, 1] == later, 1] = first
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(out, gt, delimiter=",", fmt="%g")
+    return out
+
+
+def linked_people(events: list[dict], resolve, gt: np.ndarray, mot_dir: Path) -> tuple[set[int], set[int]]:
+    """(people camera b linked to the identity camera a created for them, people seen in both halves), people
+    as `gt` numbers them: camera b's tracks assigned (not created) to an identity whose creating track on camera a
+    covers the same person most often."""
+    person = {cam: track_people(np.loadtxt(mot_dir / f"{cam}.txt", delimiter=",", ndmin=2), gt, offset)
+              for offset, cam in ((0, "pets-a"), (HALF, "pets-b"))}
+    both = {int(i) for i in gt[gt[:, 0] <= HALF, 1]} & {int(i) for i in gt[gt[:, 0] > HALF, 1]}
+    created_by = {resolve(e["identity_id"]): (e["camera_id"], e["track_id"])
+                  for e in events if e["type"] == "identity.created"}
+    linked = set()
+    for e in events:
+        if e["type"] != "identity.assigned" or e["camera_id"] != "pets-b":
+            continue
+        origin = created_by.get(resolve(e["identity_id"]))
+        if origin and origin[0] == "pets-a" and person["pets-a"].get(origin[1]) is not None \
+                and person["pets-a"][origin[1]] == person["pets-b"].get(e["track_id"]):
+            linked.add(person["pets-b"][e["track_id"]])
+    return linked, both
+
+
 def test_people_walking_from_one_camera_into_the_next_keep_their_identity(tmp_path, pets_halves, shared_video,
                                                                            shared_models, redis_server):
     run_two_halves(tmp_path, pets_halves, redis_server.url)
@@ -179,30 +217,23 @@ def test_people_walking_from_one_camera_into_the_next_keep_their_identity(tmp_pa
     events = [e for _, e in store.read_events()]
     final = {(e["camera_id"], e["track_id"]): store.resolve(e["identity_id"])
              for e in events if e["type"] == "track.ended" and e["identity_id"] is not None}
-    created_by = {store.resolve(e["identity_id"]): (e["camera_id"], e["track_id"])
-                  for e in events if e["type"] == "identity.created"}
     gt = np.loadtxt(shared_video["pets_gt"], delimiter=",", ndmin=2)
     mot_dir = tmp_path / "mot"
-    person = {cam: track_people(np.loadtxt(mot_dir / f"{cam}.txt", delimiter=",", ndmin=2), gt, offset)
-              for offset, cam in ((0, "pets-a"), (HALF, "pets-b"))}
-    both = {int(i) for i in gt[gt[:, 0] <= HALF, 1]} & {int(i) for i in gt[gt[:, 0] > HALF, 1]}
-
-    # Links: camera b's tracks assigned (not created) to an identity that camera a created for the same person.
+    linked, both = linked_people(events, store.resolve, gt, mot_dir)
     assigned_b = [e for e in events if e["type"] == "identity.assigned" and e["camera_id"] == "pets-b"]
-    linked = set()
-    for e in assigned_b:
-        ident = store.resolve(e["identity_id"])
-        origin = created_by.get(ident)
-        if origin and origin[0] == "pets-a" and person["pets-a"].get(origin[1]) is not None \
-                and person["pets-a"][origin[1]] == person["pets-b"].get(e["track_id"]):
-            linked.add(person["pets-b"][e["track_id"]])
     idf1 = global_idf1(shared_video["pets_gt"], mot_dir, final, tmp_path / "eval")
     tracks_only = global_idf1(shared_video["pets_gt"], mot_dir, {}, tmp_path / "eval-tracks-only")
     per_camera = per_camera_idf1(shared_video["pets_gt"], mot_dir, tmp_path / "eval-per-camera")
+    # the same tracks and identities scored with each re-entry as the person it is
+    gt_one = reentry_gt(shared_video["pets_gt"], tmp_path / "gt_reentries.txt")
+    idf1_one = global_idf1(gt_one, mot_dir, final, tmp_path / "eval-reentries")
+    per_camera_one = per_camera_idf1(gt_one, mot_dir, tmp_path / "eval-per-camera-reentries")
+    linked_one, both_one = linked_people(events, store.resolve, np.loadtxt(gt_one, delimiter=",", ndmin=2), mot_dir)
     kinds = Counter(e["type"] for e in events)
     print(f"global IDF1 {idf1:.1f}, per camera {per_camera:.1f}, tracks only {tracks_only:.1f}; {len(assigned_b)} identity.assigned on camera b; "
           f"people of both halves linked to their own identity: {sorted(linked)} of {sorted(both)}; "
-          f"events {dict(kinds)}")
+          f"events {dict(kinds)}; re-entries as one: global {idf1_one:.1f}, per camera {per_camera_one:.1f}, "
+          f"linked {sorted(linked_one)} of {sorted(both_one)}")
 
     assert assigned_b, "the second camera linked nobody to the identities of the first"
     assert len(linked) >= LINKED_PEOPLE_FLOOR, (sorted(linked), sorted(both))
@@ -211,3 +242,7 @@ def test_people_walking_from_one_camera_into_the_next_keep_their_identity(tmp_pa
     # Linking's own errors: global identities may not cost more than PER_CAMERA_LOSS_CEILING against each camera
     # scored alone (2026-12-03: 75.6 against 78.2). The goal is no loss at all (issue 15); not reached yet.
     assert idf1 >= per_camera - PER_CAMERA_LOSS_CEILING, (idf1, per_camera)
+    # The two people who leave and come back in camera b get the identity camera a gave them, and with them
+    # counted as one person each, linking costs (almost) nothing against the cameras alone.
+    assert set(REENTRIES.values()) <= linked_one, (sorted(linked_one), sorted(both_one))
+    assert idf1_one >= per_camera_one - REENTRY_LOSS_CEILING, (idf1_one, per_camera_one)
