@@ -8,7 +8,7 @@ gt_dev.txt. Nothing here reads the held-back frames 401-795.
 Prints per row: global IDF1 (identities as ids over the 400 frames), IDF1 of each camera on its own frames and
 track ids ("per camera": what linking must not lose), the same tracks without identities ("tracks only"), the
 people seen in both halves that camera b linked to camera a's identity, and the boxes on tracks that never got an
-identity; and the same scores with the ground truth's re-entries as one person (REENTRIES in
+identity; the tracks that cover more than one person; and the same scores with the ground truth's re-entries as one person (REENTRIES in
 tests/test_identity_pets.py: MOT gives a person who leaves and comes back a new id; `--sheet FILE` draws every
 dev-frame person so the pairs can be checked).
 """
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.redis_server import RedisServer, free_port  # noqa: E402
 from pipeline.store import IdentityStore  # noqa: E402
 from tests.test_identity_pets import (HALF, REENTRIES, _write_half, global_idf1, linked_people,  # noqa: E402
-                                      per_camera_idf1, reentry_gt, run_two_halves)
+                                      per_camera_idf1, reentry_gt, run_two_halves, track_coverage)
 
 DATA = ROOT.parent / "shared" / "data" / "pets09-s2l1"
 ROWS = {  # name -> (what, config sections merged into each camera's config)
@@ -64,7 +64,11 @@ def score(work: Path, halves: dict[str, Path], extra: dict) -> dict:
     mots = {cam: np.loadtxt(mot_dir / f"{cam}.txt", delimiter=",", ndmin=2) for cam in ("pets-a", "pets-b")}
     boxes = Counter((cam, int(r[1])) for cam, m in mots.items() for r in m)
     unidentified = sum(n for key, n in boxes.items() if key not in final) / max(1, sum(boxes.values()))
+    gt_one_rows = np.loadtxt(gt_one, delimiter=",", ndmin=2)
+    mixed = {cam: {t: dict(c) for t, c in track_coverage(mots[cam], gt_one_rows, offset).items() if len(c) > 1}
+             for offset, cam in ((0, "pets-a"), (HALF, "pets-b"))}
     return {"global": global_idf1(gt_file, mot_dir, final, work / "eval"),
+            "mixed": mixed, "tracks": {cam: len(np.unique(m[:, 1])) for cam, m in mots.items()},
             "per_camera": per_camera_idf1(gt_file, mot_dir, work / "eval-per-camera"),
             "tracks_only": global_idf1(gt_file, mot_dir, {}, work / "eval-tracks-only"),
             "linked": f"{len(linked)} of {len(both)}", "unidentified": 100 * unidentified,
@@ -147,6 +151,9 @@ def main() -> None:
             work.mkdir()
             results[name] = score(work, halves, ROWS[name][1])
             print(name, results[name], flush=True)
+            for cam, tracks in results[name]["mixed"].items():
+                print(f"  {cam}: {len(tracks)} of {results[name]['tracks'][cam]} tracks cover more than one person "
+                      f"(track: boxes per gt person, re-entries as one): {tracks}")
     print(f"\n`python benchmarks/identity_pets.py --rows {args.rows}` ({platform.machine()}, "
           f"{len(__import__('os').sched_getaffinity(0))} CPUs, {date.today()})")
     print("| row | what | global IDF1 | per-camera IDF1 | tracks only | people of both halves linked | "

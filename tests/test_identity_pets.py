@@ -100,6 +100,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def track_people(mot: np.ndarray, gt: np.ndarray, offset: int) -> dict[int, int]:
     """Track id -> the ground-truth person its boxes cover most often (IoU >= 0.5), for tracks that cover one."""
+    return {t: c.most_common(1)[0][0] for t, c in track_coverage(mot, gt, offset).items()}
+
+
+def track_coverage(mot: np.ndarray, gt: np.ndarray, offset: int) -> dict[int, Counter]:
+    """Track id -> how many of its boxes cover each ground-truth person (best IoU >= 0.5)."""
     votes: dict[int, Counter] = defaultdict(Counter)
     for frame in np.unique(mot[:, 0]).astype(int):
         tr = mot[mot[:, 0] == frame]
@@ -111,7 +116,7 @@ def track_people(mot: np.ndarray, gt: np.ndarray, offset: int) -> dict[int, int]
             j = int(iou[i].argmax())
             if iou[i, j] >= 0.5:
                 votes[int(row[1])][int(g[j, 1])] += 1
-    return {t: c.most_common(1)[0][0] for t, c in votes.items()}
+    return dict(votes)
 
 
 def global_idf1(gt_file: Path, mot_dir: Path, identity_of: dict[tuple[str, int], int], work: Path) -> float:
