@@ -199,16 +199,19 @@ def linked_people(events: list[dict], resolve, gt: np.ndarray, mot_dir: Path) ->
     person = {cam: track_people(np.loadtxt(mot_dir / f"{cam}.txt", delimiter=",", ndmin=2), gt, offset)
               for offset, cam in ((0, "pets-a"), (HALF, "pets-b"))}
     both = {int(i) for i in gt[gt[:, 0] <= HALF, 1]} & {int(i) for i in gt[gt[:, 0] > HALF, 1]}
-    created_by = {resolve(e["identity_id"]): (e["camera_id"], e["track_id"])
-                  for e in events if e["type"] == "identity.created"}
+    # an identity that absorbed others (identity.merged) was created by each of their first tracks
+    created_by: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for e in events:
+        if e["type"] == "identity.created":
+            created_by[resolve(e["identity_id"])].append((e["camera_id"], e["track_id"]))
     linked = set()
     for e in events:
         if e["type"] != "identity.assigned" or e["camera_id"] != "pets-b":
             continue
-        origin = created_by.get(resolve(e["identity_id"]))
-        if origin and origin[0] == "pets-a" and person["pets-a"].get(origin[1]) is not None \
-                and person["pets-a"][origin[1]] == person["pets-b"].get(e["track_id"]):
-            linked.add(person["pets-b"][e["track_id"]])
+        who = person["pets-b"].get(e["track_id"])
+        if who is not None and any(cam == "pets-a" and person["pets-a"].get(track) == who
+                                   for cam, track in created_by.get(resolve(e["identity_id"]), [])):
+            linked.add(who)
     return linked, both
 
 
