@@ -59,7 +59,8 @@ class FrameEncoder:
         if todo:
             h, w = img.shape[:2]
             crops = []
-            for _, (cx, cy, bw, bh) in ((k, b[:4]) for k, b in todo):
+            for _, box in todo:
+                cx, cy, bw, bh = box[:4]
                 x1, y1 = int(max(0, cx - bw / 2)), int(max(0, cy - bh / 2))
                 x2, y2 = int(min(w, cx + bw / 2)), int(min(h, cy + bh / 2))
                 crops.append(img[y1:max(y2, y1 + 2), x1:max(x2, x1 + 2)])

@@ -8,9 +8,9 @@ gt_dev.txt. Nothing here reads the held-back frames 401-795.
 Prints per row: global IDF1 (identities as ids over the 400 frames), IDF1 of each camera on its own frames and
 track ids ("per camera": what linking must not lose), the same tracks without identities ("tracks only"), the
 people seen in both halves that camera b linked to camera a's identity, and the boxes on tracks that never got an
-identity; the tracks that cover more than one person; and the same scores with the ground truth's re-entries as one person (REENTRIES in
-tests/test_identity_pets.py: MOT gives a person who leaves and comes back a new id; `--sheet FILE` draws every
-dev-frame person so the pairs can be checked).
+identity; the tracks that cover more than one person; and the same scores with the ground truth's re-entries as
+one person (REENTRIES in tests/test_identity_pets.py: MOT gives a person who leaves and comes back a new id;
+`--sheet FILE` draws every dev-frame person so the pairs can be checked).
 """
 
 from __future__ import annotations
@@ -58,13 +58,12 @@ def score(work: Path, halves: dict[str, Path], extra: dict) -> dict:
     gt_file = DATA / "gt" / "gt_dev.txt"
     gt_one = reentry_gt(gt_file, work / "gt_reentries.txt")
     mot_dir = work / "mot"
+    gt_one_rows = np.loadtxt(gt_one, delimiter=",", ndmin=2)
     linked, both = linked_people(events, resolved.__getitem__, np.loadtxt(gt_file, delimiter=",", ndmin=2), mot_dir)
-    linked_one, both_one = linked_people(events, resolved.__getitem__, np.loadtxt(gt_one, delimiter=",", ndmin=2),
-                                         mot_dir)
+    linked_one, both_one = linked_people(events, resolved.__getitem__, gt_one_rows, mot_dir)
     mots = {cam: np.loadtxt(mot_dir / f"{cam}.txt", delimiter=",", ndmin=2) for cam in ("pets-a", "pets-b")}
     boxes = Counter((cam, int(r[1])) for cam, m in mots.items() for r in m)
     unidentified = sum(n for key, n in boxes.items() if key not in final) / max(1, sum(boxes.values()))
-    gt_one_rows = np.loadtxt(gt_one, delimiter=",", ndmin=2)
     mixed = {cam: {t: dict(c) for t, c in track_coverage(mots[cam], gt_one_rows, offset).items() if len(c) > 1}
              for offset, cam in ((0, "pets-a"), (HALF, "pets-b"))}
     return {"global": global_idf1(gt_file, mot_dir, final, work / "eval"),
@@ -163,6 +162,7 @@ def main() -> None:
         print(f"| {name} | {ROWS[name][0]} | {r['global']:.1f} | {r['per_camera']:.1f} | {r['tracks_only']:.1f} | "
               f"{r['linked']} | {r['unidentified']:.1f} | {r['global_one']:.1f} | {r['per_camera_one']:.1f} | "
               f"{r['linked_one']} |")
+
 
 if __name__ == "__main__":
     main()
