@@ -81,6 +81,12 @@ OPTIONS = (
            {"confidence": 0.3}),
     Option("min-height-40", "detector.min_height 40 px (drops the far field: a sign, unannotated walkers)",
            {"min_height": 40}),
+    # Buffered IoU (C-BIoU): boxes grown by a share of their size before the first association; the plateau
+    # around the chosen value is part of the evidence (IDF1 on 400 frames hangs on a few crossings).
+    *(Option(f"iou-buffer-{b}", f"ByteTrack with boxes grown by {b} x their size for matching", {},
+             {"params": {"iou_buffer": b}}) for b in (0.1, 0.15, 0.2, 0.3, 0.4)),
+    Option("every-2-iou-buffer-0.2", "detect on every 2nd frame, iou_buffer 0.2", {"every": 2},
+           {"params": {"iou_buffer": 0.2}}),
     # Detection on a stride: the tracker's motion model places the tracks on the frames between (capacity).
     Option("every-2", "detect on every 2nd frame, motion between", {"every": 2}),
     Option("every-3", "detect on every 3rd frame, motion between", {"every": 3}),

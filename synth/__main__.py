@@ -1,4 +1,5 @@
-"""CLI: ``python -m synth people|scenes --preset NAME --seed S --out DIR`` and ``python -m synth sheet``."""
+"""CLI: ``python -m synth people|scenes --preset NAME --seed S --out DIR``, ``python -m synth crops`` (a ReID set
+cut from scene videos) and ``python -m synth sheet``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         if name == "scenes":
             sp.add_argument("--script", type=Path, help="YAML: who walks through which camera, when, in which "
                             "outfit, and which outfits people share (synth/scenes.py SceneScript)")
+    cr = sub.add_parser("crops", help="a ReID training set (SynthCC people layout) cut from scene videos")
+    cr.add_argument("--train", type=Path, nargs="+", required=True, help="scene folders (synth scenes) to train on")
+    cr.add_argument("--test", type=Path, nargs="+", required=True,
+                    help="scene folders of other seeds for query and gallery")
+    cr.add_argument("--out", type=Path, required=True)
+    cr.add_argument("--per-sighting", type=int, default=8, help="crops per person per camera walk")
+    cr.add_argument("--min-height", type=float, default=48.0, help="smallest box height (px) taken")
+    cr.add_argument("--min-visibility", type=float, default=0.6, help="smallest visible share of the body taken")
+    cr.add_argument("--force", action="store_true", help="write into a non-empty --out")
     sh = sub.add_parser("sheet", help="contact sheet PNG of one identity from a people data set")
     sh.add_argument("--root", type=Path, required=True)
     sh.add_argument("--pid", type=int, required=True)
@@ -59,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             script = SceneScript.load(args.script) if args.script else None
             generate_scenes(cfg, args.seed, args.out, preset=args.preset, backgrounds=args.backgrounds, force=args.force,
                             script=script)
+        elif args.cmd == "crops":
+            from .scene_crops import write_scene_crops
+
+            write_scene_crops(args.train, args.test, args.out, per_sighting=args.per_sighting,
+                              min_height=args.min_height, min_visibility=args.min_visibility, force=args.force)
         else:
             from .sheet import contact_sheet
 

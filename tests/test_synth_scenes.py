@@ -191,3 +191,72 @@ def test_outfit_events_are_scored_against_tracks_decided_before_them() -> None:
     assert outfit_event_check(events, final, people) == (3, 1)
     # The same run, the first track not yet decided when the event came: not right.
     assert outfit_event_check(events[1:], final, people) == (3, 0)
+
+
+def test_scene_crops_cut_each_labelled_person_from_its_own_frame(tiny_scene: Path, tmp_path: Path) -> None:
+    """`synth crops`: every crop is the ground-truth box of its frame in the decoded video (an off-by-one frame
+    or a shifted box changes the pixels of a walking person), labels follow sightings.json, scenes never share
+    a person id, test sightings give one query each with gallery crops, and the set loads for `reid train`."""
+    from reid.datasets.synthcc import load_synthcc
+
+    other = tmp_path / "s5"
+    generate_scenes(replace(SCENE_PRESETS["tiny"], change_prob=1.0), 5, other, preset="tiny", log=lambda m: None)
+    out = tmp_path / "crops"
+    cmd = [sys.executable, "-m", "synth", "crops", "--train", str(tiny_scene), "--test", str(other), "--out", str(out),
+           "--per-sighting", "4", "--min-height", "32"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(",") for line in (out / "images.csv").read_text().splitlines()[1:]]
+    assert len(rows) > 40
+
+    scenes = {"train": tiny_scene, "query": other, "test": other}
+    metas = {p: json.loads((p / "sightings.json").read_text()) for p in (tiny_scene, other)}
+    pid_to_gid: dict[tuple[Path, int], int] = {}
+    checked = 0
+    for file, split, pid, clothes, cam, outfit_uid, px, vis, frame in rows:
+        root, pid, clothes, cam, frame = scenes[split], int(pid), int(clothes), int(cam), int(frame)
+        gt = np.loadtxt(root / "gt" / f"cam{cam:02d}.txt", delimiter=",", ndmin=2)
+        here = gt[gt[:, 0] == frame]
+        # the crop's person: the sighting of that camera whose outfit it carries, at that frame
+        sight = [s for s in metas[root]["sightings"] if s["camera"] == f"cam{cam:02d}" and s["clothes"] == clothes
+                 and s["first_frame"] <= frame <= s["last_frame"] and s["outfit_uid"] == int(outfit_uid)
+                 and (here[:, 1] == s["global_id"]).any()]
+        assert sight, (file, "no sighting of this camera, outfit and frame")
+        gid = sight[0]["global_id"]
+        assert pid_to_gid.setdefault((root, pid), gid) == gid, "one crop pid must be one scene person"
+        box = here[here[:, 1] == gid][0]
+        assert box[5] >= 32 and box[8] >= 0.6
+        if checked < 12:  # decode independently and cut the box again
+            cap = cv2.VideoCapture(str(root / f"cam{cam:02d}.mp4"))
+            cap.set(cv2.CAP_PROP_POS_FRAMES, frame - 1)
+            ok, img = cap.read()
+            cap.release()
+            assert ok
+            x0, y0 = int(np.floor(box[2])), int(np.floor(box[3]))
+            x1, y1 = int(np.ceil(box[2] + box[4])), int(np.ceil(box[3] + box[5]))
+            want = cv2.resize(img[y0:y1, x0:x1], (64, 128),
+                              interpolation=cv2.INTER_AREA if y1 - y0 > 128 else cv2.INTER_LINEAR)
+            got = cv2.imread(str(out / file))
+            assert np.abs(got.astype(int) - want.astype(int)).mean() < 2.0, file
+            checked += 1
+    train_pids = {pid for (root, pid) in pid_to_gid if root == tiny_scene}
+    test_pids = {pid for (root, pid) in pid_to_gid if root == other}
+    assert train_pids and test_pids and not train_pids & test_pids
+    queries = [r for r in rows if r[1] == "query"]
+    assert queries and all(any(g[1] == "test" and g[2] == q[2] for g in rows) for q in queries)
+
+    data = load_synthcc(out)
+    assert len(data.train) == sum(r[1] == "train" for r in rows)
+    assert data.num_train_pids == len(train_pids)
+    assert not any("WARNING" in n for n in data.notes)
+
+
+def test_scene_crops_refuse_one_scene_seed_twice(tiny_scene: Path, tmp_path: Path) -> None:
+    from synth.scene_crops import write_scene_crops
+
+    copy = tmp_path / "copy"
+    generate_scenes(SCENE_PRESETS["tiny"], 2, copy, preset="tiny", log=lambda m: None)
+    with pytest.raises(ValueError, match="same scene seed 2"):
+        write_scene_crops([tiny_scene], [copy], tmp_path / "out", log=lambda m: None)
+    with pytest.raises(FileNotFoundError, match="synth scenes"):
+        write_scene_crops([tiny_scene], [tmp_path], tmp_path / "out2", log=lambda m: None)

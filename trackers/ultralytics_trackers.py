@@ -30,6 +30,13 @@ STATIC_CAMERA_PARAMS: dict[str, dict[str, Any]] = {
 # flow costs several ms per frame.
 STATIC_CAMERA_PARAMS["botsort"] = {**STATIC_CAMERA_PARAMS["bytetrack"], "gmc_method": "none"}
 
+# Parameters of this project's own, on top of Ultralytics' (ByteTrack only):
+# iou_buffer b: the first association and the confirmation of new tracks compare boxes grown by b x their width
+# and height on every side (buffered IoU, as in C-BIoU, Yang et al. WACV 2023). At a low frame rate a small
+# person's Kalman box and its next detection may not overlap at all; grown boxes still do, and two people side
+# by side keep distinct overlaps. 0 is Ultralytics' plain IoU.
+PROJECT_PARAMS: dict[str, dict[str, Any]] = {"bytetrack": {"iou_buffer": 0.0}, "botsort": {}}
+
 
 def ultralytics_tracker_params(kind: str) -> dict[str, Any]:
     """Ultralytics' shipped defaults for `kind` (bytetrack.yaml / botsort.yaml)."""
@@ -43,8 +50,34 @@ def ultralytics_tracker_params(kind: str) -> dict[str, Any]:
 
 def default_tracker_params(kind: str) -> dict[str, Any]:
     """The parameters a `kind` tracker runs with when the config sets none: Ultralytics' YAML with the
-    project's static-camera values over it."""
-    return {**ultralytics_tracker_params(kind), **STATIC_CAMERA_PARAMS[kind]}
+    project's static-camera values over it, and the project's own parameters."""
+    return {**ultralytics_tracker_params(kind), **STATIC_CAMERA_PARAMS[kind], **PROJECT_PARAMS[kind]}
+
+
+def buffered_boxes(xyxy: np.ndarray, buffer: float) -> np.ndarray:
+    """(N, 4) boxes grown by `buffer` x their width / height on each side."""
+    xyxy = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4)
+    pad = buffer * (xyxy[:, 2:4] - xyxy[:, 0:2])
+    return np.concatenate([xyxy[:, 0:2] - pad, xyxy[:, 2:4] + pad], axis=1)
+
+
+def _buffered_bytetrack():
+    """Ultralytics' BYTETracker with buffered IoU in `get_dists` (its first association and the confirmation of
+    new tracks; the second, low-score association keeps plain IoU >= 0.5). A subclass of the library's class,
+    not a copy: only the distance changes."""
+    from ultralytics.trackers.byte_tracker import BYTETracker
+    from ultralytics.trackers.utils import matching
+
+    class BufferedIoUByteTracker(BYTETracker):
+        def get_dists(self, tracks, detections):
+            if not tracks or not detections:
+                return np.zeros((len(tracks), len(detections)), dtype=np.float32)
+            b = float(self.args.iou_buffer)
+            dists = matching.iou_distance(list(buffered_boxes(np.stack([t.xyxy for t in tracks]), b)),
+                                          list(buffered_boxes(np.stack([d.xyxy for d in detections]), b)))
+            return matching.fuse_score(dists, detections) if self.args.fuse_score else dists
+
+    return BufferedIoUByteTracker
 
 
 class UltralyticsTracker:
@@ -62,8 +95,13 @@ class UltralyticsTracker:
         if kind == "botsort" and cfg.get("with_reid") and cfg.get("model") == "auto":
             # "auto" makes Ultralytics reuse detector features it never receives here.
             raise ValueError("botsort with_reid needs an explicit ReID model file in tracker.params.model")
+        if cfg.get("iou_buffer", 0.0) < 0:
+            raise ValueError(f"iou_buffer must be >= 0 (a share of the box size), got {cfg['iou_buffer']}")
         args = IterableSimpleNamespace(**cfg)
-        self._tracker = BYTETracker(args) if kind == "bytetrack" else BOTSORT(args)
+        if kind == "botsort":
+            self._tracker = BOTSORT(args)
+        else:
+            self._tracker = _buffered_bytetrack()(args) if cfg["iou_buffer"] > 0 else BYTETracker(args)
         self._boxes = Boxes
         self.kind = kind
         self.max_lost_frames = int(cfg["track_buffer"])

@@ -1,0 +1,175 @@
+"""A ReID training set cut from SynthCC scene videos (`python -m synth crops`).
+
+Why: models trained on `synth people` crops find the same person in another outfit about half the time on
+those still crops, but on the pipeline's video crops of scene people they pick the wrong person among four
+as often as the right one (README, "Camera topology and the run's clock"). Scene crops differ from people
+crops in what the pipeline actually sees: the video codec, the scene cameras' perspective (people 40-300 px
+tall, cut by the frame edge or an occluder), walking poses seen from the cameras' angles, tight boxes. This
+writes those crops, with person and outfit labels, in the SynthCC people layout (`reid/datasets/synthcc.py`)
+so `python -m reid train` takes them as they are.
+
+Which crops: every sighting (a person's walk through one camera, in one outfit) gives `per_sighting` crops at
+evenly spaced frames among its ground-truth boxes that are tall and visible enough (`min_height`,
+`min_visibility`), cut from the decoded video at the ground-truth box and resized to the people preset's
+128x64. Person ids are renumbered over all scenes; an outfit is (scene, person, clothes index). Test scenes
+give query and gallery: each sighting's middle crop is a query, its other crops gallery, so every query has
+same-outfit images in another camera when the person wears that outfit twice, and other-outfit images always
+(scenes with `change_prob` 1). Training and test scenes must be different scene seeds: a scene's people are
+drawn from its seed, so different seeds never share a body.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .io import prepare_out, write_json, write_png
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class _Pick:
+    frame: int  # 1-based, as the gt
+    box: tuple[float, float, float, float]  # x, y, w, h
+    pid: int  # renumbered over all scenes
+    clothes: int  # 1-based index within the person, over all scenes
+    cam: int
+    outfit_uid: int
+    split: str  # train / query / test
+    visibility: float
+
+
+def _read_scene(root: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    meta_path = root / "sightings.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{root} is not a `python -m synth scenes` output: {meta_path} is missing "
+                                "(generate one with python -m synth scenes --preset bench --seed S --out DIR)")
+    meta = json.loads(meta_path.read_text())
+    gts = {}
+    for cam in meta["cameras"]:
+        rows = np.loadtxt(root / cam["gt"], delimiter=",", ndmin=2)
+        gts[cam["id"]] = rows
+    return meta, gts
+
+
+def _choose(rows: np.ndarray, k: int) -> np.ndarray:
+    """Up to k rows evenly spread over the sighting (first and last frames included when k >= 2)."""
+    if len(rows) <= k:
+        return rows
+    idx = np.unique(np.round(np.linspace(0, len(rows) - 1, k)).astype(int))
+    return rows[idx]
+
+
+def plan_crops(scenes: list[tuple[Path, str]], per_sighting: int, min_height: float,
+               min_visibility: float) -> tuple[list[tuple[Path, str, list[_Pick]]], dict]:
+    """Per (scene, camera): the crops to cut. `scenes` pairs each scene folder with its role (train / test)."""
+    plan = []
+    next_pid = 1
+    stats = {"sightings": 0, "sightings_without_crops": 0}
+    for root, role in scenes:
+        meta, gts = _read_scene(root)
+        pid_of: dict[int, int] = {}
+        for g in sorted({s["global_id"] for s in meta["sightings"]}):
+            pid_of[g] = next_pid
+            next_pid += 1
+        per_cam: dict[str, list[_Pick]] = {c["id"]: [] for c in meta["cameras"]}
+        for s in meta["sightings"]:
+            stats["sightings"] += 1
+            rows = gts[s["camera"]]
+            sel = rows[(rows[:, 1] == s["global_id"]) & (rows[:, 0] >= s["first_frame"])
+                       & (rows[:, 0] <= s["last_frame"]) & (rows[:, 5] >= min_height)
+                       & (rows[:, 8] >= min_visibility)]
+            chosen = _choose(sel, per_sighting)
+            if len(chosen) == 0:
+                stats["sightings_without_crops"] += 1
+                continue
+            query_row = len(chosen) // 2 if role == "test" and len(chosen) >= 2 else -1
+            cam = int(s["camera"][3:])
+            for j, r in enumerate(chosen):
+                split = "train" if role == "train" else ("query" if j == query_row else "test")
+                per_cam[s["camera"]].append(_Pick(int(r[0]), (float(r[2]), float(r[3]), float(r[4]), float(r[5])),
+                                                  pid_of[s["global_id"]], int(s["clothes"]), cam,
+                                                  int(s["outfit_uid"]), split, float(r[8])))
+        for cam in meta["cameras"]:
+            picks = sorted(per_cam[cam["id"]], key=lambda p: p.frame)
+            plan.append((root / cam["video"], cam["id"], picks))
+    return plan, stats
+
+
+def _cut(frame: np.ndarray, box: tuple[float, float, float, float], crop_hw: tuple[int, int]) -> np.ndarray:
+    x, y, w, h = box
+    H, W = frame.shape[:2]
+    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+    x1, y1 = min(W, int(np.ceil(x + w))), min(H, int(np.ceil(y + h)))
+    crop = frame[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if crop.shape[0] > crop_hw[0] else cv2.INTER_LINEAR
+    return cv2.resize(crop, (crop_hw[1], crop_hw[0]), interpolation=interp)
+
+
+def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Path, per_sighting: int = 8,
+                      min_height: float = 48.0, min_visibility: float = 0.6, crop_hw: tuple[int, int] = (128, 64),
+                      force: bool = False, log=print) -> dict:
+    if not train_scenes or not test_scenes:
+        raise ValueError("need at least one training scene and one test scene (--train / --test)")
+    overlap = {p.resolve() for p in train_scenes} & {p.resolve() for p in test_scenes}
+    if overlap:
+        raise ValueError(f"scene(s) {sorted(map(str, overlap))} given as both training and test scene")
+    seeds: dict[int, Path] = {}
+    for root in [*train_scenes, *test_scenes]:
+        seed = _read_scene(root)[0]["seed"]
+        if seed in seeds:
+            raise ValueError(f"{root} and {seeds[seed]} are the same scene seed {seed}: their people would be "
+                             "the same bodies; give scenes of different seeds")
+        seeds[seed] = root
+    if per_sighting < 2:
+        raise ValueError("per_sighting must be >= 2 (a test sighting gives one query and keeps gallery crops)")
+    t0 = time.perf_counter()
+    prepare_out(out, force)
+    for sub in ("train", "query", "test"):
+        (out / sub).mkdir(exist_ok=True)
+    plan, stats = plan_crops([(p, "train") for p in train_scenes] + [(p, "test") for p in test_scenes],
+                             per_sighting, min_height, min_visibility)
+    rows = ["file,split,pid,clothes,cam,outfit_uid,person_px,visibility,scene_frame"]
+    idx = 0
+    for video, cam_id, picks in plan:
+        if not picks:
+            continue
+        cap = cv2.VideoCapture(str(video))
+        if not cap.isOpened():
+            raise RuntimeError(f"OpenCV cannot open {video}")
+        try:
+            want = iter(picks)
+            pick = next(want)
+            f = 0
+            while pick is not None:
+                ok, frame = cap.read()
+                if not ok:
+                    raise RuntimeError(f"{video} ended at frame {f} before gt frame {pick.frame} ({cam_id})")
+                f += 1
+                while pick is not None and pick.frame == f:
+                    name = f"{pick.split}/{pick.pid:04d}_{pick.clothes:02d}_c{pick.cam:02d}_{idx:06d}.png"
+                    write_png(out / name, _cut(frame, pick.box, crop_hw))
+                    rows.append(f"{name},{pick.split},{pick.pid},{pick.clothes},{pick.cam},{pick.outfit_uid},"
+                                f"{pick.box[3]:.1f},{pick.visibility:.3f},{pick.frame}")
+                    idx += 1
+                    pick = next(want, None)
+        finally:
+            cap.release()
+    (out / "images.csv").write_text("\n".join(rows) + "\n")
+    counts = {s: sum(1 for r in rows[1:] if r.split(",")[1] == s) for s in ("train", "query", "test")}
+    write_json(out / "meta.json", {
+        "preset": "scene-crops", "seed": sorted(seeds), "version": VERSION,
+        "train_scenes": [str(p) for p in train_scenes], "test_scenes": [str(p) for p in test_scenes],
+        "per_sighting": per_sighting, "min_height": min_height, "min_visibility": min_visibility,
+        "crop_hw": list(crop_hw), "images": counts, **stats,
+    })
+    secs = time.perf_counter() - t0
+    log(f"synth crops -> {out}: train {counts['train']}, query {counts['query']}, gallery {counts['test']} images "
+        f"from {stats['sightings']} sightings ({stats['sightings_without_crops']} without a usable box), {secs:.1f} s")
+    return {**counts, **stats, "seconds": secs}
