@@ -15,6 +15,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ExtraTrainData(_Strict):
+    dataset: str
+    root: str
+
+
 class DataConfig(_Strict):
     dataset: str
     root: str
@@ -36,6 +41,9 @@ class DataConfig(_Strict):
     # "pk": P identities x K images (reid/samplers.py); "outfits": the same, but each identity's K images span
     # at least `outfits_per_identity` of its outfits whenever it has that many (needs clothes labels).
     sampler: Literal["pk", "outfits"] = "pk"
+    # More training images from other data sets: [{dataset, root}], their people and outfits added to the
+    # training set's as people of their own (relabelled after it); evaluation stays on `root`'s test split.
+    extra_train: list[ExtraTrainData] = []
     outfits_per_identity: int = Field(2, ge=2, description="outfits sampler: distinct outfits in each identity's "
                                                             "K images (at most K)")
 

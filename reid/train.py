@@ -23,6 +23,7 @@ from tqdm import tqdm
 from reid.checkpoint import restore_training, save_checkpoint
 from reid.config import Recipe, RecipeError
 from reid.datasets import EvalSplit, ReIDDataset, load_dataset
+from reid.datasets.base import with_extra_training
 from reid.evaluation import cosine_distance, evaluate
 from reid.inference.base import PreprocessSpec, preprocess_crops
 from reid.methods import LossTerm, Method, build_method
@@ -136,6 +137,9 @@ class Trainer:
         self.device = pick_device(recipe.device)
         set_determinism(recipe.seed, self.device)
         self.dataset = load_dataset(recipe.data.dataset, recipe.data.root)
+        if recipe.data.extra_train:
+            self.dataset = with_extra_training(self.dataset, [load_dataset(e.dataset, e.root)
+                                                              for e in recipe.data.extra_train])
         if recipe.data.masks:
             from reid.datasets.masks import attach_masks
 

@@ -195,3 +195,32 @@ def test_pad_and_crop_augmentation_shifts_with_zero_border():
     assert all(((o == 0) | torch.isclose(o, torch.tensor(200 * spec.scale))).all() for o in outs)  # no resampling
     with pytest.raises(ValueError, match="crop_mode"):
         build_train_transform(spec, crop_mode="zoom")
+
+
+def test_extra_training_sets_add_their_people_after_the_main_ones(synth_root, tmp_path):
+    """data.extra_train: another set's training people join as people of their own (pids and outfits after
+    the main set's, pid2clothes block-diagonal), the CAL head covers every outfit, evaluation stays on the
+    main set's test split, and a training step runs over both."""
+    from reid.datasets import load_dataset
+
+    extra_root = make_synthcc(tmp_path / "extra", n_train=3, n_test=2, size=(32, 16), seed=9)
+    main, extra = load_dataset("synthcc", synth_root), load_dataset("synthcc", extra_root)
+    path = _recipe(synth_root, tmp_path / "x", epochs=1,
+                   **{"data.extra_train": [{"dataset": "synthcc", "root": str(extra_root)}]})
+    t = Trainer(load_recipe(path), log=lambda *_: None, progress=False)
+    ds = t.dataset
+    assert ds.num_train_pids == main.num_train_pids + extra.num_train_pids
+    assert ds.num_train_clothes == main.num_train_clothes + extra.num_train_clothes
+    assert len(ds.train) == len(main.train) + len(extra.train)
+    by_path = {r.path: r for r in ds.train}
+    for r in extra.train:  # the same image, its labels shifted past the main set's
+        assert (by_path[r.path].pid, by_path[r.path].clothes) == (r.pid + main.num_train_pids,
+                                                                  r.clothes + main.num_train_clothes)
+    for r in ds.train:
+        assert ds.pid2clothes[r.pid, r.clothes]
+    assert (ds.pid2clothes.sum(axis=0) == 1).all()
+    assert not ds.pid2clothes[:main.num_train_pids, main.num_train_clothes:].any()
+    assert [s.query for s in ds.eval_splits] == [s.query for s in main.eval_splits]
+    assert t.method.pid2clothes.shape == (ds.num_train_pids, ds.num_train_clothes)
+    assert t.model.id_head.weight.shape[0] == ds.num_train_pids
+    t.run()

@@ -124,3 +124,28 @@ def relabel_test_clothes(*splits: list[tuple[str, int, int, str]], mask_of=None
 
 def parse_error(dataset: str, path: Path, expected: str) -> DatasetLayoutError:
     return DatasetLayoutError(f"{dataset}: cannot parse file name {path.name!r} ({path}); expected {expected}")
+
+
+def with_extra_training(main: ReIDDataset, extras: Sequence[ReIDDataset]) -> ReIDDataset:
+    """`main` whose training set also holds every extra set's training images, their people and outfits
+    relabelled after `main`'s (an extra person is never one of `main`'s people: different data sets share no
+    one, and SynthCC sets of different generators or seeds draw different bodies). Test splits are `main`'s."""
+    train = list(main.train)
+    n_pids, n_clothes = main.num_train_pids, main.num_train_clothes
+    blocks = [main.pid2clothes]
+    notes = list(main.notes)
+    for extra in extras:
+        train += [ImageRecord(r.path, r.pid + n_pids, r.camid, r.clothes + n_clothes, r.mask_path)
+                  for r in extra.train]
+        blocks.append(extra.pid2clothes)
+        notes.append(f"extra training set {extra.name} at {extra.root}: {extra.num_train_pids} ids, "
+                     f"{len(extra.train)} images, {extra.num_train_clothes} clothes")
+        n_pids += extra.num_train_pids
+        n_clothes += extra.num_train_clothes
+    pid2clothes = np.zeros((n_pids, n_clothes), dtype=bool)
+    r = c = 0
+    for block in blocks:
+        pid2clothes[r:r + block.shape[0], c:c + block.shape[1]] = block
+        r, c = r + block.shape[0], c + block.shape[1]
+    return ReIDDataset(main.name, main.root, train, n_pids, n_clothes, pid2clothes, main.eval_splits,
+                       main.selection, notes)
