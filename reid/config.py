@@ -41,11 +41,11 @@ class DataConfig(_Strict):
     # "pk": P identities x K images (reid/samplers.py); "outfits": the same, but each identity's K images span
     # at least `outfits_per_identity` of its outfits whenever it has that many (needs clothes labels).
     sampler: Literal["pk", "outfits"] = "pk"
+    outfits_per_identity: int = Field(2, ge=2, description="outfits sampler: distinct outfits in each identity's "
+                                                            "K images (at most K)")
     # More training images from other data sets: [{dataset, root}], their people and outfits added to the
     # training set's as people of their own (relabelled after it); evaluation stays on `root`'s test split.
     extra_train: list[ExtraTrainData] = []
-    outfits_per_identity: int = Field(2, ge=2, description="outfits sampler: distinct outfits in each identity's "
-                                                            "K images (at most K)")
 
     @model_validator(mode="after")
     def _pk(self):

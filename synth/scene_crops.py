@@ -45,17 +45,17 @@ class _Pick:
     visibility: float
 
 
-def _read_scene(root: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def _read_meta(root: Path) -> dict:
     meta_path = root / "sightings.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{root} is not a `python -m synth scenes` output: {meta_path} is missing "
                                 "(generate one with python -m synth scenes --preset bench --seed S --out DIR)")
-    meta = json.loads(meta_path.read_text())
-    gts = {}
-    for cam in meta["cameras"]:
-        rows = np.loadtxt(root / cam["gt"], delimiter=",", ndmin=2)
-        gts[cam["id"]] = rows
-    return meta, gts
+    return json.loads(meta_path.read_text())
+
+
+def _read_scene(root: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    meta = _read_meta(root)
+    return meta, {cam["id"]: np.loadtxt(root / cam["gt"], delimiter=",", ndmin=2) for cam in meta["cameras"]}
 
 
 def _choose(rows: np.ndarray, k: int) -> np.ndarray:
@@ -122,7 +122,7 @@ def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Pa
         raise ValueError(f"scene(s) {sorted(map(str, overlap))} given as both training and test scene")
     seeds: dict[int, Path] = {}
     for root in [*train_scenes, *test_scenes]:
-        seed = _read_scene(root)[0]["seed"]
+        seed = _read_meta(root)["seed"]
         if seed in seeds:
             raise ValueError(f"{root} and {seeds[seed]} are the same scene seed {seed}: their people would be "
                              "the same bodies; give scenes of different seeds")
