@@ -241,6 +241,10 @@ def main() -> int:
                     help="matcher.outfit_threshold for models that carry no calibrated thresholds")
     ap.add_argument("--matcher", nargs="*", default=[], metavar="KEY=VALUE",
                     help="matcher settings for every model (they win over a model file's calibrated thresholds)")
+    ap.add_argument("--outfit-model", metavar="FILE",
+                    help="reid.outfit_model for every LABEL=FILE model (not `default`): a same-clothes model whose "
+                         "feature is the outfit descriptor and links a known outfit on its own (e.g. "
+                         "person-reidentification-retail-0267.ort.onnx, the default model)")
     ap.add_argument("--label-suffix", default="", help="appended to the run folders (keeps sweeps apart)")
     ap.add_argument("--min-height", type=int, default=64, help="reid.min_height: smallest crop embedded")
     ap.add_argument("--changes", nargs="+", default=list(SCENE_SETS), choices=list(SCENE_SETS))
@@ -261,13 +265,22 @@ def main() -> int:
     for label, path in models.items():
         calibrated = model_thresholds(path)
         matcher = {} if calibrated else {"threshold": args.threshold, "outfit_threshold": args.outfit_threshold}
+        if path and args.outfit_model:
+            matcher.pop("outfit_threshold", None)  # the outfit model's level (pipeline.matcher.thresholds_from_model)
         forced = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.matcher)}
         matcher.update(forced)
         shown = {**(calibrated or {}), **matcher}
-        settings[label] = (matcher, {"min_height": args.min_height, **({"model": str(Path(path).resolve())} if path else {})},
+        reid = {"min_height": args.min_height}
+        if path:
+            reid["model"] = str(Path(path).resolve())
+            if args.outfit_model:
+                reid["outfit_model"] = args.outfit_model
+        settings[label] = (matcher, reid,
                            ", ".join(f"{k} {shown[k]}" for k in ("threshold", "outfit_threshold", "merge_threshold")
                                      if k in shown) + (" (calibrated, from the model file)" if calibrated else "")
-                           + (f"; set here: {forced}" if forced else ""))
+                           + (f"; set here: {forced}" if forced else "")
+                           + (f"; outfit model {args.outfit_model} (outfit_threshold and outfit_link_threshold at its "
+                              "level unless set here)" if path and args.outfit_model else ""))
     rows = []
     for changes in args.changes:
         for seed in (int(s) for s in args.seeds.split(",")):

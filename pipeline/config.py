@@ -136,6 +136,11 @@ class ReidConfig(Strict):
     edge_margin: int = Field(2, ge=0, le=100_000,
                              description="crops touching the frame border closer than this are truncated")
     threads: int = Field(0, ge=0, le=1024)
+    # A clothes-changing model gives up some same-clothes accuracy to link outfit changes; a same-clothes model
+    # beside it says when the outfit is one already seen (README: "Two models").
+    outfit_model: str | None = Field(
+        None, description="a same-clothes ReID model whose feature is the outfit descriptor (instead of the model's "
+        "appearance output or the colour/texture descriptor); its threshold also links a known outfit on its own")
 
 
 class TransitConfig(Strict):
@@ -167,6 +172,10 @@ class MatcherConfig(Strict):
     merge_threshold: float | None = Field(0.8, ge=-1, le=1, description="cosine that merges two identities; null: never")
     same_outfit_threshold: float | None = Field(None, ge=-1, le=1, description="cosine a link needs when the "
                                                 "tracklet wears a known outfit of that identity; null: threshold")
+    outfit_link_threshold: float | None = Field(
+        None, ge=-1, le=1, description="outfit-descriptor cosine to a known outfit of an identity that links a tracklet "
+        "to it even below `threshold` (with reid.outfit_model: that model's same-clothes threshold when unset); "
+        "null: the identity feature alone decides who")
     window_threshold: float | None = Field(None, ge=-1, le=1, description="cosine a link needs when the identity "
                                            "was last seen on another camera inside a transit window of `topology` "
                                            "(few people can be the one arriving); null: threshold")
@@ -316,11 +325,13 @@ def parse_config(raw: Any, file: str | Path = "<config>", base_dir: Path | None 
     # Model files resolve like camera sources: a relative path that exists beside the YAML is that file;
     # otherwise the name is searched where pipeline.models looks (./models, $PIPELINE_MODELS, ../shared/models).
     models = {}
-    for section in ("detector", "reid"):
-        sect = getattr(config, section)
-        given = Path(sect.model).expanduser()
+    for section, key in (("detector", "model"), ("reid", "model"), ("reid", "outfit_model")):
+        sect = models.get(section, getattr(config, section))
+        if getattr(sect, key) is None:
+            continue
+        given = Path(getattr(sect, key)).expanduser()
         if base_dir is not None and not given.is_absolute() and (base / given).is_file():
-            models[section] = sect.model_copy(update={"model": str((base / given).resolve())})
+            models[section] = sect.model_copy(update={key: str((base / given).resolve())})
     return config.model_copy(update={"cameras": cameras, **models})
 
 

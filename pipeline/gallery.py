@@ -231,6 +231,31 @@ class PrototypeGallery:
         k = int(np.argmax(sims))
         return int(self._outfit[rows[k]]), float(sims[k])
 
+    def look_candidates(self, looks: list[np.ndarray | None], min_cosine: float) -> list[dict[int, float]]:
+        """Per query descriptor: {identity: best outfit-descriptor cosine} over the prototypes whose descriptor
+        reaches `min_cosine` (empty for a query without one). One matrix product over all descriptors: the
+        matcher asks this of the few tracklets it decides at a time, never per frame."""
+        out: list[dict[int, float]] = [{} for _ in looks]
+        rows = [i for i, lk in enumerate(looks) if lk is not None and lk.shape[0] == self.look_dim]
+        if not rows or self.size == 0 or self.look_dim == 0:
+            return out
+        q = np.stack([_unit(looks[i]) for i in rows])
+        sims = (self._looks[: self.size] @ q.T).T
+        sims[:, ~self._has_look[: self.size]] = -np.inf
+        for r, row_sims in zip(rows, sims):
+            hit = np.flatnonzero(row_sims >= min_cosine)
+            best: dict[int, float] = {}
+            for ident, v in zip(self._identity[hit].tolist(), row_sims[hit].tolist()):
+                if v > best.get(ident, -np.inf):
+                    best[ident] = v
+            out[r] = best
+        return out
+
+    def identity_similarity(self, identity_id: int, query: np.ndarray) -> float:
+        """Best cosine of `query` against the identity's prototypes (−1 when it has none)."""
+        rows = list(self._rows_of.get(identity_id, ()))
+        return float(np.max(self._vectors[rows] @ _unit(query))) if rows else -1.0
+
     def similarities(self, queries: np.ndarray) -> np.ndarray:
         """(Q, P) cosine of L2-normalised queries against every prototype."""
         queries = np.asarray(queries, np.float32)

@@ -5,6 +5,10 @@
 * Outfit: among the linked identity's prototypes, the appearance (outfit) descriptor decides whether the
   tracklet wears a known outfit (its prototype is refined) or a new one (a new prototype row and an
   `outfit_changed` decision).
+* Outfit link (`outfit_link_threshold`): when the descriptor is a same-clothes ReID feature
+  (`reid.outfit_model`), a tracklet whose descriptor reaches that cosine with a known outfit of an identity
+  may join it even when the clothes-changing feature is below `threshold`: a same-clothes model recognises a
+  person in the same outfit better than a clothes-changing one, which gives up some of that to link changes.
 * Joint assignment: the tracklets decided in the same step are assigned together with the Hungarian
   method (scipy's linear_sum_assignment) maximising the summed similarity above the threshold, so two
   simultaneous tracklets never take the same identity (unless their cameras overlap).
@@ -74,8 +78,11 @@ class CrossCameraMatcher:
                  top_k: int = 16, presence_ttl_s: float = 3.0, topology: Topology | None = None,
                  max_retries: int = 100, retention_s: float | None = None, index: str = "exact",
                  ann_min_rows: int = 50_000, same_outfit_threshold: float | None = None,
-                 window_threshold: float | None = None) -> None:
+                 window_threshold: float | None = None, outfit_link_threshold: float | None = None) -> None:
         self.store = store
+        # Descriptor cosine to a known outfit that links a tracklet to that identity on its own (the identity
+        # feature need not reach `threshold`); None: the identity feature alone decides who.
+        self.outfit_link_threshold = outfit_link_threshold
         self.threshold = threshold
         # Arriving inside a transit window from where a candidate was seen last, a tracklet competes with the few
         # people who left nearby cameras just before, not with the whole gallery: the link needs less
@@ -327,26 +334,37 @@ class CrossCameraMatcher:
     def _plan(self, tracklets, queries, looks, live, now, held=None
               ) -> list[tuple[str, int, int, float | None, float | None]]:
         cands = self.gallery.candidates(queries, self.top_k)
+        by_look = ([{} for _ in tracklets] if self.outfit_link_threshold is None
+                   else self.gallery.look_candidates(looks, self.outfit_link_threshold))
         columns: dict[int, int] = {}
         allowed: list[dict[int, float]] = []
-        needed: list[dict[int, float]] = []
-        for t, cand, look in zip(tracklets, cands, looks):
-            need = {i: self._needed(i, t.camera_id, t.started_at) for i in cand}
-            ok = {i: s for i, s in cand.items()
-                  if s >= need[i] and self.feasible(i, t.camera_id, t.started_at, live, now, held)
-                  and not self._same_outfit_too_weak(i, s, look)}
+        margins: list[dict[int, float]] = []
+        for t, q, cand, look, seen_look in zip(tracklets, queries, cands, looks, by_look):
+            ok: dict[int, float] = {}
+            margin: dict[int, float] = {}
+            for i, s in cand.items():
+                need = self._needed(i, t.camera_id, t.started_at)
+                if s >= need and not self._same_outfit_too_weak(i, s, look):
+                    ok[i], margin[i] = s, s - need
+            for i, osim in seen_look.items():  # the same outfit seen again: a link of its own
+                m = osim - self.outfit_link_threshold
+                if m > margin.get(i, -np.inf):
+                    ok.setdefault(i, cand[i] if i in cand else self.gallery.identity_similarity(i, q))
+                    margin[i] = m
+            ok = {i: s for i, s in ok.items() if self.feasible(i, t.camera_id, t.started_at, live, now, held)}
             allowed.append(ok)
-            needed.append(need)
+            margins.append({i: margin[i] for i in ok})
             for i in ok:
                 columns.setdefault(i, len(columns))
         n = len(tracklets)
-        # Values are margins over what each link needs (1 + cosine - needed), so a link inside a transit window
-        # at a lower cosine still beats "new identity" (1 - eps); with one threshold this is the plain joint
-        # assignment on cosines shifted by a constant.
+        # Values are margins over what each link needs (1 + cosine - needed; for an outfit link the descriptor's
+        # margin over outfit_link_threshold when larger), so a link inside a transit window at a lower cosine
+        # still beats "new identity" (1 - eps); with one threshold this is the plain joint assignment on cosines
+        # shifted by a constant.
         value = np.full((n, len(columns) + n), _NO)
         for r, ok in enumerate(allowed):
             for i, s in ok.items():
-                value[r, columns[i]] = 1.0 + s - needed[r][i]
+                value[r, columns[i]] = 1.0 + margins[r][i]
             value[r, len(columns) + r] = 1.0 - 1e-6  # "new identity" for this tracklet only
         rows, cols = linear_sum_assignment(value, maximize=True)
         chosen: list[int | None] = [None] * n
@@ -563,13 +581,23 @@ def _blob(ops: StoreOp, index) -> np.ndarray | None:
 MODEL_THRESHOLDS = ("threshold", "outfit_threshold", "merge_threshold", "same_outfit_threshold", "window_threshold")
 
 
-def thresholds_from_model(cfg, spec) -> tuple[object, dict[str, float]]:
+def thresholds_from_model(cfg, spec, outfit_model: bool = False, outfit_spec=None) -> tuple[object, dict[str, float]]:
     """The matcher config with every threshold the config leaves unset taken from the model file's calibration
     (`python -m reid calibrate --write` stores them in the spec's `extra.matcher`); returns (config, what was
-    taken). A threshold written in the config always wins."""
+    taken). A threshold written in the config always wins.
+
+    With an outfit model (reid.outfit_model; `outfit_spec` its spec) the descriptor is that model's feature: unset
+    `outfit_threshold` and `outfit_link_threshold` become its calibrated `threshold`, or the default model's
+    `threshold` default when it carries none (a same-clothes model's link level), never the identity model's
+    `outfit_threshold`, which was measured on another descriptor."""
     suggested = (getattr(spec, "extra", None) or {}).get("matcher") or {}
-    taken = {k: float(suggested[k]) for k in MODEL_THRESHOLDS
+    names = MODEL_THRESHOLDS if not outfit_model else tuple(k for k in MODEL_THRESHOLDS if k != "outfit_threshold")
+    taken = {k: float(suggested[k]) for k in names
              if k in suggested and k not in cfg.model_fields_set and suggested[k] is not None}
+    if outfit_model:
+        own = ((getattr(outfit_spec, "extra", None) or {}).get("matcher") or {}).get("threshold")
+        level = float(own) if own is not None else float(type(cfg).model_fields["threshold"].default)
+        taken.update({k: level for k in ("outfit_threshold", "outfit_link_threshold") if k not in cfg.model_fields_set})
     if not taken:
         return cfg, {}
     return cfg.model_copy(update=taken), taken
@@ -583,4 +611,5 @@ def matcher_from_config(store: IdentityStore, cfg) -> CrossCameraMatcher:
         presence_ttl_s=cfg.presence_ttl_s, topology=topology_from_config(cfg.topology), retention_s=cfg.retention_s,
         index=cfg.index, ann_min_rows=cfg.ann_min_rows, same_outfit_threshold=cfg.same_outfit_threshold,
         window_threshold=cfg.window_threshold if cfg.topology is not None else None,
+        outfit_link_threshold=cfg.outfit_link_threshold,
     )

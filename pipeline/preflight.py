@@ -153,6 +153,8 @@ def preflight(config: PipelineConfig, file: str | Path, output_dir: Path | None 
     file = str(file)
     _model(file, "detector.model", config.detector.model)
     _model(file, "reid.model", config.reid.model)
+    if config.reid.outfit_model is not None:
+        _model(file, "reid.outfit_model", config.reid.outfit_model)
     check_tracker(file, config)
     check_metrics(file, config)
     if output_dir is not None:

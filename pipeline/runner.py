@@ -98,6 +98,7 @@ class PipelineRunner:
         self.link: StoreLink | None = None
         self.worker: StoreWorker | None = None
         self.stage: MatchStage | None = None
+        self.outfit_embedder = None  # reid.outfit_model, built with the other models
         self.clock = RunClock(video=False)  # replaced in run() by the one matcher.clock asks for
         self.undelivered = 0
         self.undelivered_file: Path | None = None
@@ -145,6 +146,13 @@ class PipelineRunner:
                                        threads=self.config.reid.threads)
         except Exception as exc:
             raise ConfigError(self.config_path or "<config>", "reid.model", _why(exc)) from exc
+        self.outfit_embedder = None
+        if self.config.reid.outfit_model is not None:
+            try:
+                self.outfit_embedder = create_embedder(resolve_model(self.config.reid.outfit_model),
+                                                       self.config.reid.backend, threads=self.config.reid.threads)
+            except Exception as exc:
+                raise ConfigError(self.config_path or "<config>", "reid.outfit_model", _why(exc)) from exc
         return detector, embedder
 
     def _tracker(self):
@@ -253,10 +261,14 @@ class PipelineRunner:
             self._serve_metrics()
             with open_store_client(self.config.store, self.output_dir / "store", "run",
                                    **runtime_client_options()) as client:
-                m, taken = thresholds_from_model(self.config.matcher, getattr(embedder, "spec", None))
+                m, taken = thresholds_from_model(self.config.matcher, getattr(embedder, "spec", None),
+                                                 self.outfit_embedder is not None,
+                                                 getattr(self.outfit_embedder, "spec", None))
                 if taken:
-                    log.info("matcher thresholds from the model file's calibration (%s): %s",
-                             embedder.spec.extra["matcher"].get("calibrated_on", "no source recorded"),
+                    calibration = (getattr(getattr(embedder, "spec", None), "extra", None) or {}).get("matcher") or {}
+                    log.info("matcher thresholds from the model file's calibration (%s)%s: %s",
+                             calibration.get("calibrated_on", "none recorded"),
+                             " and the outfit model" if self.outfit_embedder is not None else "",
                              ", ".join(f"{k} {v:.3f}" for k, v in taken.items()))
                 store = IdentityStore(client, self.config.key_prefix, self.config.events.stream,
                                       self.config.events.maxlen, gallery_log_maxlen=m.gallery_log_maxlen,
@@ -487,8 +499,12 @@ class PipelineRunner:
             t = time.perf_counter()
             if crop_images:
                 emb = embedder.embed(crop_images)
-                # the model's clothes-sensitive output when it has one, else the colour/texture descriptor
-                looks = emb.appearance if emb.appearance is not None else outfit_descriptors(crop_images)
+                # the outfit model's feature; else the model's clothes-sensitive output when it has one; else the
+                # colour/texture descriptor
+                if self.outfit_embedder is not None:
+                    looks = self.outfit_embedder.embed(crop_images).identity
+                else:
+                    looks = emb.appearance if emb.appearance is not None else outfit_descriptors(crop_images)
                 with stage.lock:
                     for req, vec, look in zip(crop_requests, emb.identity, looks):
                         req.tracklet.add_embedding(vec, req.weight, look)

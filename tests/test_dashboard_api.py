@@ -222,17 +222,23 @@ def test_model_paths_resolve_against_the_config_file(tmp_path, monkeypatch, shar
     (conf / "weights" / "my-det.onnx").symlink_to(shared_models["yolox"])
     cfg = conf / "cams.yaml"
     cfg.write_text(f"cameras: [{{id: a, source: {shared_video['pets']}}}]\n"
-                   "reid: {model: weights/my-reid.onnx}\ndetector: {model: weights/my-det.onnx}\n")
+                   "reid: {model: weights/my-reid.onnx, outfit_model: weights/my-reid.onnx}\n"
+                   "detector: {model: weights/my-det.onnx}\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     config = load_config(cfg)
     assert config.reid.model == str((conf / "weights" / "my-reid.onnx").resolve())
+    assert config.reid.outfit_model == config.reid.model
     assert config.detector.model == str((conf / "weights" / "my-det.onnx").resolve())
     assert main(["validate", str(cfg)]) == 0, capsys.readouterr().err
     # a bare name that is not beside the YAML is still searched in the model folders
     cfg.write_text(f"cameras: [{{id: a, source: {shared_video['pets']}}}]\n")
     assert load_config(cfg).reid.model == "person-reidentification-retail-0267.ort.onnx"
+    # a missing outfit model is one error line naming its key
+    cfg.write_text(f"cameras: [{{id: a, source: {shared_video['pets']}}}]\nreid: {{outfit_model: nowhere.onnx}}\n")
+    assert main(["validate", str(cfg)]) == 2
+    assert "reid.outfit_model" in capsys.readouterr().err
 
 
 def test_read_only_dashboard_command(redis_server, redis_client):

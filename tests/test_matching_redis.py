@@ -294,6 +294,40 @@ def test_a_known_outfit_needs_the_same_outfit_threshold(server, prefix):
     matcher, first = fresh("single", None)  # one threshold: the stranger in the known outfit is taken in
     assert matcher.assign(lookalike, "cam2", busy=set(), ts=100.0, look=outfit_a).identity_id == first.identity_id
 
+def test_a_known_outfit_links_on_the_outfit_model_alone(server, prefix):
+    """With a same-clothes model's feature as the outfit descriptor (reid.outfit_model), a tracklet whose
+    descriptor reaches `outfit_link_threshold` with a known outfit joins that identity although its
+    clothes-changing feature stays below `threshold`; without the setting, or with a descriptor below it, or
+    with the identity live on a camera that does not overlap, it does not."""
+    rng = np.random.default_rng(17)
+    person, other, outfit_a, outfit_b = (_unit(rng.normal(size=DIM)) for _ in range(4))
+    noise = _unit(rng.normal(size=DIM) - person * float(person @ rng.normal(size=DIM)))
+    weak = _unit(person + 2.5 * noise)  # the clothes-changing feature barely recognises the person
+    assert 0.2 < float(weak @ person) < 0.5
+    seen_again = _unit(outfit_a + 0.2 * _unit(rng.normal(size=DIM)))
+    assert float(seen_again @ outfit_a) > 0.9
+
+    def fresh(tag, link):
+        store = IdentityStore(server.client(), prefix=f"{prefix}:{tag}")
+        matcher = CrossCameraMatcher(store, threshold=0.5, outfit_threshold=0.8, outfit_link_threshold=link)
+        first = matcher.assign(person, "cam1", busy=set(), ts=1.0, look=outfit_a)
+        matcher.assign(other, "cam1", busy=set(), ts=2.0, look=outfit_b)
+        return matcher, first
+
+    matcher, first = fresh("link", 0.8)
+    again = matcher.assign(weak, "cam2", busy=set(), ts=100.0, look=seen_again)
+    assert again.identity_id == first.identity_id and not again.outfit_changed and not again.created
+    assert again.similarity == pytest.approx(float(weak @ person), abs=1e-5)  # the identity cosine is reported
+    matcher, first = fresh("new-outfit", 0.8)  # a descriptor that matches no known outfit links nothing
+    assert matcher.assign(weak, "cam2", busy=set(), ts=100.0, look=_unit(rng.normal(size=DIM))).created
+    matcher, first = fresh("off", None)  # the identity feature alone: below threshold, a new identity
+    assert matcher.assign(weak, "cam2", busy=set(), ts=100.0, look=seen_again).created
+    matcher, first = fresh("live", 0.8)  # the person is on screen on cam1, which does not overlap cam2
+    clash = matcher.decide([_tracklet_vec("cam2", 9, weak, started=100.0, look=seen_again)],
+                           {"cam1": {first.identity_id}, "cam2": set()}, now=100.0)[0]
+    assert clash.created
+
+
 def test_people_seen_at_once_in_cameras_that_do_not_overlap_are_two(server, prefix):
     rng = np.random.default_rng(11)
     store = IdentityStore(server.client(), prefix=prefix)
@@ -311,10 +345,10 @@ def test_people_seen_at_once_in_cameras_that_do_not_overlap_are_two(server, pref
     assert same.identity_id == first.identity_id
 
 
-def _tracklet_vec(camera, track_id, vec, started=0.0) -> Tracklet:
+def _tracklet_vec(camera, track_id, vec, started=0.0, look=None) -> Tracklet:
     t = Tracklet(f"{camera}:r:{track_id}", camera, track_id, 0, 0, np.zeros(4), 1.0, started_at=started,
                  last_seen_at=started)
-    t.add_embedding(vec, 1.0)
+    t.add_embedding(vec, 1.0, look)
     return t
 
 

@@ -145,3 +145,24 @@ def test_detector_every_n_frames_tracks_the_frames_between(tmp_path, shared_vide
     assert set(np.unique(rows[:, 0]).astype(int)) >= set(range(5, 32)), "every frame has tracked people"
     guessed_ids = set(rows[~detected, 1].astype(int))
     assert guessed_ids and guessed_ids <= set(rows[detected, 1].astype(int)), "guesses keep the detected tracks' ids"
+
+
+@pytest.mark.slow
+def test_an_outfit_model_fills_the_outfit_descriptors(tmp_path, shared_video, shared_models, redis_server):
+    """reid.outfit_model: the second model's feature (OMZ 0267: 256 floats) is what the store keeps as each
+    outfit's descriptor, instead of the 50-float colour/texture descriptor; the run's log says which thresholds
+    it set."""
+    import redis
+
+    from reid.inference.outfit import DESCRIPTOR_DIM
+
+    cfg = tmp_path / "cams.yaml"
+    cfg.write_text(f"cameras:\n  - {{id: pets, source: {shared_video['pets']}}}\n"
+                   f"store: {redis_server.url}\nkey_prefix: fused\n"
+                   f"reid: {{outfit_model: {shared_models['reid']}}}\nmatcher: {{min_crops: 2}}\n")
+    proc = _run("run", cfg, "--max-frames", 30, "--output-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "outfit_link_threshold 0.550" in proc.stderr
+    client = redis.Redis.from_url(redis_server.url)
+    sizes = {len(v) // 4 for key in client.scan_iter("fused:looks:*") for v in client.hvals(key)}
+    assert sizes == {256} and DESCRIPTOR_DIM != 256

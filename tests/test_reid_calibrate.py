@@ -136,6 +136,22 @@ def test_the_pipeline_takes_model_thresholds_only_where_its_config_is_silent():
     assert taken == {} and cfg.threshold == MatcherConfig().threshold
 
 
+def test_an_outfit_model_sets_the_descriptor_thresholds_from_its_own_level():
+    """reid.outfit_model: the descriptor is that model's feature, so the identity model's calibrated
+    outfit_threshold (measured on another descriptor) is not taken; both descriptor thresholds become the outfit
+    model's calibrated threshold, or the default model's threshold default; the config still wins."""
+    spec = with_thresholds(SPEC, SUGGESTED)
+    cfg, taken = thresholds_from_model(MatcherConfig(), spec, outfit_model=True, outfit_spec=SPEC)
+    assert taken == {"threshold": 0.42, "merge_threshold": 0.77, "outfit_threshold": 0.55, "outfit_link_threshold": 0.55}
+    assert MatcherConfig.model_fields["threshold"].default == 0.55
+    cfg, taken = thresholds_from_model(MatcherConfig(), spec, True, with_thresholds(SPEC, {**SUGGESTED, "threshold": 0.6}))
+    assert (cfg.outfit_threshold, cfg.outfit_link_threshold, cfg.threshold) == (0.6, 0.6, 0.42)
+    cfg, taken = thresholds_from_model(MatcherConfig.model_validate({"outfit_link_threshold": 0.7}), spec, True, SPEC)
+    assert (cfg.outfit_threshold, cfg.outfit_link_threshold) == (0.55, 0.7) and "outfit_link_threshold" not in taken
+    cfg, _ = thresholds_from_model(MatcherConfig(), spec)  # no outfit model: no outfit links
+    assert cfg.outfit_link_threshold is None and cfg.outfit_threshold == 0.61
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
