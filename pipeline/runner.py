@@ -141,19 +141,17 @@ class PipelineRunner:
             detector = detector_from_config(det)
         except Exception as exc:
             raise ConfigError(self.config_path or "<config>", "detector.model", _why(exc)) from exc
-        try:
-            embedder = create_embedder(resolve_model(self.config.reid.model), self.config.reid.backend,
-                                       threads=self.config.reid.threads)
-        except Exception as exc:
-            raise ConfigError(self.config_path or "<config>", "reid.model", _why(exc)) from exc
-        self.outfit_embedder = None
-        if self.config.reid.outfit_model is not None:
-            try:
-                self.outfit_embedder = create_embedder(resolve_model(self.config.reid.outfit_model),
-                                                       self.config.reid.backend, threads=self.config.reid.threads)
-            except Exception as exc:
-                raise ConfigError(self.config_path or "<config>", "reid.outfit_model", _why(exc)) from exc
+        embedder = self._embedder("model")
+        self.outfit_embedder = self._embedder("outfit_model") if self.config.reid.outfit_model is not None else None
         return detector, embedder
+
+    def _embedder(self, key: str):
+        """The embedder of the model file named by `reid.<key>`; one that cannot be loaded is a ConfigError."""
+        reid = self.config.reid
+        try:
+            return create_embedder(resolve_model(getattr(reid, key)), reid.backend, threads=reid.threads)
+        except Exception as exc:
+            raise ConfigError(self.config_path or "<config>", f"reid.{key}", _why(exc)) from exc
 
     def _tracker(self):
         try:

@@ -78,3 +78,12 @@ def test_missing_model_file_is_a_config_error(tmp_path, shared_video):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "model file 'nope.onnx' not found" in proc.stderr
+
+
+def test_an_outfit_model_that_cannot_be_loaded_is_a_config_error(tmp_path, shared_video):
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    path = _write(tmp_path, f"cameras: [{{id: a, source: {shared_video['pets']}}}]\nreid: {{outfit_model: bad.onnx}}\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "run", str(path), "--output-dir", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "reid.outfit_model" in proc.stderr and "Traceback" not in proc.stderr
