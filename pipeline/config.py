@@ -135,6 +135,17 @@ class ReidConfig(Strict):
         "detection")
     edge_margin: int = Field(2, ge=0, le=100_000,
                              description="crops touching the frame border closer than this are truncated")
+    # Trackers swap ids inside groups: one track then covers two people and gives both one identity. Tuned on
+    # PETS09-S2L1 dev frames 1-400 only (README, Benchmarks: "Splitting swapped tracks").
+    swap_threshold: float | None = Field(
+        0.3, ge=-1, le=1, description="a track whose crops fall below this cosine with its recent crops, "
+        "`swap_crops` times in a row and agreeing with one another, has started following another person: it ends "
+        "there and the tracker goes on under a new id (null: never split)")
+    swap_crops: int = Field(2, ge=1, le=100, description="suspect crops in a row that make a swap")
+    swap_check_per_second: float = Field(
+        1.0, ge=0, le=1000, description="crops a second a track still takes, only for the swap check, once "
+        "max_crops_per_track is reached or only small crops remain, while its box is near another track's and 2 s "
+        "after (0: none)")
     threads: int = Field(0, ge=0, le=1024)
     # A clothes-changing model gives up some same-clothes accuracy to link outfit changes; a same-clothes model
     # beside it says when the outfit is one already seen (README: "Two models").

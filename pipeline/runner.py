@@ -33,7 +33,7 @@ from pipeline.redact import redact
 from pipeline.sources import END, CameraSet, Frame, FrameReader, camera_changes
 from pipeline.store import IdentityStore
 from pipeline.store_worker import StoreWorker
-from pipeline.tracklets import CameraTracklets, CropGate
+from pipeline.tracklets import CameraTracklets, CropGate, SwapCheck
 from reid.inference.factory import create_embedder
 
 log = logging.getLogger("pipeline")
@@ -56,6 +56,7 @@ class CameraRun:
     finished: float | None = None
     frame_size: tuple[int, int] | None = None  # (width, height) the tracker's coordinates refer to
     tracker_restarts: int = 0
+    tracks_split: int = 0  # tracks ended at an identity swap and continued under a new id (reid.swap_threshold)
 
 
 @dataclass
@@ -99,6 +100,8 @@ class PipelineRunner:
         self.worker: StoreWorker | None = None
         self.stage: MatchStage | None = None
         self.outfit_embedder = None  # reid.outfit_model, built with the other models
+        r = self.config.reid
+        self.swap_check = None if r.swap_threshold is None else SwapCheck(r.swap_threshold, r.swap_crops)
         self.clock = RunClock(video=False)  # replaced in run() by the one matcher.clock asks for
         self.undelivered = 0
         self.undelivered_file: Path | None = None
@@ -163,7 +166,8 @@ class PipelineRunner:
         tracker = self._tracker()
         r = self.config.reid
         gate = CropGate(r.min_height, r.min_width, r.min_confidence, r.crops_per_second, r.edge_margin,
-                        r.max_crops_per_track, r.small_min_height)
+                        r.max_crops_per_track, r.small_min_height,
+                        r.swap_check_per_second if r.swap_threshold is not None else 0.0)
         run = CameraRun(cam.id, self.sources.reader(cam, self.max_frames), tracker,
                         CameraTracklets(cam.id, self.run_id, gate, tracker.max_lost_frames))
         if self.mot_dir:
@@ -321,7 +325,7 @@ class PipelineRunner:
         return RunSummary(
             cameras=[{"camera": c.camera_id, "status": c.status, "error": c.error, "frames": c.frames,
                       "fps": c.frames / max((c.finished or time.monotonic()) - c.started, 1e-9),
-                      "tracks": len(c.tracks_seen)} for c in cams],
+                      "tracks": len(c.tracks_seen), "tracks_split": c.tracks_split} for c in cams],
             stage_ms_per_frame={s: 1000 * self.stage_s[s] / max(total_frames, 1) for s in STAGES},
             frames=total_frames, wall_s=wall, identities=identities, events=self.link.published,
             crops=self.crops_embedded, output_dir=self.output_dir, stopped_early=self._stop.is_set(),
@@ -503,12 +507,29 @@ class PipelineRunner:
                     looks = self.outfit_embedder.embed(crop_images).identity
                 else:
                     looks = emb.appearance if emb.appearance is not None else outfit_descriptors(crop_images)
+                swapped = []
                 with stage.lock:
                     for req, vec, look in zip(crop_requests, emb.identity, looks):
-                        req.tracklet.add_embedding(vec, req.weight, look)
+                        agrees, swap = (True, False) if self.swap_check is None else \
+                            self.swap_check.observe(req.tracklet, vec)
+                        if agrees and not req.check_only:
+                            req.tracklet.add_embedding(vec, req.weight, look)
+                        if swap and not req.tracklet.split_off:
+                            swapped.append(req.tracklet)
+                    runs = {c.camera_id: c for c, _, _ in per_camera_tracks}
+                    for tl in swapped:
+                        c = runs[tl.camera_id]
+                        # the tracker continues the box under a new id; this tracklet ends with what it saw
+                        if c.tracklets.live.get(tl.track_id) is tl and c.tracker.split(tl.track_id) is not None:
+                            tl.split_off = True
+                            c.tracks_split += 1
+                            log.info("camera %s: track %d split at frame %d (its crops turned to another person)",
+                                     tl.camera_id, tl.track_id, tl.last_frame)
                 self.crops_embedded += len(crop_images)
                 if self.snapshots is not None:
                     for req, crop, (cam_id, vt) in zip(crop_requests, crop_images, crop_where):
+                        if req.check_only or req.tracklet.split_off:
+                            continue  # may show the person the track turned to
                         # taller (nearer) and full-weight crops make the better gallery picture
                         self.snapshots.offer(req.tracklet.tracklet_id, cam_id, crop, req.weight * crop.shape[0], vt)
             self.stage_s["embed"] += time.perf_counter() - t

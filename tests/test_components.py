@@ -186,6 +186,22 @@ def test_buffered_iou_keeps_a_fast_small_person_and_two_neighbours_apart():
         create_tracker("bytetrack", {"iou_buffer": -0.1})
 
 
+@pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
+def test_a_split_track_goes_on_under_a_new_id_and_the_others_keep_theirs(kind):
+    """Tracker.split (reid.swap_threshold): the split box keeps its motion and continues under an id never used
+    before; its neighbour keeps its id; a track the tracker no longer holds gives None."""
+    tracker = create_tracker(kind)
+    walk = [[[10 + 5 * k, 50, 40 + 5 * k, 130], [200 + 5 * k, 50, 230 + 5 * k, 130]] for k in range(12)]
+    before = _walk(tracker, walk[:6])
+    left, right = sorted(before[-1], key=before[-1].get)
+    new = tracker.split(left)
+    assert new is not None and new not in set().union(*before)
+    after = _walk(tracker, walk[6:])
+    assert all(sorted(f) == sorted([new, right]) for f in after), after
+    assert after[-1][new] < after[-1][right]  # the new id is on the same (left) box
+    assert tracker.split(left) is None and tracker.split(10_000) is None
+
+
 def test_tracker_rejects_unknown_param():
     with pytest.raises(ValueError, match="unknown bytetrack parameter"):
         create_tracker("bytetrack", {"track_bufer": 10})

@@ -35,7 +35,11 @@ SEQ = "PETS09-S2L1-dev"
 IDF1_FLOOR = 55.0
 IDF1_GAIN_FLOOR = 10.0  # points over the same tracks unlinked
 LINKED_PEOPLE_FLOOR = 3
-PER_CAMERA_LOSS_CEILING = 5.0  # IDF1 points global identities may lose against the cameras scored alone
+# With tracks split at identity swaps (reid.swap_threshold, default since 2026-12-04) global identities measured
+# 76.6 against 77.0 for the cameras alone (MOT ids) and 82.8 against 76.8 with re-entries as one; without the
+# split 75.6 / 78.2 and 77.8 / 77.9 (2-core AMD EPYC, 2026-12-04; README, Benchmarks).
+PER_CAMERA_LOSS_CEILING = 2.0  # IDF1 points global identities may lose against the cameras scored alone
+REENTRY_GAIN_FLOOR = 2.0  # points global identities must add over the cameras alone, re-entries as one
 # MOT ground truth gives a person who leaves the view and comes back a new id; re-identification's job is to
 # recognise them. In the dev frames two people do: gt 1 (frames 224-400) is gt 19 (1-147), long black coat and
 # long dark hair, and gt 14 (231-400) is gt 15 (1-206), black leather jacket, short hair, a white paper in the
@@ -43,7 +47,6 @@ PER_CAMERA_LOSS_CEILING = 5.0  # IDF1 points global identities may lose against 
 # with these pairs as one person ("re-entries as one"), global identities measured 77.8 against 77.9 for the
 # cameras alone (2026-12-03, default config), where the MOT ids give 75.6 against 78.2.
 REENTRIES = {1: 19, 14: 15}
-REENTRY_LOSS_CEILING = 1.5  # IDF1 points global identities may lose against the cameras alone, re-entries as one
 
 
 def _write_half(video: Path, first: int, count: int, out: Path) -> None:
@@ -247,10 +250,11 @@ def test_people_walking_from_one_camera_into_the_next_keep_their_identity(tmp_pa
     assert len(linked) >= LINKED_PEOPLE_FLOOR, (sorted(linked), sorted(both))
     assert idf1 >= IDF1_FLOOR, (idf1, tracks_only)
     assert idf1 - tracks_only >= IDF1_GAIN_FLOOR, (idf1, tracks_only)
-    # Linking's own errors: global identities may not cost more than PER_CAMERA_LOSS_CEILING against each camera
-    # scored alone (2026-12-03: 75.6 against 78.2). The goal is no loss at all (issue 15); not reached yet.
+    # Linking's own errors: with the MOT ids (which count a recognised re-entry as an error) global identities may
+    # not cost more than PER_CAMERA_LOSS_CEILING against each camera scored alone.
     assert idf1 >= per_camera - PER_CAMERA_LOSS_CEILING, (idf1, per_camera)
     # The two people who leave and come back in camera b get the identity camera a gave them, and with them
-    # counted as one person each, linking costs (almost) nothing against the cameras alone.
+    # counted as one person each, identity linking adds to the cameras alone: the tracks a swap gave two people
+    # are split there, so each part joins its own person's identity (without the split: 77.8 against 77.9).
     assert set(REENTRIES.values()) <= linked_one, (sorted(linked_one), sorted(both_one))
-    assert idf1_one >= per_camera_one - REENTRY_LOSS_CEILING, (idf1_one, per_camera_one)
+    assert idf1_one >= per_camera_one + REENTRY_GAIN_FLOOR, (idf1_one, per_camera_one)

@@ -76,3 +76,90 @@ def test_small_people_get_low_weight_crops_until_a_full_size_one_arrives():
     # Once a full-size crop exists, small ones are not taken again.
     for f in range(40, 60):
         assert not cams.update(f, f, f / 10, _tracks(small_box), FRAME)[1]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _person(rng: np.random.Generator, dim: int = 64):
+    """Crops of one person: a fixed direction plus noise, cosine about 0.9 between two of them."""
+    centre = _unit(rng.normal(size=dim))
+    return lambda: _unit(centre + 0.3 * _unit(rng.normal(size=dim)))
+
+
+def _observe(check, tl, crops) -> list[tuple[bool, bool]]:
+    return [check.observe(tl, v) for v in crops]
+
+
+def _tracklet():
+    from pipeline.tracklets import Tracklet
+    return Tracklet("cam:run:1", "cam", 1, 0, 0, np.zeros(4), 0.9)
+
+
+def test_a_track_that_turns_to_another_person_is_found_at_the_second_crop():
+    """reid.swap_threshold / swap_crops: two crops in a row of someone else (agreeing with each other) are a swap;
+    the first of them is already kept out of the tracklet's embedding."""
+    from pipeline.tracklets import SwapCheck
+
+    rng = np.random.default_rng(0)
+    a, b = _person(rng), _person(rng)
+    check, tl = SwapCheck(threshold=0.3, crops=2), _tracklet()
+    assert _observe(check, tl, [a() for _ in range(5)]) == [(True, False)] * 5
+    assert _observe(check, tl, [b(), b()]) == [(False, False), (False, True)]
+    # with crops=3 the same two are not yet enough
+    check3, tl3 = SwapCheck(threshold=0.3, crops=3), _tracklet()
+    _observe(check3, tl3, [a() for _ in range(5)])
+    assert _observe(check3, tl3, [b(), b(), b()]) == [(False, False), (False, False), (False, True)]
+
+
+def test_a_stray_crop_a_slow_drift_or_disagreeing_suspects_are_not_a_swap():
+    from pipeline.tracklets import SwapCheck
+
+    rng = np.random.default_rng(1)
+    a = _person(rng)
+    check, tl = SwapCheck(threshold=0.3, crops=2), _tracklet()
+    _observe(check, tl, [a() for _ in range(4)])
+    # one occluder's crop, then the person again: the suspect is forgotten
+    assert _observe(check, tl, [_person(rng)(), a(), _person(rng)()]) == [(False, False), (True, False),
+                                                                           (False, False)]
+    # two suspects that are two different strangers (a crossing, an occlusion) do not agree: no swap
+    assert check.observe(tl, _person(rng)()) == (False, False)
+    # a person who turns slowly (each crop 0.95 from the last) ends far from the first crops, never a swap
+    check, tl = SwapCheck(threshold=0.3, crops=2), _tracklet()
+    start, end = _unit(rng.normal(size=64)), None
+    end = _unit(rng.normal(size=64) - (rng.normal(size=64) @ start) * start)
+    steps = [_unit(np.cos(t) * start + np.sin(t) * end) for t in np.linspace(0, np.pi / 2, 30)]
+    assert all(not swap and agrees for agrees, swap in _observe(check, tl, steps))
+    assert float(steps[0] @ steps[-1]) < 0.01
+
+
+def test_after_the_cap_a_track_near_another_takes_check_crops_at_their_rate():
+    """reid.swap_check_per_second: once a track has max_crops_per_track crops, it takes a check-only crop (the
+    runner keeps it out of the embedding) every 1 / rate seconds while its box is near another track's and for
+    NEAR_WINDOW_S after; a person walking alone takes none."""
+    gate = CropGate(crops_per_second=2.0, max_crops_per_track=4, check_per_second=0.5)
+    cams = CameraTracklets("cam", "run", gate, max_lost_frames=30)
+    kinds: dict[int, list[tuple[int, bool]]] = {1: [], 2: [], 3: []}
+    for f in range(140):  # 14 s at 10 fps; tracks 1 and 2 walk side by side (10 px apart) until 8 s
+        boxes = {1: (100, 100, 160, 260), 3: (500, 100, 560, 260)}
+        if f < 80:
+            boxes[2] = (170, 100, 230, 260)
+        for r in cams.update(f, f, f / 10, _tracks(boxes), FRAME)[1]:
+            kinds[r.tracklet.track_id].append((f, r.check_only))
+    for tid in (1, 2, 3):
+        assert [f for f, check in kinds[tid] if not check] == [0, 5, 10, 15]
+    # 2 s after the last full crop (frame 15), then every 2 s, until 2 s after the neighbour left (frame 79)
+    assert [f for f, check in kinds[1] if check] == [35, 55, 75, 95]
+    assert [f for f, check in kinds[2] if check] == [35, 55, 75]
+    assert [f for f, check in kinds[3] if check] == []  # alone all along
+    # without the check rate nothing comes after the cap
+    assert _crops_taken(CropGate(crops_per_second=2.0, max_crops_per_track=4), seconds=10) == {1: 4, 2: 4}
+
+
+def test_a_split_tracklet_ends_at_the_next_expiry():
+    cams = CameraTracklets("cam", "run", CropGate(), max_lost_frames=30)
+    cams.update(0, 0, 0.0, _tracks({1: (100, 100, 160, 260), 2: (300, 120, 350, 250)}), FRAME)
+    cams.live[1].split_off = True
+    assert [t.track_id for t in cams.expire(1)] == [1]
+    assert list(cams.live) == [2]

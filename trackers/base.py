@@ -42,3 +42,8 @@ class Tracker(Protocol):
     def predict(self, frame: np.ndarray) -> Tracks:
         """A frame without detections: move the tracks by their motion model, report the confirmed ones."""
         ...
+
+    def split(self, track_id: int) -> int | None:
+        """From the next frame on, report the track `track_id` under a new id (it was found to follow another
+        person from here); the new id, or None when the tracker no longer holds that track."""
+        ...

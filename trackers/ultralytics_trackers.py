@@ -125,6 +125,16 @@ class UltralyticsTracker:
                       np.full_like(tracks.det_index, -1))
 
 
+    def split(self, track_id: int) -> int | None:
+        """The track keeps its motion state and goes on under the library's next id (ids stay unique)."""
+        t = self._tracker
+        for s in t.tracked_stracks + t.lost_stracks:
+            if s.track_id == track_id:
+                s.track_id = s.next_id()
+                return int(s.track_id)
+        return None
+
+
 def _tracks(rows) -> Tracks:
     """Ultralytics' `[x1, y1, x2, y2, track_id, score, cls, idx]` rows as a Tracks record."""
     if len(rows) == 0:
