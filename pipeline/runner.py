@@ -504,7 +504,12 @@ class PipelineRunner:
                 # the outfit model's feature; else the model's clothes-sensitive output when it has one; else the
                 # colour/texture descriptor
                 if self.outfit_embedder is not None:
-                    looks = self.outfit_embedder.embed(crop_images).identity
+                    # check-only crops never reach an embedding: the second model skips them
+                    kept = [i for i, r in enumerate(crop_requests) if not r.check_only]
+                    looks = [None] * len(crop_images)
+                    if kept:
+                        for i, look in zip(kept, self.outfit_embedder.embed([crop_images[i] for i in kept]).identity):
+                            looks[i] = look
                 else:
                     looks = emb.appearance if emb.appearance is not None else outfit_descriptors(crop_images)
                 swapped = []
@@ -516,7 +521,7 @@ class PipelineRunner:
                             req.tracklet.add_embedding(vec, req.weight, look)
                         if swap and not req.tracklet.split_off:
                             swapped.append(req.tracklet)
-                    runs = {c.camera_id: c for c, _, _ in per_camera_tracks}
+                    runs = {c.camera_id: c for c, _, _ in per_camera_tracks} if swapped else {}
                     for tl in swapped:
                         c = runs[tl.camera_id]
                         # the tracker continues the box under a new id; this tracklet ends with what it saw

@@ -127,7 +127,7 @@ def test_a_stray_crop_a_slow_drift_or_disagreeing_suspects_are_not_a_swap():
     assert check.observe(tl, _person(rng)()) == (False, False)
     # a person who turns slowly (each crop 0.95 from the last) ends far from the first crops, never a swap
     check, tl = SwapCheck(threshold=0.3, crops=2), _tracklet()
-    start, end = _unit(rng.normal(size=64)), None
+    start = _unit(rng.normal(size=64))
     end = _unit(rng.normal(size=64) - (rng.normal(size=64) @ start) * start)
     steps = [_unit(np.cos(t) * start + np.sin(t) * end) for t in np.linspace(0, np.pi / 2, 30)]
     assert all(not swap and agrees for agrees, swap in _observe(check, tl, steps))

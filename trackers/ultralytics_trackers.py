@@ -124,7 +124,6 @@ class UltralyticsTracker:
         return Tracks(tracks.xyxy, tracks.track_id, np.zeros_like(tracks.score), tracks.cls,
                       np.full_like(tracks.det_index, -1))
 
-
     def split(self, track_id: int) -> int | None:
         """The track keeps its motion state and goes on under the library's next id (ids stay unique)."""
         t = self._tracker
