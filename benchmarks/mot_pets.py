@@ -87,15 +87,31 @@ OPTIONS = (
              {"params": {"iou_buffer": b}}) for b in (0.1, 0.15, 0.2, 0.3, 0.4)),
     Option("every-2-iou-buffer-0.2", "detect on every 2nd frame, iou_buffer 0.2", {"every": 2},
            {"params": {"iou_buffer": 0.2}}),
+    # The Kalman filter's velocity noise (std_weight_velocity, a share of the box height; the default 1/60, the
+    # library's 1/160), on every frame and on a stride; the plateau around the default is part of the evidence.
+    *(Option(f"velocity-{d}", f"std_weight_velocity 1/{d}", {}, {"params": {"std_weight_velocity": 1 / d}})
+      for d in (160, 80, 40)),
+    *(Option(f"every-{n}-velocity-{d}", f"detect on one frame in {n}, std_weight_velocity 1/{d}", {"every": n},
+             {"params": {"std_weight_velocity": 1 / d}}) for n in (2, 3) for d in (160, 80, 40)),
     # Detection on a stride: the tracker's motion model places the tracks on the frames between (capacity).
     Option("every-2", "detect on every 2nd frame, motion between", {"every": 2}),
     Option("every-3", "detect on every 3rd frame, motion between", {"every": 3}),
     Option("input-512-every-2", "input 512, detect on every 2nd frame", {"input_size": 512, "every": 2}),
+    # Smaller inputs on a stride (capacity), and their neighbours: where a figure stands on a plateau.
+    *(Option(f"input-{size}-every-{n}", f"input {size}, detect on one frame in {n} (not in the default run)",
+             {"input_size": size, "every": n}) for size in (448, 480, 544, 576, 640) for n in (2, 3)),
+    *(Option(f"input-{size}", f"input {size}, default tracker (not in the default run)", {"input_size": size})
+      for size in (448, 480, 544)),
     # The same network in another runtime: OpenVINO in its CPU's default precision (bfloat16 where the CPU has AMX
     # / AVX-512 BF16) and forced to float32.
     Option("openvino", "YOLOX in OpenVINO, the CPU's default precision (bf16 with AMX)", {"runtime": "openvino"}),
     Option("openvino-f32", "YOLOX in OpenVINO, float32", {"runtime": "openvino", "precision": "f32"}),
     Option("botsort", "BoT-SORT, static-camera params (GMC off)", {}, {"type": "botsort"}),
+    Option("botsort-velocity-60", "BoT-SORT with ByteTrack's std_weight_velocity 1/60", {},
+           {"type": "botsort", "params": {"std_weight_velocity": 1 / 60}}),
+    Option("botsort-every-2", "BoT-SORT, detect on every 2nd frame", {"every": 2}, {"type": "botsort"}),
+    Option("botsort-every-2-velocity-60", "BoT-SORT, every 2nd frame, std_weight_velocity 1/60", {"every": 2},
+           {"type": "botsort", "params": {"std_weight_velocity": 1 / 60}}),
     Option("botsort-gmc", "BoT-SORT with sparse optical flow GMC (Ultralytics' default)", {},
            {"type": "botsort", "params": {"gmc_method": "sparseOptFlow"}}),
 )

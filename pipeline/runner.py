@@ -516,7 +516,7 @@ class PipelineRunner:
                 with stage.lock:
                     for req, vec, look in zip(crop_requests, emb.identity, looks):
                         agrees, swap = (True, False) if self.swap_check is None else \
-                            self.swap_check.observe(req.tracklet, vec)
+                            self.swap_check.observe(req.tracklet, vec, req.near)
                         if agrees and not req.check_only:
                             req.tracklet.add_embedding(vec, req.weight, look)
                         if swap and not req.tracklet.split_off:

@@ -74,6 +74,7 @@ class CropRequest:
     bbox: np.ndarray  # int xyxy inside the frame
     weight: float
     check_only: bool = False  # taken after the crop cap for SwapCheck only: not added to the embedding
+    near: bool = False  # the box overlapped another track's (grown by CropGate.NEAR_GROW) in this frame
 
 
 @dataclass
@@ -81,6 +82,10 @@ class SwapCheck:
     """Finds the moment a track starts following another person (a tracker ID swap in a group).
 
     Each crop of a track is compared with the mean of its last RECENT crops that agreed with each other. A crop
+    taken while the box is near another track's is judged but never becomes a reference: at a crossing the box
+    may hold both people, and a reference taken there lets the other person in by degrees (PETS dev frames: a
+    track's crops fell 0.9 -> 0.6 -> 0.35 -> 0.15 from its first person over one crossing, every step "agreeing"
+    with the crops before it). A crop
     below `threshold` is a suspect (not added to the tracklet's embedding); `crops` suspects in a row that agree
     with one another (cosine >= `threshold` between every two of them) mean the box now follows someone else,
     and the track is split there. One stray crop (an occluder, a crossing) or a slow drift (the person turning,
@@ -92,16 +97,18 @@ class SwapCheck:
     crops: int = 2
     RECENT = 4
 
-    def observe(self, tl: Tracklet, vector: np.ndarray) -> tuple[bool, bool]:
+    def observe(self, tl: Tracklet, vector: np.ndarray, near: bool = False) -> tuple[bool, bool]:
         """(agrees, swapped) for one L2-normalised crop feature of `tl`: `agrees` when the crop belongs to the
-        tracklet's person (add it to its embedding); `swapped` when the suspects show the track changed person."""
+        tracklet's person (add it to its embedding); `swapped` when the suspects show the track changed person.
+        `near`: the crop was taken while the box was near another track's (CropRequest.near)."""
         v = np.asarray(vector, np.float32)
         if len(tl.recent) < 2:
             tl.recent.append(v)
             return True, False
         ref = np.mean(tl.recent, axis=0)
         if float(v @ ref) / max(float(np.linalg.norm(ref)), 1e-12) >= self.threshold:
-            tl.recent.append(v)
+            if not near:
+                tl.recent.append(v)
             tl.suspects.clear()
             return True, False
         tl.suspects.append(v)
@@ -213,10 +220,12 @@ class CameraTracklets:
                 rate = self.gate.check_per_second
                 if (rate > 0 and video_time - t.last_near_time <= self.gate.NEAR_WINDOW_S
                         and video_time - max(t.last_check_time, t.last_crop_time) >= 1.0 / rate):
-                    requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight, check_only=True))
+                    requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight, check_only=True,
+                                                near=bool(near[i])))
                     t.last_check_time = video_time
                 continue
-            requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight))
+            requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight,
+                                        near=near is not None and bool(near[i])))
             t.last_crop_time = video_time
             if small:
                 t.small_crops += 1

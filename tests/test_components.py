@@ -186,6 +186,47 @@ def test_buffered_iou_keeps_a_fast_small_person_and_two_neighbours_apart():
         create_tracker("bytetrack", {"iou_buffer": -0.1})
 
 
+def _skipped_frame_lag(tracker, speed: float = 10.0, frames: int = 8) -> list[float]:
+    """A 30x80 box walking `speed` px a frame, detected on even frames (detector.every 2); on each odd frame,
+    how far (px) the tracker's predicted box trails the walker."""
+    frame = np.zeros((300, 1200, 3), np.uint8)
+    lags = []
+    for k in range(frames):
+        x = 10 + speed * k
+        if k % 2 == 0:
+            dets = Detections(np.array([[x, 50, x + 30, 130]], np.float32), np.array([0.9], np.float32),
+                              np.zeros(1, np.int32))
+            tracker.update(dets, frame)
+        else:
+            lags.append(x - float(tracker.predict(frame).xyxy[0, 0]))
+    return lags
+
+
+@pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
+def test_kalman_velocity_noise_lets_a_track_keep_up_with_a_walker_and_stays_per_tracker(kind, monkeypatch):
+    """tracker.params.std_weight_velocity: at the project's 1/60 the velocity follows a walker within two
+    detections; at Ultralytics' 1/160 the box on a skipped frame still trails by several px after three (at 7 fps
+    and a stride of 2 it then misses the next detection: README, "Tracking"). Each tracker has its own filter, so
+    one camera's setting never changes another's (the library predicts with one class-level filter)."""
+    quick = _skipped_frame_lag(create_tracker(kind, {"std_weight_velocity": 1 / 60}))
+    slow = _skipped_frame_lag(create_tracker(kind, {"std_weight_velocity": 1 / 160}))
+    assert max(quick[1:]) < 2.0 and min(slow[1:]) > 2.0 and slow[2] > 3 * quick[2], (quick, slow)
+    # the library's class-level filter (STrack / BOTrack.shared_kalman) plays no part: wildly changed, it
+    # changes nothing
+    from ultralytics.trackers.bot_sort import BOTrack
+    from ultralytics.trackers.byte_tracker import STrack
+
+    reference = _skipped_frame_lag(create_tracker(kind, {"std_weight_velocity": 1 / 60}), frames=40)
+    shared = (BOTrack if kind == "botsort" else STrack).shared_kalman
+    monkeypatch.setattr(shared, "_std_weight_velocity", 10.0)
+    monkeypatch.setattr(shared, "_std_weight_position", 10.0)
+    assert _skipped_frame_lag(create_tracker(kind, {"std_weight_velocity": 1 / 60}), frames=40) == reference
+    assert create_tracker("bytetrack")._tracker.kalman_filter._std_weight_velocity == pytest.approx(1 / 60)
+    for bad in (0, -0.01):
+        with pytest.raises(ValueError, match="std_weight_velocity"):
+            create_tracker(kind, {"std_weight_velocity": bad})
+
+
 @pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
 def test_a_split_track_goes_on_under_a_new_id_and_the_others_keep_theirs(kind):
     """Tracker.split (reid.swap_threshold): the split box keeps its motion and continues under an id never used

@@ -134,6 +134,27 @@ def test_a_stray_crop_a_slow_drift_or_disagreeing_suspects_are_not_a_swap():
     assert float(steps[0] @ steps[-1]) < 0.01
 
 
+def test_crops_taken_at_a_crossing_never_become_the_reference_so_the_other_person_cannot_creep_in():
+    """A crossing's crops blend the two people; had they become the reference, the next person's crops would
+    agree with it step by step (the PETS dev-frame case: 0.9 -> 0.6 -> 0.35 -> 0.15 from the first person)."""
+    from pipeline.tracklets import SwapCheck
+
+    def run(near_at_crossing: bool) -> list[tuple[bool, bool]]:
+        rng = np.random.default_rng(2)
+        a, b = _person(rng), _person(rng)
+        check, tl = SwapCheck(threshold=0.3, crops=2), _tracklet()
+        _observe(check, tl, [a() for _ in range(4)])
+        crossing = [_unit(w * a() + (1 - w) * b()) for w in (0.8, 0.55, 0.45)]
+        out = [check.observe(tl, v, near=near_at_crossing) for v in crossing]
+        return out + [check.observe(tl, b()) for _ in range(3)]
+
+    judged = run(near_at_crossing=True)
+    assert [agrees for agrees, _ in judged[:2]] == [True, True]  # the blend still looks like the first person
+    assert (False, True) in judged[3:]  # ... but the next person alone is found
+    # the same crops had they been taken away from anyone: the blend becomes the reference and no swap is seen
+    assert not any(swap for _, swap in run(near_at_crossing=False))
+
+
 def test_after_the_cap_a_track_near_another_takes_check_crops_at_their_rate():
     """reid.swap_check_per_second: once a track has max_crops_per_track crops, it takes a check-only crop (the
     runner keeps it out of the embedding) every 1 / rate seconds while its box is near another track's and for
@@ -147,6 +168,8 @@ def test_after_the_cap_a_track_near_another_takes_check_crops_at_their_rate():
             boxes[2] = (170, 100, 230, 260)
         for r in cams.update(f, f, f / 10, _tracks(boxes), FRAME)[1]:
             kinds[r.tracklet.track_id].append((f, r.check_only))
+            # a crop says whether its box touched another track's then (SwapCheck keeps those out of its reference)
+            assert r.near == (r.tracklet.track_id in (1, 2) and f < 80), (f, r)
     for tid in (1, 2, 3):
         assert [f for f, check in kinds[tid] if not check] == [0, 5, 10, 15]
     # 2 s after the last full crop (frame 15), then every 2 s, until 2 s after the neighbour left (frame 79)

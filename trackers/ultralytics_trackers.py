@@ -30,12 +30,21 @@ STATIC_CAMERA_PARAMS: dict[str, dict[str, Any]] = {
 # flow costs several ms per frame.
 STATIC_CAMERA_PARAMS["botsort"] = {**STATIC_CAMERA_PARAMS["bytetrack"], "gmc_method": "none"}
 
-# Parameters of this project's own, on top of Ultralytics' (ByteTrack only):
-# iou_buffer b: the first association and the confirmation of new tracks compare boxes grown by b x their width
-# and height on every side (buffered IoU, as in C-BIoU, Yang et al. WACV 2023). At a low frame rate a small
-# person's Kalman box and its next detection may not overlap at all; grown boxes still do, and two people side
-# by side keep distinct overlaps. 0 is Ultralytics' plain IoU.
-PROJECT_PARAMS: dict[str, dict[str, Any]] = {"bytetrack": {"iou_buffer": 0.0}, "botsort": {}}
+# Parameters of this project's own, on top of Ultralytics':
+# iou_buffer b (ByteTrack only): the first association and the confirmation of new tracks compare boxes grown by
+# b x their width and height on every side (buffered IoU, as in C-BIoU, Yang et al. WACV 2023). At a low frame
+# rate a small person's Kalman box and its next detection may not overlap at all; grown boxes still do, and two
+# people side by side keep distinct overlaps. 0 is Ultralytics' plain IoU.
+# std_weight_position / std_weight_velocity: the Kalman filter's noise, as shares of the box height (Ultralytics
+# hard-codes 1/20 and 1/160). Only their ratio changes the filter's gains. At 1/160 a track's velocity follows a
+# walker too slowly for 7-10 fps: the predicted box trails the person and, once frames are skipped
+# (`detector.every`), misses the next detection. ByteTrack: 1/60, chosen on the PETS dev frames, where 1/80-1/40
+# form a plateau (benchmarks/mot_pets.py, options velocity-*, every-*-velocity-*). BoT-SORT keeps the library's 1/160: its filter
+# scales the noise by width and height apart, and 1/60 cost it 3 IDF1 points there on every frame.
+PROJECT_PARAMS: dict[str, dict[str, Any]] = {
+    "bytetrack": {"iou_buffer": 0.0, "std_weight_position": 1.0 / 20, "std_weight_velocity": 1.0 / 60},
+    "botsort": {"std_weight_position": 1.0 / 20, "std_weight_velocity": 1.0 / 160},
+}
 
 
 def ultralytics_tracker_params(kind: str) -> dict[str, Any]:
@@ -61,30 +70,55 @@ def buffered_boxes(xyxy: np.ndarray, buffer: float) -> np.ndarray:
     return np.concatenate([xyxy[:, 0:2] - pad, xyxy[:, 2:4] + pad], axis=1)
 
 
-def _buffered_bytetrack():
-    """Ultralytics' BYTETracker with buffered IoU in `get_dists` (its first association and the confirmation of
-    new tracks; the second, low-score association keeps plain IoU >= 0.5). A subclass of the library's class,
-    not a copy: only the distance changes."""
-    from ultralytics.trackers.byte_tracker import BYTETracker
+def _project_tracker(kind: str):
+    """Ultralytics' BYTETracker / BOTSORT with this project's parameters: the Kalman filter's noise per tracker, and
+    (ByteTrack) buffered IoU in `get_dists` (its first association and the confirmation of new tracks; the second,
+    low-score association keeps plain IoU >= 0.5). Subclasses of the library's classes, not copies."""
+    from ultralytics.trackers.bot_sort import BOTSORT
+    from ultralytics.trackers.byte_tracker import BYTETracker, TrackState
     from ultralytics.trackers.utils import matching
 
-    class BufferedIoUByteTracker(BYTETracker):
+    base = BOTSORT if kind == "botsort" else BYTETracker
+    # The velocity terms the library's multi_predict zeroes for a track that is not being tracked (XYAH: the
+    # height's; XYWH: width's and height's), so a lost box does not keep growing or shrinking.
+    frozen = [6, 7] if kind == "botsort" else [7]
+
+    class ProjectTracker(base):
+        def get_kalmanfilter(self):
+            kf = super().get_kalmanfilter()
+            kf._std_weight_position = float(self.args.std_weight_position)
+            kf._std_weight_velocity = float(self.args.std_weight_velocity)
+            return kf
+
+        def multi_predict(self, tracks):
+            # The library predicts every tracker's tracks with one class-level filter (STrack.shared_kalman), which
+            # would make one camera's noise settings every camera's; this uses the tracker's own filter.
+            if not tracks:
+                return
+            mean = np.asarray([t.mean for t in tracks])
+            cov = np.asarray([t.covariance for t in tracks])
+            idle = np.array([t.state != TrackState.Tracked for t in tracks])
+            mean[np.ix_(idle, frozen)] = 0
+            mean, cov = self.kalman_filter.multi_predict(mean, cov)
+            for t, m, c in zip(tracks, mean, cov):
+                t.mean, t.covariance = m, c
+
         def get_dists(self, tracks, detections):
+            b = float(getattr(self.args, "iou_buffer", 0.0))
+            if b <= 0 or kind == "botsort":
+                return super().get_dists(tracks, detections)
             if not tracks or not detections:
                 return np.zeros((len(tracks), len(detections)), dtype=np.float32)
-            b = float(self.args.iou_buffer)
             dists = matching.iou_distance(list(buffered_boxes(np.stack([t.xyxy for t in tracks]), b)),
                                           list(buffered_boxes(np.stack([d.xyxy for d in detections]), b)))
             return matching.fuse_score(dists, detections) if self.args.fuse_score else dists
 
-    return BufferedIoUByteTracker
+    return ProjectTracker
 
 
 class UltralyticsTracker:
     def __init__(self, kind: str = "bytetrack", params: dict[str, Any] | None = None) -> None:
         from ultralytics.engine.results import Boxes
-        from ultralytics.trackers.bot_sort import BOTSORT
-        from ultralytics.trackers.byte_tracker import BYTETracker
         from ultralytics.utils import IterableSimpleNamespace
 
         cfg = default_tracker_params(kind)
@@ -97,11 +131,10 @@ class UltralyticsTracker:
             raise ValueError("botsort with_reid needs an explicit ReID model file in tracker.params.model")
         if cfg.get("iou_buffer", 0.0) < 0:
             raise ValueError(f"iou_buffer must be >= 0 (a share of the box size), got {cfg['iou_buffer']}")
-        args = IterableSimpleNamespace(**cfg)
-        if kind == "botsort":
-            self._tracker = BOTSORT(args)
-        else:
-            self._tracker = _buffered_bytetrack()(args) if cfg["iou_buffer"] > 0 else BYTETracker(args)
+        for key in ("std_weight_position", "std_weight_velocity"):
+            if not cfg[key] > 0:
+                raise ValueError(f"{key} must be > 0 (a share of the box height), got {cfg[key]}")
+        self._tracker = _project_tracker(kind)(IterableSimpleNamespace(**cfg))
         self._boxes = Boxes
         self.kind = kind
         self.max_lost_frames = int(cfg["track_buffer"])
