@@ -222,7 +222,7 @@ def test_kalman_velocity_noise_lets_a_track_keep_up_with_a_walker_and_stays_per_
     monkeypatch.setattr(shared, "_std_weight_position", 10.0)
     assert _skipped_frame_lag(create_tracker(kind, {"std_weight_velocity": 1 / 60}), frames=40) == reference
     assert create_tracker("bytetrack")._tracker.kalman_filter._std_weight_velocity == pytest.approx(1 / 60)
-    for bad in (0, -0.01):
+    for bad in (0, -0.01, "1/60", float("nan")):
         with pytest.raises(ValueError, match="std_weight_velocity"):
             create_tracker(kind, {"std_weight_velocity": bad})
 

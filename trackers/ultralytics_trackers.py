@@ -132,8 +132,10 @@ class UltralyticsTracker:
         if cfg.get("iou_buffer", 0.0) < 0:
             raise ValueError(f"iou_buffer must be >= 0 (a share of the box size), got {cfg['iou_buffer']}")
         for key in ("std_weight_position", "std_weight_velocity"):
-            if not cfg[key] > 0:
-                raise ValueError(f"{key} must be > 0 (a share of the box height), got {cfg[key]}")
+            value = cfg[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"{key} must be a number > 0 (a share of the box height, e.g. 0.0167 for 1/60), "
+                                 f"got {value!r}")
         self._tracker = _project_tracker(kind)(IterableSimpleNamespace(**cfg))
         self._boxes = Boxes
         self.kind = kind
