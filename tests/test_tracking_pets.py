@@ -1,13 +1,15 @@
-"""Per-camera tracking accuracy on real video with the pipeline's default config: PETS09-S2L1 dev frames 1-100,
+"""Per-camera tracking accuracy on real video with the pipeline's default config: PETS09-S2L1 dev frames 1-400,
 detector and tracker built from a config holding only `cameras` (pipeline.perception, the code `pipeline run`
 uses), scored with TrackEval (MOT15 protocol) against gt_dev.txt. Nothing here reads the held-back frames
 401-795.
 
-What the floors guard: on these frames the default (YOLOX-nano at 640, ByteTrack's static-camera params) scored
-IDF1 76.0 / MOTA 73.4 (2026-12-03, 2-core x86_64 CPU, shared). The previous default (416 input, Ultralytics'
-tracker params) scored 61.8 / 53.7; 416 input with the new tracker params 67.8 / 72.3; 640 input with
-Ultralytics' params 62.3 / 54.1. Each of those falls below a floor, so reverting either lever fails this test.
-Over all dev frames 1-400, benchmarks/mot_pets.py gives the full table.
+The floor is issue 15's bar: IDF1 >= 75 on the dev frames with the default config. Measured with
+benchmarks/mot_pets.py (2-core AMD EPYC, 2026-12-04): the default (YOLOX-nano at 640, ByteTrack's static-camera
+params, Kalman velocity noise 1/60) 81.6 / MOTA 73.4; the previous defaults fall below a floor: 416 input 67.6 /
+72.6, Ultralytics' tracker params 64.8 / 50.7, both 55.1 / 54.2. (Kalman noise back at 1/160 gives 78.2 / 72.1
+here; tests/test_components.py guards that lever.) The test scored frames 1-100 until 2026-12-04; there one
+crossing decides IDF1 (76.0 with the 1/160 filter, 70.0 with 1/60), so it now scores the 400 frames every
+tracking figure of the README uses.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-FRAMES = 100
-SEQ = "PETS09-S2L1-dev-1-100"
-IDF1_FLOOR = 72.0
-MOTA_FLOOR = 68.0
+FRAMES = 400
+SEQ = "PETS09-S2L1-dev"
+IDF1_FLOOR = 75.0
+MOTA_FLOOR = 70.0
 
 
 def _score(gt_rows: np.ndarray, mot_file: Path, work: Path) -> dict[str, float]:
@@ -34,7 +36,7 @@ def _score(gt_rows: np.ndarray, mot_file: Path, work: Path) -> dict[str, float]:
     (work / "gt" / SEQ / "gt").mkdir(parents=True)
     np.savetxt(work / "gt" / SEQ / "gt" / "gt.txt", gt_rows, delimiter=",", fmt="%g")
     (work / "gt" / SEQ / "seqinfo.ini").write_text(
-        f"[Sequence]\nname={SEQ}\nframeRate=10\nseqLength={FRAMES}\nimWidth=768\nimHeight=576\n")
+        f"[Sequence]\nname={SEQ}\nframeRate=7\nseqLength={FRAMES}\nimWidth=768\nimHeight=576\n")
     (work / "trackers" / "pipeline" / "data").mkdir(parents=True)
     (work / "trackers" / "pipeline" / "data" / f"{SEQ}.txt").write_text(mot_file.read_text())
     dataset_cfg = trackeval.datasets.MotChallenge2DBox.get_default_dataset_config()
