@@ -82,16 +82,17 @@ class SwapCheck:
     """Finds the moment a track starts following another person (a tracker ID swap in a group).
 
     Each crop of a track is compared with the mean of its last RECENT crops that agreed with each other. A crop
-    taken while the box is near another track's is judged but never becomes a reference: at a crossing the box
-    may hold both people, and a reference taken there lets the other person in by degrees (PETS dev frames: a
-    track's crops fell 0.9 -> 0.6 -> 0.35 -> 0.15 from its first person over one crossing, every step "agreeing"
-    with the crops before it). A crop
     below `threshold` is a suspect (not added to the tracklet's embedding); `crops` suspects in a row that agree
     with one another (cosine >= `threshold` between every two of them) mean the box now follows someone else,
     and the track is split there. One stray crop (an occluder, a crossing) or a slow drift (the person turning,
     growing nearer) is not a swap: the first is cleared by the next agreeing crop, the second never falls far
     below its recent crops. On PETS09-S2L1's dev frames the default model gives 0.0-0.35 across a swap and
-    0.6-0.95 between a person's consecutive crops (README, Benchmarks)."""
+    0.6-0.95 between a person's consecutive crops (README, Benchmarks).
+
+    A crop taken while the box is near another track's is judged but never becomes a reference: at a crossing the
+    box may hold both people, and a reference taken there lets the other person in by degrees (PETS dev frames: a
+    track's crops fell 0.9 -> 0.6 -> 0.35 -> 0.15 from its first person over one crossing, each step agreeing
+    with the crops just before it)."""
 
     threshold: float = 0.3
     crops: int = 2
@@ -192,7 +193,7 @@ class CameraTracklets:
         self.step = step
         h, w = frame_shape[:2]
         min_gap = 1.0 / self.gate.crops_per_second
-        near = _near_another(tracks.xyxy, self.gate.NEAR_GROW) if self.gate.check_per_second > 0 else None
+        near = _near_another(tracks.xyxy, self.gate.NEAR_GROW)  # for check crops and SwapCheck's reference
         for i in range(len(tracks)):
             tid = int(tracks.track_id[i])
             bbox = tracks.xyxy[i]
@@ -205,7 +206,7 @@ class CameraTracklets:
                 started.append(t)
             t.last_frame, t.last_step, t.last_bbox, t.last_score = frame_index, step, bbox, score
             t.last_seen_at = seen_at
-            if near is not None and near[i]:
+            if near[i]:
                 t.last_near_time = video_time
             if video_time - t.last_crop_time < min_gap:
                 continue
@@ -225,7 +226,7 @@ class CameraTracklets:
                     t.last_check_time = video_time
                 continue
             requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight,
-                                        near=near is not None and bool(near[i])))
+                                        near=bool(near[i])))
             t.last_crop_time = video_time
             if small:
                 t.small_crops += 1
