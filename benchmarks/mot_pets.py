@@ -99,7 +99,7 @@ OPTIONS = (
     Option("input-512-every-2", "input 512, detect on every 2nd frame", {"input_size": 512, "every": 2}),
     # Smaller inputs on a stride (capacity), and their neighbours: where a figure stands on a plateau.
     *(Option(f"input-{size}-every-{n}", f"input {size}, detect on one frame in {n} (not in the default run)",
-             {"input_size": size, "every": n}) for size in (448, 480, 544, 576, 640) for n in (2, 3)),
+             {"input_size": size, "every": n}) for size in (448, 480, 544, 576) for n in (2, 3)),
     *(Option(f"input-{size}", f"input {size}, default tracker (not in the default run)", {"input_size": size})
       for size in (448, 480, 544)),
     # The same network in another runtime: OpenVINO in its CPU's default precision (bfloat16 where the CPU has AMX

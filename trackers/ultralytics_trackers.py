@@ -39,8 +39,8 @@ STATIC_CAMERA_PARAMS["botsort"] = {**STATIC_CAMERA_PARAMS["bytetrack"], "gmc_met
 # hard-codes 1/20 and 1/160). Only their ratio changes the filter's gains. At 1/160 a track's velocity follows a
 # walker too slowly for 7-10 fps: the predicted box trails the person and, once frames are skipped
 # (`detector.every`), misses the next detection. ByteTrack: 1/60, chosen on the PETS dev frames, where 1/80-1/40
-# form a plateau (benchmarks/mot_pets.py, options velocity-*, every-*-velocity-*). BoT-SORT keeps the library's 1/160: its filter
-# scales the noise by width and height apart, and 1/60 cost it 3 IDF1 points there on every frame.
+# form a plateau (benchmarks/mot_pets.py, options velocity-*, every-*-velocity-*). BoT-SORT keeps the library's
+# 1/160: its filter scales the noise by width and height apart, and 1/60 cost it 3 IDF1 points there.
 PROJECT_PARAMS: dict[str, dict[str, Any]] = {
     "bytetrack": {"iou_buffer": 0.0, "std_weight_position": 1.0 / 20, "std_weight_velocity": 1.0 / 60},
     "botsort": {"std_weight_position": 1.0 / 20, "std_weight_velocity": 1.0 / 160},
@@ -104,8 +104,8 @@ def _project_tracker(kind: str):
                 t.mean, t.covariance = m, c
 
         def get_dists(self, tracks, detections):
-            b = float(getattr(self.args, "iou_buffer", 0.0))
-            if b <= 0 or kind == "botsort":
+            b = float(getattr(self.args, "iou_buffer", 0.0))  # BoT-SORT has no such parameter: 0
+            if b <= 0:
                 return super().get_dists(tracks, detections)
             if not tracks or not detections:
                 return np.zeros((len(tracks), len(detections)), dtype=np.float32)
