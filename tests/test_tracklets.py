@@ -180,6 +180,15 @@ def test_after_the_cap_a_track_near_another_takes_check_crops_at_their_rate():
     assert _crops_taken(CropGate(crops_per_second=2.0, max_crops_per_track=4), seconds=10) == {1: 4, 2: 4}
 
 
+def test_crops_say_they_were_taken_near_another_track_without_check_crops_too():
+    """CropRequest.near does not depend on reid.swap_check_per_second: with no check crops the swap check still
+    keeps crossing crops out of its reference."""
+    cams = CameraTracklets("cam", "run", CropGate(crops_per_second=2.0, check_per_second=0.0), max_lost_frames=30)
+    _, requests = cams.update(0, 0, 0.0, _tracks({1: (100, 100, 160, 260), 2: (170, 100, 230, 260),
+                                                   3: (500, 100, 560, 260)}), FRAME)
+    assert {r.tracklet.track_id: r.near for r in requests} == {1: True, 2: True, 3: False}
+
+
 def test_a_split_tracklet_ends_at_the_next_expiry():
     cams = CameraTracklets("cam", "run", CropGate(), max_lost_frames=30)
     cams.update(0, 0, 0.0, _tracks({1: (100, 100, 160, 260), 2: (300, 120, 350, 250)}), FRAME)
