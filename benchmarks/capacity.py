@@ -117,6 +117,10 @@ def main() -> int:
               "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items())
               + f"; {run['crops']} crops embedded", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    import torch  # the pipeline has loaded it already; named so a GPU run's table says which GPU embedded
+
+    if torch.cuda.is_available():
+        machine += f", {torch.cuda.get_device_name()}"
     print(f"\n`python benchmarks/capacity.py --cameras {' '.join(map(str, args.cameras))} --frames {args.frames}"
           + "".join(f" --set {o}" for o in args.overrides) + f"` ({machine}, {date.today()})")
     print("| cameras | pipeline frames/s | real-time cameras | detector-only frames/s | ratio | "

@@ -5,7 +5,7 @@
 
 Every backend runs the same model: the checkpoint in PyTorch eager, and the files `reid export` makes
 from it (ONNX FP32 / INT8 for ONNX Runtime, OpenVINO IR FP32 / INT8, TensorRT FP16 when a GPU and
-tensorrt are present). Inputs are real person crops (PETS09-S2L1 boxes), cycled to fill each batch;
+tensorrt are present; the checkpoint in PyTorch on CUDA, FP32 and FP16, when a GPU is present). Inputs are real person crops (PETS09-S2L1 boxes), cycled to fill each batch;
 timings include preprocessing (resize + normalise), as on the hot path. INT8 files are calibrated on
 --calib (a SynthCC root or crop folder) or, without it, on the PETS crops.
 """
@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ALL_BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8",
-                "openvino-int8-tput", "tensorrt-fp16")
+                "openvino-int8-tput", "tensorrt-fp16", "torch-cuda", "torch-cuda-fp16")
 DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8",
                     "tensorrt-fp16")
 
@@ -72,6 +72,11 @@ def make_embedder(backend: str, weights: Path, files: dict[str, Path], threads: 
         from reid.inference.torch_backend import TorchEmbedder
 
         return TorchEmbedder(weights, device="cpu", threads=threads, max_batch=max_batch)
+    if backend.startswith("torch-cuda"):
+        from reid.inference.torch_backend import TorchEmbedder
+
+        # embed() returns numpy, so each timed call includes the upload, the GPU's work and the download.
+        return TorchEmbedder(weights, device="cuda", max_batch=max_batch, half=backend.endswith("fp16"))
     if backend.startswith("onnxruntime"):
         from reid.inference.onnx_backend import OnnxRuntimeEmbedder
 
@@ -138,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     if "tensorrt-fp16" in backends and not trt_ok:
         skipped["tensorrt-fp16"] = trt_why
         backends.remove("tensorrt-fp16")
+    for cuda_backend in [b for b in backends if b.startswith("torch-cuda")]:
+        if not torch.cuda.is_available():
+            skipped[cuda_backend] = "no CUDA GPU visible to PyTorch"
+            backends.remove(cuda_backend)
 
     video, gt = default_pets_paths()
     crops = pets_crops(video, gt, max_crops=128)
@@ -179,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {backend} | " + " | ".join(cells) + " |")
     model = args.weights or f"{args.random} random init"
     print(f"model: {model}; input from the checkpoint spec; {args.threads} threads; "
-          f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; {platform.processor() or 'cpu'}")
+          f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; {platform.processor() or 'cpu'}"
+          + (f"; GPU {torch.cuda.get_device_name()}, torch {torch.__version__}" if torch.cuda.is_available() else ""))
     print("\n".join(lines))
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")

@@ -52,7 +52,10 @@ def tensorrt_available() -> tuple[bool, str]:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return False, "the tensorrt Python package is not installed (pip install tensorrt)"
+        # PyPI holds only a source package whose libraries come from NVIDIA's own index at install time, so an
+        # offline or PyPI-only machine cannot get it from pip (seen on a lent H200, README "GPU figures").
+        return False, ("the tensorrt Python package is not installed (pip install tensorrt-cu12 or tensorrt-cu13, "
+                       "matching the CUDA of the driver; it downloads its libraries from pypi.nvidia.com)")
     try:
         import torch
     except ImportError:

@@ -51,7 +51,9 @@ class TorchEmbedder:
             if self.half:
                 model = model.half()
         self.model = model.eval()
-        self.spec = spec
+        # Checkpoints need not record their output widths; one dummy forward fills them, so an empty batch
+        # (and BatchingEmbedder's empty result) has the model's width, not 0.
+        self.spec = spec if spec.identity_dim else spec_with_dims(self.model, spec)
         self.max_batch = max_batch
         self._pinned: list[torch.Tensor | None] = [None, None]
         self._slot = 0
