@@ -11,7 +11,7 @@
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_session}; mkdir -p "$OUT"
 T0=$(date +%s); step() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
-if compgen -G ".whl/*.whl" >/dev/null; then
+if [ -z "$NO_WHEELS" ] && compgen -G ".whl/*.whl" >/dev/null; then  # NO_WHEELS=1: this Python's packages only
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
