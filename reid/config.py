@@ -67,6 +67,12 @@ class AugmentConfig(_Strict):
     hflip_p: float = Field(0.5, ge=0, le=1)
     erasing_p: float = Field(0.5, ge=0, le=1)
     erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+    # A random camera's colour response (reid.transforms.CameraJitter): 0 = off, as in every paper's recipe.
+    camera_jitter_p: float = Field(0.0, ge=0, le=1, description="probability of a random gain, white balance and "
+                                   "gamma per training image")
+    camera_gain: float = Field(0.2, ge=0, lt=1, description="overall gain drawn in 1 ± this")
+    camera_white_balance: float = Field(0.1, ge=0, lt=1, description="each channel's gain drawn in 1 ± this")
+    camera_gamma: float = Field(0.15, ge=0, lt=1, description="gamma drawn in 1 ± this")
 
 
 class Fire2Config(_Strict):

@@ -40,16 +40,40 @@ class _Scale(torch.nn.Module):
         return x * self.scale
 
 
+class CameraJitter(torch.nn.Module):
+    """A random camera's colour response on a uint8 CHW image: overall gain, per-channel white balance, gamma.
+
+    Why: every SynthCC people set is seen by a few cameras, and its test people by the same ones; on another set's
+    cameras cloth-changing rank-1 halves (README: "Why still-crop figures do not carry to the scenes"). A real site
+    has new cameras too. Draws nothing when p is 0, so recipes without it keep their random stream.
+    """
+
+    def __init__(self, p: float, gain: float, white_balance: float, gamma: float):
+        super().__init__()
+        self.p, self.gain, self.white_balance, self.gamma = p, gain, white_balance, gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p <= 0 or torch.rand(1).item() >= self.p:
+            return x
+        u = torch.rand(5) * 2 - 1  # gain, three channel balances, gamma: each uniform in [-1, 1]
+        scale = (1 + self.gain * u[0]) * (1 + self.white_balance * u[1:4])
+        y = (x.float() / 255 * scale.view(-1, 1, 1)).clamp(0, 1) ** (1 + self.gamma * u[4])
+        return (y * 255).round().to(torch.uint8)
+
+
 def build_train_transform(spec: PreprocessSpec, random_crop_p: float = 0.5, crop_enlarge: float = 1.125,
                           hflip_p: float = 0.5, erasing_p: float = 0.5,
                           erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465),
-                          crop_mode: str = "enlarge", crop_pad: int = 10) -> v2.Compose:
+                          crop_mode: str = "enlarge", crop_pad: int = 10, camera_jitter_p: float = 0.0,
+                          camera_gain: float = 0.2, camera_white_balance: float = 0.1,
+                          camera_gamma: float = 0.15) -> v2.Compose:
     """uint8 CHW tensor -> normalised float CHW tensor with CAL's augmentations.
 
     Random crop, `crop_mode` "enlarge" (CAL): enlarge by `crop_enlarge` and crop back at a random offset, with
     probability p. "pad" (FIRe², CSSC): pad `crop_pad` zero pixels on every side, crop back at a random offset.
     Random erasing: area 2-40 %, aspect 0.3-3.3, filled with constants in *normalised* space (CAL's
-    quirk; set erasing_fill to 0 for the data-set mean, as the Wang repos do).
+    quirk; set erasing_fill to 0 for the data-set mean, as the Wang repos do). `camera_jitter_p` > 0 adds
+    `CameraJitter` after the flip (none of the papers' recipes has it).
     """
     h, w = spec.height, spec.width
     big = (int(round(h * crop_enlarge)), int(round(w * crop_enlarge)))
@@ -62,6 +86,7 @@ def build_train_transform(spec: PreprocessSpec, random_crop_p: float = 0.5, crop
     ops = [
         crop,
         v2.RandomHorizontalFlip(p=hflip_p),
+        *([CameraJitter(camera_jitter_p, camera_gain, camera_white_balance, camera_gamma)] if camera_jitter_p > 0 else []),
         v2.ToDtype(torch.float32, scale=False),
         _Scale(spec.scale),
         v2.Normalize(mean=list(spec.mean), std=list(spec.std)),
@@ -105,15 +130,15 @@ class MaskedTrainTransform:
     def __init__(self, spec: PreprocessSpec, random_crop_p: float = 0.5, crop_enlarge: float = 1.125,
                  hflip_p: float = 0.5, erasing_p: float = 0.5,
                  erasing_fill: tuple[float, float, float] = (0.4914, 0.4822, 0.4465),
-                 crop_mode: str = "enlarge", crop_pad: int = 10):
+                 crop_mode: str = "enlarge", crop_pad: int = 10, **camera: float):
         full = build_train_transform(spec, random_crop_p, crop_enlarge, hflip_p, erasing_p, erasing_fill,
-                                     crop_mode, crop_pad)
-        ops = list(full.transforms)  # [crop, flip, dtype, scale, normalise(, erasing)]
+                                     crop_mode, crop_pad, **camera)
+        ops = list(full.transforms)  # [crop, flip(, camera jitter), dtype, scale, normalise(, erasing)]
+        self.eraser = ops.pop() if isinstance(ops[-1], v2.RandomErasing) else None
         if len(ops) not in (5, 6) or not isinstance(ops[1], v2.RandomHorizontalFlip):
             raise RuntimeError("MaskedTrainTransform expects build_train_transform's order of steps; update both")
         self.geometric = v2.Compose(ops[:2])  # crop, flip
-        self.photometric = v2.Compose(ops[2:5])  # dtype, scale, normalise (image only)
-        self.eraser = ops[5] if len(ops) > 5 else None
+        self.photometric = v2.Compose(ops[2:])  # (camera jitter,) dtype, scale, normalise (image only)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 CHW image, uint8 HW mask -> normalised float CHW image, uint8 HW mask (same geometry)."""

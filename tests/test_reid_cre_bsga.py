@@ -445,3 +445,40 @@ def test_cli_train_export_parity_and_eval(synth_root, tmp_path, shared_video, ca
     assert main(["eval", "--weights", weights, "--dataset", "synthcc", "--root", str(synth_root), "--threads", "1",
                  "--no-progress"]) == 0
     assert "test/cloth_changing" in capsys.readouterr().out
+
+
+def test_camera_jitter_changes_colours_only_and_draws_nothing_when_off():
+    from pydantic import ValidationError
+
+    from reid.config import AugmentConfig
+    from reid.transforms import CameraJitter
+
+    img, mask = _coded_pair()
+    off = CameraJitter(0.0, 0.2, 0.1, 0.15)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    assert torch.equal(off(img), img) and torch.equal(torch.get_rng_state(), state)  # recipes without it unchanged
+    on = CameraJitter(1.0, 0.2, 0.1, 0.15)
+    grey = torch.full((3, 8, 8), 128, dtype=torch.uint8)
+    lo, hi = (0.502 * 0.8 * 0.9) ** 1.15 * 255, (0.502 * 1.2 * 1.1) ** 0.85 * 255
+    casts = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        y = on(grey).float()
+        assert y.min() >= lo - 1 and y.max() <= hi + 1
+        casts.append((y[0, 0, 0] - y[2, 0, 0]).item())
+    assert np.ptp(casts) > 10  # channels get their own gains: the colour cast varies from image to image
+
+    # Through the recipe key, in both training paths; geometry (the mask) is untouched.
+    aug = AugmentConfig(camera_jitter_p=1.0, erasing_p=0).model_dump()
+    assert any(isinstance(t, CameraJitter) for t in build_train_transform(SPEC, **aug).transforms)
+    assert not any(isinstance(t, CameraJitter) for t in build_train_transform(SPEC).transforms)
+    jittered, plain = MaskedTrainTransform(SPEC, **aug), MaskedTrainTransform(SPEC, erasing_p=0)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        xj, mj = jittered(img, mask)
+        torch.manual_seed(seed)
+        xp, mp = plain(img, mask)
+        assert torch.equal(mj, mp) and not torch.equal(xj, xp)
+    with pytest.raises(ValidationError):
+        AugmentConfig(camera_jitter_p=1.5)
