@@ -65,8 +65,11 @@ def test_the_only_tests_that_skip_here_are_the_gpu_tests():
     listed = _pytest(["--collect-only", "-q", "-m", "gpu", "tests"], PROJECT)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     gpu_tests = [line for line in listed.stdout.splitlines() if "::" in line]
-    assert gpu_tests, "no test is marked gpu: the TensorRT tests should be"
-    assert all(t.startswith("tests/test_deploy_tensorrt.py::") for t in gpu_tests), gpu_tests
+    assert gpu_tests, "no test is marked gpu: the TensorRT and CUDA embedder tests should be"
+    # The files whose tests need a GPU; a gpu mark anywhere else would let an ordinary test skip.
+    gpu_files = ("tests/test_deploy_tensorrt.py::", "tests/test_deploy_torch_cuda.py::")
+    assert all(t.startswith(gpu_files) for t in gpu_tests), gpu_tests
+    assert {f for f in gpu_files if any(t.startswith(f) for t in gpu_tests)} == set(gpu_files), gpu_tests
     proc = _pytest(["-q", "-m", "gpu", "tests"], PROJECT)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
