@@ -5,9 +5,10 @@
 
 Every backend runs the same model: the checkpoint in PyTorch eager, and the files `reid export` makes
 from it (ONNX FP32 / INT8 for ONNX Runtime, OpenVINO IR FP32 / INT8, TensorRT FP16 when a GPU and
-tensorrt are present; the checkpoint in PyTorch on CUDA, FP32 and FP16, when a GPU is present). Inputs are real person crops (PETS09-S2L1 boxes), cycled to fill each batch;
-timings include preprocessing (resize + normalise), as on the hot path. INT8 files are calibrated on
---calib (a SynthCC root or crop folder) or, without it, on the PETS crops.
+tensorrt are present), and with a GPU the checkpoint in PyTorch on CUDA, FP32 and FP16. Inputs are real
+person crops (PETS09-S2L1 boxes), cycled to fill each batch; timings include preprocessing (resize +
+normalise), as on the hot path. INT8 files are calibrated on --calib (a SynthCC root or crop folder) or,
+without it, on the PETS crops.
 """
 
 from __future__ import annotations
@@ -68,15 +69,12 @@ def build_artefacts(weights: Path, folder: Path, backends: list[str], calib: lis
 
 
 def make_embedder(backend: str, weights: Path, files: dict[str, Path], threads: int, max_batch: int):
-    if backend == "torch":
+    if backend.startswith("torch"):
         from reid.inference.torch_backend import TorchEmbedder
 
-        return TorchEmbedder(weights, device="cpu", threads=threads, max_batch=max_batch)
-    if backend.startswith("torch-cuda"):
-        from reid.inference.torch_backend import TorchEmbedder
-
-        # embed() returns numpy, so each timed call includes the upload, the GPU's work and the download.
-        return TorchEmbedder(weights, device="cuda", max_batch=max_batch, half=backend.endswith("fp16"))
+        # On CUDA embed() still returns numpy: each timed call includes the upload, the GPU's work and the download.
+        return TorchEmbedder(weights, device="cuda" if "cuda" in backend else "cpu", threads=threads,
+                             max_batch=max_batch, half=backend.endswith("fp16"))
     if backend.startswith("onnxruntime"):
         from reid.inference.onnx_backend import OnnxRuntimeEmbedder
 

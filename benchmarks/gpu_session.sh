@@ -31,15 +31,12 @@ from reid.inference.tensorrt_backend import tensorrt_available
 print("tensorrt_available:", tensorrt_available())
 PY
 (ldconfig -p | grep -i -E "nvinfer|nvonnxparser" || echo "ldconfig: no libnvinfer") | tee -a "$OUT/probe.txt"
-python3 -c "
-import torch
-from reid.checkpoint import save_checkpoint
-from reid.inference.base import PreprocessSpec
-from reid.models import ArchConfig, build_model
-torch.manual_seed(0)
-save_checkpoint('/tmp/resnet50.safetensors', build_model(ArchConfig(backbone='resnet50')).eval(),
-                PreprocessSpec(method='resnet50 random init (speed only)', train_dataset='none'), inference_only=True)"
-timeout 120 python3 -m reid export --weights /tmp/resnet50.safetensors --format tensorrt --fp16 --out /tmp/r50.onnx 2>&1 \
+# The random-init ResNet-50 that embed.py times, saved once for the export probe and the capacity run.
+R50=$(python3 -c "
+import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks')
+from embed import make_random_checkpoint
+print(make_random_checkpoint('resnet50', Path('/tmp')))") || exit 1
+timeout 120 python3 -m reid export --weights "$R50" --format tensorrt --fp16 --out /tmp/r50.onnx 2>&1 \
   | tail -3 | tee -a "$OUT/probe.txt"
 step tests
 timeout 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_deploy_torch_cuda.py tests/test_deploy_tensorrt.py 2>&1 \
@@ -48,7 +45,7 @@ step embed
 timeout 200 python3 benchmarks/embed.py --random resnet50 --threads "$(nproc)" --batch 1,16,64 --seconds 4 --rounds 2 \
   --backends torch,onnxruntime,torch-cuda,torch-cuda-fp16,tensorrt-fp16 --json "$OUT/embed.json" 2>&1 | tee "$OUT/embed.log" | tail -9
 step capacity
-timeout 200 python3 benchmarks/capacity.py --video "$VIDEO" --cameras 8 32 --frames 100 --set reid.model=/tmp/resnet50.safetensors \
+timeout 200 python3 benchmarks/capacity.py --video "$VIDEO" --cameras 8 32 --frames 100 --set reid.model="$R50" \
   --set reid.backend=torch --json "$OUT/capacity_cuda.json" 2>&1 | tee "$OUT/capacity_cuda.log" | tail -5
 timeout 120 python3 benchmarks/capacity.py --video "$VIDEO" --cameras 8 --frames 100 --json "$OUT/capacity_default.json" 2>&1 \
   | tee "$OUT/capacity_default.log" | tail -4

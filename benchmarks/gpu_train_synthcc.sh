@@ -18,7 +18,6 @@ if [ -z "$NO_WHEELS" ] && compgen -G ".whl/*.whl" >/dev/null; then  # NO_WHEELS=
   export PYTHONPATH=/tmp/site:$PWD
 fi
 mkdir -p "$WORK"
-mkdir -p "$WORK"
 step generate
 for s in $SETS; do
   python3 -m synth people --preset bench --seed "$s" --out "$WORK/p$s" --set n_train="$NTRAIN" --set n_test=20 --force \
