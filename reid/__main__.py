@@ -64,7 +64,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.dataset.lower().replace("-", "").replace("_", "") not in LOADERS:
         raise UsageError(f"--dataset {args.dataset!r}: unknown data set; choose one of {', '.join(sorted(LOADERS))}")
     if not Path(args.weights).is_file():
-        raise UsageError(f"--weights {args.weights}: no such file (a .safetensors checkpoint written by `reid train`)")
+        raise UsageError(f"--weights {args.weights}: no such file (a .safetensors checkpoint written by `reid train`, "
+                         "or an ONNX / OpenVINO ReID file)")
     if not Path(args.root).is_dir():
         raise UsageError(f"--root {args.root}: no such folder")
     import torch
@@ -75,11 +76,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    try:
-        model, spec = load_checkpoint(args.weights, device, args.feature)
-    except Exception as exc:  # not a checkpoint of ours: say so in one line
-        raise UsageError(f"--weights {args.weights}: not a checkpoint `reid train` or `reid import` wrote "
-                         f"({type(exc).__name__}: {exc})") from exc
+    if Path(args.weights).suffix.lower() in (".onnx", ".xml"):
+        # A deployed file (an export of ours or a third party's): scored through the runtime's own embedder.
+        if args.feature:
+            raise UsageError("--feature applies to .safetensors checkpoints; an ONNX / OpenVINO file has one output")
+        from reid.inference.factory import create_embedder
+
+        try:
+            model = create_embedder(args.weights, backend="auto", threads=args.threads, max_batch=args.batch_size,
+                                    device="cpu" if device.type == "cpu" else "auto", precision="f32")
+        except Exception as exc:
+            raise UsageError(f"--weights {args.weights}: cannot run it as a ReID model "
+                             f"({type(exc).__name__}: {exc})") from exc
+        spec = model.spec
+    else:
+        try:
+            model, spec = load_checkpoint(args.weights, device, args.feature)
+        except Exception as exc:  # not a checkpoint of ours: say so in one line
+            raise UsageError(f"--weights {args.weights}: not a checkpoint `reid train` or `reid import` wrote "
+                             f"({type(exc).__name__}: {exc})") from exc
     dataset = load_dataset(args.dataset, args.root)
     print(dataset.summary())
     print(f"model: {args.weights} ({spec.method}, trained on {spec.train_dataset}, input {spec.height}x{spec.width})")
@@ -188,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint on a data set's protocols")
-    e.add_argument("--weights", required=True, help="a .safetensors checkpoint written by `reid train`")
+    e.add_argument("--weights", required=True, help="a .safetensors checkpoint written by `reid train`, or an ONNX "
+                   "(.onnx) / OpenVINO (.xml) ReID file, run by the pipeline's embedder")
     e.add_argument("--dataset", required=True)
     e.add_argument("--root", required=True)
     e.add_argument("--batch-size", type=int, default=128)

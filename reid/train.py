@@ -25,7 +25,7 @@ from reid.config import Recipe, RecipeError
 from reid.datasets import EvalSplit, ReIDDataset, load_dataset
 from reid.datasets.base import with_extra_training
 from reid.evaluation import cosine_distance, evaluate
-from reid.inference.base import PreprocessSpec, preprocess_crops
+from reid.inference.base import Embedder, PreprocessSpec, preprocess_crops
 from reid.methods import LossTerm, Method, build_method
 from reid.models import ReIDModel, build_model
 from reid.samplers import OutfitPKBatchSampler, PKBatchSampler
@@ -52,9 +52,15 @@ def set_determinism(seed: int, device: torch.device) -> None:
 # ----------------------------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def extract_features(model: ReIDModel, records, spec: PreprocessSpec, device: torch.device, batch_size: int = 128,
-                     flip: bool = True, progress: bool = False) -> np.ndarray:
-    """Identity features, L2-normalised; with `flip`, the sum of image and mirror features (as CAL)."""
+def extract_features(model: ReIDModel | Embedder, records, spec: PreprocessSpec, device: torch.device,
+                     batch_size: int = 128, flip: bool = True, progress: bool = False) -> np.ndarray:
+    """Identity features, L2-normalised; with `flip`, the sum of image and mirror features (as CAL).
+
+    `model` may also be a runtime embedder (`reid.inference.create_embedder`: an ONNX or OpenVINO file, ours or
+    a third party's), which preprocesses the crops itself as the pipeline does.
+    """
+    if not isinstance(model, torch.nn.Module):
+        return _embedder_features(model, records, batch_size, flip, progress)
     model.eval()
     out = []
     starts = range(0, len(records), batch_size)
@@ -70,11 +76,23 @@ def extract_features(model: ReIDModel, records, spec: PreprocessSpec, device: to
     return np.concatenate(out).astype(np.float32)
 
 
+def _embedder_features(embedder: Embedder, records, batch_size: int, flip: bool, progress: bool) -> np.ndarray:
+    out = []
+    for s in tqdm(range(0, len(records), batch_size), desc="features", disable=not progress, leave=False,
+                  file=sys.stderr):
+        crops = [read_bgr(r.path) for r in records[s:s + batch_size]]
+        f = embedder.embed(crops).identity
+        if flip:
+            f = f + embedder.embed([np.ascontiguousarray(c[:, ::-1]) for c in crops]).identity
+        out.append(f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
 def _ids(records, attr: str) -> np.ndarray:
     return np.asarray([getattr(r, attr) for r in records], dtype=np.int64)
 
 
-def evaluate_split(model: ReIDModel, split: EvalSplit, spec: PreprocessSpec, device: torch.device,
+def evaluate_split(model: ReIDModel | Embedder, split: EvalSplit, spec: PreprocessSpec, device: torch.device,
                    batch_size: int = 128, flip: bool = True, progress: bool = False) -> dict[str, dict[str, float]]:
     qf = extract_features(model, split.query, spec, device, batch_size, flip, progress)
     gf = extract_features(model, split.gallery, spec, device, batch_size, flip, progress)
@@ -85,7 +103,7 @@ def evaluate_split(model: ReIDModel, split: EvalSplit, spec: PreprocessSpec, dev
             for label, mode in split.protocols.items()}
 
 
-def evaluate_dataset(model: ReIDModel, dataset: ReIDDataset, spec: PreprocessSpec, device: torch.device,
+def evaluate_dataset(model: ReIDModel | Embedder, dataset: ReIDDataset, spec: PreprocessSpec, device: torch.device,
                      batch_size: int = 128, flip: bool = True, progress: bool = False) -> dict[str, dict[str, float]]:
     """-> {"<split>/<label>": {"rank1", "rank5", "rank10", "mAP", "n_valid", "n_skipped"}}."""
     results = {}

@@ -9,13 +9,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BACKBONES = ("resnet50", "resnet34", "resnet18", "resnet_lite", "clip_vit")
+BACKBONES = ("resnet50", "resnet34", "resnet18", "resnet_lite", "clip_vit", "onnx")
 
 
 class ArchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backbone: Literal["resnet50", "resnet34", "resnet18", "resnet_lite", "clip_vit"] = "resnet50"
+    backbone: Literal["resnet50", "resnet34", "resnet18", "resnet_lite", "clip_vit", "onnx"] = "resnet50"
     last_stride: Literal[1, 2] = 1
     pooling: Literal["avg", "max", "maxavg", "gem"] = "maxavg"
     # Channel widths of the four stages of `resnet_lite` (BasicBlock x2 per stage by default, like ResNet-18).
@@ -56,7 +56,12 @@ class ArchConfig(BaseModel):
     # open_clip's .bin or .safetensors); never downloaded. Only used when training starts; a checkpoint's own
     # weights replace it when loading.
     pretrained: str | None = None
-    pretrained_sha256: str | None = Field(None, description="clip_vit: required SHA-256 of the CLIP file")
+    pretrained_sha256: str | None = Field(None, description="clip_vit / onnx: required SHA-256 of the file")
+    # onnx (reid/models/onnx_trunk.py): `pretrained` is an ONNX ReID model whose graph, cut at the tensor
+    # `onnx_feature` (a feature map), becomes the trainable trunk. `onnx_graph` is that graph's structure without
+    # its weights, filled in when the trunk is built and carried by checkpoints (never set by hand).
+    onnx_feature: str | None = Field(None, description="onnx: the tensor where the trunk ends (null: the output)")
+    onnx_graph: str | None = Field(None, description="onnx: packed graph structure (set by the trainer)")
     # clip_vit (SCI, methods.md §4): open_clip's VisionTransformer; defaults are CLIP ViT-B/16's.
     clip_width: int = Field(768, ge=1)
     clip_layers: int = Field(12, ge=1)

@@ -48,6 +48,18 @@ class ReIDModel(nn.Module):
             self.backbone = ClipImageEncoder(arch)
             self.pool = None
             self.feature_dim = self.backbone.out_dim
+        elif arch.backbone == "onnx":
+            from reid.models.onnx_trunk import build_onnx_trunk
+
+            if arch.trunk != "resnet" or arch.bsga:
+                raise ValueError("model.backbone onnx takes neither model.trunk cssc nor model.bsga "
+                                 "(both need a ResNet backbone)")
+            self.backbone = build_onnx_trunk(arch.pretrained, arch.onnx_feature, arch.onnx_graph,
+                                             arch.pretrained_sha256)
+            # The structure travels in the checkpoint, so the file is not needed to load it.
+            self.arch = arch = arch.model_copy(update={"onnx_graph": self.backbone.structure})
+            self.pool = GlobalPool(arch.pooling)
+            self.feature_dim = self.backbone.out_dim * self.pool.multiplier
         else:
             trunk = build_backbone(arch.backbone, arch.last_stride, arch.pretrained, arch.lite_widths,
                                    arch.lite_blocks)
