@@ -64,11 +64,28 @@ def cut_graph(path: str | Path, feature: str | None, sha256: str | None = None) 
     return Extractor(model).extract_model([model.graph.input[0].name], [target])
 
 
+def _is_weight(init: onnx.TensorProto) -> bool:
+    """Float tensors of more than 16 values are weights (the checkpoint holds them); integer tensors (shapes,
+    axes) and small float constants (epsilons, scales) may not be module parameters, so they stay in the structure."""
+    floating = init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    return floating and int(np.prod(init.dims)) > 16
+
+
+def pack_structure(model: onnx.ModelProto) -> str:
+    """The graph without its weights, as zlib + base64 text."""
+    bare = onnx.ModelProto.FromString(model.SerializeToString())
+    for init in bare.graph.initializer:
+        if _is_weight(init):
+            for field in ("raw_data", "float_data", "double_data", "int32_data"):  # float16 may sit in int32_data
+                init.ClearField(field)
+    return base64.b64encode(zlib.compress(bare.SerializeToString(), 9)).decode("ascii")
+
+
 def unpack_structure(text: str) -> onnx.ModelProto:
+    """The packed graph with zeros where the weights were (the checkpoint's weights replace them)."""
     model = onnx.ModelProto.FromString(zlib.decompress(base64.b64decode(text)))
     for init in model.graph.initializer:
-        # Zeros of the recorded shape: the checkpoint's weights replace them (pack_structure kept the rest).
-        if not init.raw_data:
+        if _is_weight(init):
             dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
             init.CopyFrom(numpy_helper.from_array(np.zeros(tuple(init.dims), dtype), init.name))
     return model
@@ -108,26 +125,18 @@ class OnnxTrunk(nn.Module):
             raise ValueError(f"model.onnx_feature must be a feature map (N, C, H, W); {model.graph.output[0].name} "
                              f"has rank {len(out)}")
         self.out_dim = int(out[1].dim_value)
+        # The checkpoint restores only what the state dict holds: every tensor the structure leaves out must be
+        # in it, or a rebuilt trunk would compute with zeros.
+        stripped = sum(int(np.prod(i.dims)) for i in model.graph.initializer if _is_weight(i))
+        held = sum(t.numel() for t in self.net.state_dict().values() if t.is_floating_point())
+        if held < stripped:
+            raise ValueError(f"this ONNX graph keeps {stripped - held} weight values outside torch parameters and "
+                             "buffers after conversion, so a checkpoint could not restore them; cut it elsewhere "
+                             "(model.onnx_feature) or use another file")
         self.structure = pack_structure(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-def pack_structure(model: onnx.ModelProto) -> str:
-    """The graph without its weights, as zlib + base64 text.
-
-    Float tensors of more than 16 values are weights (the checkpoint holds them); integer tensors (shapes,
-    axes) and small float constants (epsilons, scales) may not be module parameters, so they stay.
-    """
-    bare = onnx.ModelProto.FromString(model.SerializeToString())
-    for init in bare.graph.initializer:
-        floating = init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
-        if floating and int(np.prod(init.dims)) > 16:
-            init.ClearField("raw_data")
-            init.ClearField("float_data")
-            init.ClearField("double_data")
-    return base64.b64encode(zlib.compress(bare.SerializeToString(), 9)).decode("ascii")
 
 
 def build_onnx_trunk(pretrained: str | None, feature: str | None, structure: str | None,
