@@ -25,7 +25,7 @@ from reid.config import Recipe, RecipeError
 from reid.datasets import EvalSplit, ReIDDataset, load_dataset
 from reid.datasets.base import with_extra_training
 from reid.evaluation import cosine_distance, evaluate
-from reid.inference.base import Embedder, PreprocessSpec, preprocess_crops
+from reid.inference.base import Embedder, PreprocessSpec, l2_normalise, preprocess_crops
 from reid.methods import LossTerm, Method, build_method
 from reid.models import ReIDModel, build_model
 from reid.samplers import OutfitPKBatchSampler, PKBatchSampler
@@ -84,7 +84,7 @@ def _embedder_features(embedder: Embedder, records, batch_size: int, flip: bool,
         f = embedder.embed(crops).identity
         if flip:
             f = f + embedder.embed([np.ascontiguousarray(c[:, ::-1]) for c in crops]).identity
-        out.append(f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))
+        out.append(l2_normalise(f))
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 

@@ -12,7 +12,6 @@ ArchConfig, so it rebuilds without the original file; the weights come from the 
 from __future__ import annotations
 
 import base64
-import hashlib
 import zlib
 from pathlib import Path
 
@@ -22,9 +21,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-
-def _hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from reid.models.clip import sha256_of  # the one file-hash helper of reid.models
 
 
 def _with_batch_dim_free(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -51,8 +48,8 @@ def cut_graph(path: str | Path, feature: str | None, sha256: str | None = None) 
     if not file.is_file():
         raise FileNotFoundError(f"model.pretrained {file} not found: an `onnx` backbone starts from a local ONNX "
                                 "ReID model (e.g. ../shared/models/reid/person-reidentification-retail-0267.ort.onnx)")
-    if sha256 and _hash(file) != sha256:
-        raise ValueError(f"model.pretrained {file}: SHA-256 {_hash(file)} is not the recipe's {sha256}")
+    if sha256 and (got := sha256_of(file)) != sha256.lower():
+        raise ValueError(f"model.pretrained {file}: SHA-256 {got} is not the recipe's {sha256}")
     model = _with_batch_dim_free(onnx.load(str(file)))
     names = {o for n in model.graph.node for o in n.output}
     target = feature or model.graph.output[0].name
