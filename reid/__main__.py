@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--feature", choices=FEATURES, help=FEATURE_HELP)
     e.set_defaults(func=cmd_eval)
     x = sub.add_parser("export", help="export a checkpoint to ONNX / OpenVINO / TensorRT, with a parity check")
-    x.add_argument("--weights", required=True, help="a .safetensors checkpoint written by `reid train`")
+    x.add_argument("--weights", required=True, help="a .safetensors checkpoint written by `reid train`, or an ONNX "
+                   "ReID file the pipeline reads (e.g. Intel's 0267: --int8 --format openvino quantises it)")
     x.add_argument("--format", choices=["onnx", "openvino", "tensorrt"], default="onnx")
     x.add_argument("--out", help="output file (.onnx; .xml for openvino; default: beside the weights)")
     x.add_argument("--fp16", action="store_true", help="half-precision weights/compute (parity cosine >= 0.995)")

@@ -1,5 +1,9 @@
 """`python -m reid export`: checkpoint -> ONNX / OpenVINO IR / TensorRT engine, each checked for parity.
 
+`--weights` may also be an ONNX ReID file the runtime already reads (a third party's, such as Intel's 0267,
+whose preprocessing comes from its metadata, a sidecar or the runtime's table of known files): ONNX Runtime in
+FP32 then stands where PyTorch stands for a checkpoint, so the same gates judge an INT8 or OpenVINO copy of it.
+
 Exported graphs hold only what inference needs: the identity feature (and the appearance feature when
 the model has one), named outputs `identity` / `appearance`, a dynamic batch axis, simplified with
 onnxslim, and the `ccreid.spec` metadata block every embedder reads (ONNX metadata_props; OpenVINO
@@ -212,8 +216,57 @@ class InferenceGraph(nn.Module):
         return identity if appearance is None else (identity, appearance)
 
 
+class OnnxFileReference(nn.Module):
+    """An ONNX ReID file as the reference of its own export: ONNX Runtime, FP32, CPU, with the batch axis made
+    dynamic and the preprocessing read exactly as the runtime's ONNX Runtime embedder reads them. It returns
+    the file's raw outputs (the checks compare cosines), as a checkpoint's forward does."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        from reid.inference.onnx_backend import OnnxRuntimeEmbedder
+
+        self.runner = OnnxRuntimeEmbedder(path, providers="CPUExecutionProvider")
+        self.path = path
+        # what _prepare and spec_with_dims read of a checkpoint's model
+        self.arch = type("OnnxFileArch", (), {"feature": "identity"})()
+        self.register_parameter("anchor", nn.Parameter(torch.zeros(1), requires_grad=False))
+
+    def forward(self, x: torch.Tensor):
+        r = self.runner
+        names = [r.identity_output] + ([r.appearance_output] if r.appearance_output else [])
+        outs = [torch.from_numpy(o.reshape(len(x), -1))
+                for o in r.session.run(names, {r.input_name: x.detach().cpu().numpy().astype(np.float32)})]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def write_fp32(self, out: Path, spec: PreprocessSpec, source_sha256: str) -> str:
+        """The file itself with a dynamic batch axis and the spec metadata (what `export_onnx` writes for a
+        checkpoint); its graph is left as its publisher made it."""
+        proto = onnx.load(str(self.path))
+        for value in list(proto.graph.input) + list(proto.graph.output):
+            dims = value.type.tensor_type.shape.dim
+            if dims:
+                dims[0].dim_param = "batch"
+        set_metadata(proto, spec, {"ccreid.source_sha256": source_sha256, "ccreid.precision": "fp32",
+                                   "ccreid.source_file": self.path.name})
+        out.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(proto, str(out))
+        return "none (an ONNX source is kept as published)"
+
+
 def load_model(weights: str | Path, feature: str | None = None) -> tuple[nn.Module, PreprocessSpec]:
     from reid.models import load_checkpoint
+
+    if Path(weights).suffix.lower() == ".onnx":
+        if feature is not None:
+            raise ExportError(f"--feature applies to .safetensors checkpoints; {weights} is an ONNX file with "
+                              "the outputs its publisher gave it")
+        if not Path(weights).is_file():
+            raise ExportError(f"--weights: {weights} not found")
+        try:
+            model = OnnxFileReference(Path(weights))
+        except Exception as exc:  # unreadable protobuf, a graph ONNX Runtime refuses, no preprocessing spec
+            raise ExportError(f"--weights {weights}: cannot be run as an ONNX ReID file: {exc}") from exc
+        return model.eval(), spec_with_dims(model, model.runner.spec)
 
     try:
         model, spec = load_checkpoint(weights, "cpu", feature)
@@ -484,6 +537,8 @@ def _prepare(opts: ExportOptions) -> _Checked:
                                                         "retrieval_feature": model.arch.feature}})
     out = opts.artefact_path()
     expected = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".onnx"}[opts.format]
+    if out.resolve() == Path(opts.weights).resolve():
+        raise ExportError(f"--out {out} is the ONNX file being exported; name another file")
     if out.suffix != expected:
         raise ExportError(f"--out {out}: a {opts.format} export writes a {expected} file"
                           + (" (the engine is cached beside it)" if opts.format == "tensorrt" else ""))
@@ -510,7 +565,10 @@ def run_export(opts: ExportOptions, log=print) -> ExportReport:
     t0 = time.perf_counter()
     c = _prepare(opts)
     calib = read_images(image_files(opts.calib, opts.calib_size)) if opts.int8 else None
-    simplifier = export_onnx(c.model, c.spec, c.fp32_onnx, c.source_sha)
+    if isinstance(c.model, OnnxFileReference):
+        simplifier = c.model.write_fp32(c.fp32_onnx, c.spec, c.source_sha)
+    else:
+        simplifier = export_onnx(c.model, c.spec, c.fp32_onnx, c.source_sha)
     log(f"wrote {c.fp32_onnx} ({c.fp32_onnx.stat().st_size / 1e6:.1f} MB, simplified by {simplifier})")
     if opts.format == "onnx" and opts.fp16:
         onnx_to_fp16(c.fp32_onnx, c.out, c.spec, c.source_sha)
@@ -545,22 +603,23 @@ def _check(opts: ExportOptions, c: _Checked, report: ExportReport, log) -> None:
     """Run the exported file through the embedder the runtime uses, with the preprocessing the file declares,
     and compare with the PyTorch model: declared preprocessing, parity on real crops, INT8 retrieval."""
     threshold = COSINE_FP16 if opts.fp16 else COSINE_FP32 if opts.precision == "fp32" else None
+    ref = "onnxruntime fp32 (source file)" if isinstance(c.model, OnnxFileReference) else "torch"
     if opts.format == "onnx":
         from reid.inference.onnx_backend import OnnxRuntimeEmbedder
 
         embedder = OnnxRuntimeEmbedder(c.out, threads=opts.threads)
-        report.parity += parity(f"onnxruntime {opts.precision} vs torch", c.reference, embedder, c.crops, threshold)
+        report.parity += parity(f"onnxruntime {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold)
     elif opts.format == "openvino":
         from reid.inference.openvino_backend import OpenVinoEmbedder
 
         # INT8 is checked as the runtime runs it (`precision: auto`: the float remainder in the plugin's
         # default, bfloat16 on AMX CPUs); float files are checked in exact FP32 and, below, in that default.
         embedder = OpenVinoEmbedder(c.out, threads=opts.threads, precision="auto" if opts.int8 else "f32")
-        report.parity += parity(f"openvino {opts.precision} vs torch", c.reference, embedder, c.crops, threshold)
+        report.parity += parity(f"openvino {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold)
         if opts.precision != "int8":
             # The CPU plugin's default precision (bfloat16 on AMX CPUs) is what `precision: auto` runs.
             fast = OpenVinoEmbedder(c.out, threads=opts.threads, precision="auto")
-            report.parity += parity(f"openvino {opts.precision} plugin-default vs torch", c.reference, fast, c.crops,
+            report.parity += parity(f"openvino {opts.precision} plugin-default vs {ref}", c.reference, fast, c.crops,
                                     COSINE_FP16)
     else:
         from reid.inference.tensorrt_backend import TensorRTEmbedder, tensorrt_available
@@ -571,7 +630,7 @@ def _check(opts: ExportOptions, c: _Checked, report: ExportReport, log) -> None:
                               f"on the GPU machine with `python -m reid export --format tensorrt` there")
         embedder = TensorRTEmbedder(c.fp32_onnx, fp16=opts.fp16, profile=opts.batch, cache_dir=c.out.parent)
         report.artefact = str(embedder.engine_path)
-        report.parity += parity(f"tensorrt {opts.precision} vs torch", c.reference, embedder, c.crops, threshold)
+        report.parity += parity(f"tensorrt {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold)
     report.spec_mismatches = spec_mismatches(c.spec, embedder.spec)
     if opts.int8:
         log(f"INT8 retrieval check on {c.eval_root} ...")

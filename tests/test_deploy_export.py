@@ -302,3 +302,61 @@ def test_onnxruntime_providers_auto_and_explicit():
     assert [p for p in auto if p in GPU_PROVIDERS] == [p for p in GPU_PROVIDERS if p in ort.get_available_providers()]
     with pytest.raises(ValueError, match="not in this build"):
         choose_providers(["NoSuchExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def int8_0267(shared_models, shared_video, tmp_path_factory):
+    """Intel's 0267 (a third party's ONNX file, no PyTorch weights) quantised to an OpenVINO INT8 IR."""
+    root = make_synthcc(tmp_path_factory.mktemp("synth-0267"), n_train=4, n_test=4, size=(128, 64))
+    out = tmp_path_factory.mktemp("int8-0267") / "ir" / "q0267.xml"
+    opts = ExportOptions(shared_models["reid"], "openvino", out=out, int8=True, calib=root, calib_size=32,
+                         parity_video=shared_video["pets"], parity_gt=shared_video["pets_gt"], parity_crops=16,
+                         threads=1)
+    return opts, run_export(opts, log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_third_party_onnx_file_exports_to_openvino_int8(int8_0267, shared_models, crops):
+    import openvino as ov
+
+    opts, report = int8_0267
+    assert report.passed, report.format_text()
+    # The file's own preprocessing (RGB 0-255, 256x128, from the runtime's table) is what the IR declares.
+    spec = PreprocessSpec.from_json(json.dumps(report.spec))
+    assert (spec.colour, spec.height, spec.width, spec.identity_dim) == ("rgb", 256, 128, 256)
+    assert spec.method.startswith("omz-0267") and not report.spec_mismatches
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(opts.out)).get_ops()}
+    assert "FakeQuantize" in ops  # quantised, not a float copy
+    fp32 = onnx.load(str(opts.out.with_suffix(".onnx")))  # the source with a batch axis and the spec
+    assert SPEC_METADATA_KEY in {p.key for p in fp32.metadata_props}
+    assert fp32.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    # The runtime's embedder on the IR against ONNX Runtime on the original file, on real PETS crops.
+    original = OnnxRuntimeEmbedder(shared_models["reid"], threads=1).embed(crops).identity
+    quantised = create_embedder(opts.out, "auto", threads=1).embed(crops).identity
+    cos = (original * quantised).sum(axis=1)
+    assert cos.mean() > 0.9 and cos.min() > 0.7, cos
+    assert {r.features for r in report.retrieval} == {"export", "export vs reference"}
+
+
+@pytest.mark.slow
+def test_third_party_int8_gate_compares_with_the_original_file(int8_0267, tmp_path):
+    """The reference is the original file run as published: an IR declaring BGR (its weights untouched) is fed
+    swapped channels by the runtime and must fail against it."""
+    opts, good = int8_0267
+    declared = PreprocessSpec(**{**PreprocessSpec.from_json(json.dumps(good.spec)).__dict__, "colour": "bgr"})
+    report = check_export(_declare(opts, declared, tmp_path / "ir" / "q0267.xml"), log=lambda *_: None)
+    assert not report.passed
+    assert [m.split(":")[0] for m in report.spec_mismatches] == ["colour"]
+
+
+def test_third_party_onnx_export_errors(shared_models, tmp_path):
+    import shutil
+
+    with pytest.raises(ExportError, match="--feature applies to .safetensors"):
+        run_export(ExportOptions(shared_models["reid"], "onnx", out=tmp_path / "x.onnx", feature="neck"))
+    mystery = tmp_path / "mystery.onnx"  # 0267's graph under a name the runtime does not know, no metadata
+    shutil.copy(shared_models["reid"], mystery)
+    with pytest.raises(ExportError, match="no preprocessing spec"):
+        run_export(ExportOptions(mystery, "onnx", out=tmp_path / "y.onnx"))
+    with pytest.raises(ExportError, match="is the ONNX file being exported"):
+        run_export(ExportOptions(shared_models["reid"], "onnx", out=shared_models["reid"]))
