@@ -181,9 +181,10 @@ def generate_people(cfg: PeopleConfig, seed: int, out: Path, preset: str = "cust
         cfg.outfit_share, cfg.shared_pool,
         lambda i: R.rng_for(seed, R.WARDROBE, *person_key(cfg, i + 1)), lambda j: R.rng_for(seed, R.OUTFIT_POOL, j),
     )
-    cams = {c: sample_camera(R.rng_for(seed, R.CAMERA, c), c, _BG_SIZE, backgrounds, cfg.occlusion,
+    cam_seed = seed if cfg.camera_seed < 0 else cfg.camera_seed
+    cams = {c: sample_camera(R.rng_for(cam_seed, R.CAMERA, c), c, _BG_SIZE, backgrounds, cfg.occlusion,
                              near=near)
-            for c, near in camera_ranges(cfg, seed).items()}
+            for c, near in camera_ranges(cfg, cam_seed).items()}
     shots = _plan(cfg, seed)
     rows = ["file,split,pid,clothes,cam,outfit_uid,yaw_deg,walking,person_px,occluded"]
     counts = {s: 0 for s in SPLITS}
@@ -227,7 +228,7 @@ def generate_people(cfg: PeopleConfig, seed: int, out: Path, preset: str = "cust
             f"{pid}_{k + 1}": o.to_json() for pid in range(1, n_ids + 1) for k, o in enumerate(wardrobes[pid - 1])
         },
         "cameras": {str(c): {**cam.to_json(), "near": near} for (c, cam), near in
-                    zip(cams.items(), camera_ranges(cfg, seed).values())},
+                    zip(cams.items(), camera_ranges(cfg, cam_seed).values())},
         "splits": {
             "train": {"pids": list(range(1, cfg.n_train + 1)), "images": counts["train"]},
             "query": {"pids": list(range(cfg.n_train + 1, n_ids + 1)), "images": counts["query"]},

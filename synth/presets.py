@@ -28,6 +28,9 @@ class PeopleConfig:
     far_share: float = 0.5  # share of cameras that see people small and blurry (assigned exactly, not drawn)
     accessories: float = 0.0  # probability that a person keeps glasses / keeps one bag across all outfits
     clothes_grey: bool = False  # paint every garment plain grey (the clothes-erased ceiling; sanity only)
+    # The cameras of another seed's set (-1: this set's own): the same people, outfits, poses and shots, filmed
+    # by other cameras, so a model's loss on new cameras is measured apart from its loss on new people.
+    camera_seed: int = -1
 
     def validate(self) -> None:
         if self.n_train < 1 or self.n_test < 1:
@@ -54,6 +57,8 @@ class PeopleConfig:
             raise ValueError(f"far_share must be in [0, 1], got {self.far_share}")
         if not 0.0 <= self.accessories <= 1.0:
             raise ValueError(f"accessories must be a probability in [0, 1], got {self.accessories}")
+        if self.camera_seed < -1:
+            raise ValueError(f"camera_seed must be a seed >= 0, or -1 for the set's own cameras; got {self.camera_seed}")
 
     @property
     def train_outfits(self) -> int:

@@ -278,3 +278,24 @@ def test_grey_clothes_knob_removes_clothes_colour_only(tmp_path: Path) -> None:
             chroma_skin.append(float(hsv[..., 1][skin].mean()))
     # Camera white balance tints everything a little; grey clothes stay far less saturated than skin.
     assert np.mean(chroma_clothes) < 0.5 * np.mean(chroma_skin), (np.mean(chroma_clothes), np.mean(chroma_skin))
+
+
+def test_camera_seed_films_the_same_people_with_another_sets_cameras(tiny_people: Path, tmp_path: Path) -> None:
+    """`camera_seed`: seed 3's people, outfits and shots under seed 4's cameras (the new-camera half of the
+    new-people-on-new-cameras gap), through the CLI's --set."""
+    cmd = [sys.executable, "-m", "synth", "people", "--preset", "tiny", "--seed", "3", "--set", "camera_seed=4",
+           "--out", str(tmp_path / "recam")]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=120)
+    generate_people(PEOPLE_PRESETS["tiny"], 4, tmp_path / "four", preset="tiny", log=_quiet)
+    own, recam, four = (json.loads((p / "meta.json").read_text()) for p in (tiny_people, tmp_path / "recam",
+                                                                          tmp_path / "four"))
+    assert recam["identities"] == own["identities"] and recam["outfits"] == own["outfits"]
+    assert recam["cameras"] == four["cameras"] != own["cameras"]
+    assert recam["config"]["camera_seed"] == 4
+    rows = lambda p: [r.split(",")[:6] for r in (p / "images.csv").read_text().splitlines()]  # noqa: E731
+    assert rows(tmp_path / "recam") == rows(tiny_people)  # the same shots: file, split, person, outfit, camera
+    a, b = _tree(tiny_people), _tree(tmp_path / "recam")
+    pngs = [k for k in a if k.startswith("train/")]
+    assert sum(a[k] != b[k] for k in pngs) > 0.9 * len(pngs)  # filmed differently
+    with pytest.raises(ValueError, match="camera_seed"):
+        generate_people(replace(PEOPLE_PRESETS["tiny"], camera_seed=-2), 3, tmp_path / "bad", log=_quiet)
