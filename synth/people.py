@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .body import BODY_FIELDS, Body, sample_body
 from .camera import Camera, apply_camera, sample_camera
 from .io import prepare_out, write_json, write_png
 from .outfit import Accessories, Outfit, grey_outfit, sample_accessories, sample_wardrobes
-from .presets import PeopleConfig, config_json
+from .presets import CAMERA_PARTS, PeopleConfig, config_json
 from .render import LABELS, Pose, coverage_labels, label_coverage, render_person
 
 # 2: bodies, wardrobes and accessories keyed by (split, index) instead of pid; training people with their own
@@ -152,6 +153,24 @@ def _plan(cfg: PeopleConfig, seed: int) -> list[Shot]:
     return shots
 
 
+def _cameras(cfg: PeopleConfig, seed: int, backgrounds: list[Path] | None) -> tuple[dict[int, Camera], dict[int, bool]]:
+    """The set's cameras and which are near: its own, or with `camera_seed` those of that seed's set, whole or
+    only the parts `camera_parts` names (the others stay the set's own)."""
+    def drawn(s: int) -> tuple[dict[int, Camera], dict[int, bool]]:
+        ranges = camera_ranges(cfg, s)
+        return ({c: sample_camera(R.rng_for(s, R.CAMERA, c), c, _BG_SIZE, backgrounds, cfg.occlusion, near=near)
+                 for c, near in ranges.items()}, ranges)
+
+    own, own_near = drawn(seed)
+    if cfg.camera_seed < 0:
+        return own, own_near
+    other, other_near = drawn(cfg.camera_seed)
+    parts = list(CAMERA_PARTS) if cfg.camera_parts == "all" else cfg.camera_parts.split(",")
+    taken = [f for part in parts for f in CAMERA_PARTS[part]]
+    cams = {c: dataclasses.replace(own[c], **{f: getattr(other[c], f) for f in taken}) for c in own}
+    return cams, (other_near if "range" in parts else own_near)
+
+
 def camera_ranges(cfg: PeopleConfig, seed: int) -> dict[int, bool]:
     """camera id -> True when near. Exactly ``cfg.n_far_cameras`` cameras are far, which ones drawn per seed."""
     order = R.rng_for(seed, R.CAMERA_RANGE).permutation(cfg.n_cameras)
@@ -181,10 +200,7 @@ def generate_people(cfg: PeopleConfig, seed: int, out: Path, preset: str = "cust
         cfg.outfit_share, cfg.shared_pool,
         lambda i: R.rng_for(seed, R.WARDROBE, *person_key(cfg, i + 1)), lambda j: R.rng_for(seed, R.OUTFIT_POOL, j),
     )
-    cam_seed = seed if cfg.camera_seed < 0 else cfg.camera_seed
-    cams = {c: sample_camera(R.rng_for(cam_seed, R.CAMERA, c), c, _BG_SIZE, backgrounds, cfg.occlusion,
-                             near=near)
-            for c, near in camera_ranges(cfg, cam_seed).items()}
+    cams, near_of = _cameras(cfg, seed, backgrounds)
     shots = _plan(cfg, seed)
     rows = ["file,split,pid,clothes,cam,outfit_uid,yaw_deg,walking,person_px,occluded"]
     counts = {s: 0 for s in SPLITS}
@@ -228,7 +244,7 @@ def generate_people(cfg: PeopleConfig, seed: int, out: Path, preset: str = "cust
             f"{pid}_{k + 1}": o.to_json() for pid in range(1, n_ids + 1) for k, o in enumerate(wardrobes[pid - 1])
         },
         "cameras": {str(c): {**cam.to_json(), "near": near} for (c, cam), near in
-                    zip(cams.items(), camera_ranges(cfg, cam_seed).values())},
+                    zip(cams.items(), near_of.values())},
         "splits": {
             "train": {"pids": list(range(1, cfg.n_train + 1)), "images": counts["train"]},
             "query": {"pids": list(range(cfg.n_train + 1, n_ids + 1)), "images": counts["query"]},

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+# The parts of a SynthCC camera, each a group of its fields (synth.camera.Camera).
+CAMERA_PARTS = {
+    "background": ("background",),
+    "view": ("yaws",),
+    "photometric": ("gain", "white_balance", "gamma", "blur_sigma", "noise_sigma", "jpeg_quality"),
+    "range": ("person_px",),
+    "occlusion": ("occlusion_prob",),
+}
+
 
 @dataclass(frozen=True)
 class PeopleConfig:
@@ -31,6 +40,9 @@ class PeopleConfig:
     # The cameras of another seed's set (-1: this set's own): the same people, outfits, poses and shots, filmed
     # by other cameras, so a model's loss on new cameras is measured apart from its loss on new people.
     camera_seed: int = -1
+    # Which parts of a camera come from camera_seed's (comma-separated: background, view, photometric, range,
+    # occlusion; "all"), the rest staying the set's own: what in a new camera costs a model its accuracy.
+    camera_parts: str = "all"
 
     def validate(self) -> None:
         if self.n_train < 1 or self.n_test < 1:
@@ -59,6 +71,10 @@ class PeopleConfig:
             raise ValueError(f"accessories must be a probability in [0, 1], got {self.accessories}")
         if self.camera_seed < -1:
             raise ValueError(f"camera_seed must be a seed >= 0, or -1 for the set's own cameras; got {self.camera_seed}")
+        parts = set(self.camera_parts.split(","))
+        if self.camera_parts != "all" and not parts <= set(CAMERA_PARTS):
+            raise ValueError(f"camera_parts {self.camera_parts!r}: expected 'all' or a comma-separated subset of "
+                             f"{', '.join(CAMERA_PARTS)}")
 
     @property
     def train_outfits(self) -> int:

@@ -299,3 +299,19 @@ def test_camera_seed_films_the_same_people_with_another_sets_cameras(tiny_people
     assert sum(a[k] != b[k] for k in pngs) > 0.9 * len(pngs)  # filmed differently
     with pytest.raises(ValueError, match="camera_seed"):
         generate_people(replace(PEOPLE_PRESETS["tiny"], camera_seed=-2), 3, tmp_path / "bad", log=_quiet)
+
+
+def test_camera_parts_take_only_the_named_parts_of_the_other_cameras(tiny_people: Path, tmp_path: Path) -> None:
+    cfg = with_overrides(PEOPLE_PRESETS["tiny"], {"camera_seed": "4", "camera_parts": "photometric,view"})
+    generate_people(cfg, 3, tmp_path / "mixed", log=_quiet)
+    generate_people(PEOPLE_PRESETS["tiny"], 4, tmp_path / "four", log=_quiet)
+    own, mixed, four = (json.loads((p / "meta.json").read_text())["cameras"]
+                        for p in (tiny_people, tmp_path / "mixed", tmp_path / "four"))
+    photometric = ("gain", "white_balance", "gamma", "blur_sigma", "noise_sigma", "jpeg_quality")
+    for c in own:
+        for key in (*photometric, "yaws_deg"):
+            assert mixed[c][key] == four[c][key]
+        for key in ("person_px", "occlusion_prob", "near"):
+            assert mixed[c][key] == own[c][key]
+    with pytest.raises(ValueError, match="camera_parts"):
+        with_overrides(PEOPLE_PRESETS["tiny"], {"camera_seed": "4", "camera_parts": "lens"})
