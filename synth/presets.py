@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, fields, replace
 CAMERA_PARTS = {
     "background": ("background",),
     "view": ("yaws",),
-    "photometric": ("gain", "white_balance", "gamma", "blur_sigma", "noise_sigma", "jpeg_quality"),
+    "colour": ("gain", "white_balance", "gamma"),
+    "sharpness": ("blur_sigma", "noise_sigma", "jpeg_quality"),
     "range": ("person_px",),
     "occlusion": ("occlusion_prob",),
 }
@@ -40,8 +41,8 @@ class PeopleConfig:
     # The cameras of another seed's set (-1: this set's own): the same people, outfits, poses and shots, filmed
     # by other cameras, so a model's loss on new cameras is measured apart from its loss on new people.
     camera_seed: int = -1
-    # Which parts of a camera come from camera_seed's (comma-separated: background, view, photometric, range,
-    # occlusion; "all"), the rest staying the set's own: what in a new camera costs a model its accuracy.
+    # Which parts of a camera come from camera_seed's (comma-separated: background, view, colour, sharpness,
+    # range, occlusion; "all"), the rest staying the set's own: what in a new camera costs a model its accuracy.
     camera_parts: str = "all"
 
     def validate(self) -> None:

@@ -302,7 +302,7 @@ def test_camera_seed_films_the_same_people_with_another_sets_cameras(tiny_people
 
 
 def test_camera_parts_take_only_the_named_parts_of_the_other_cameras(tiny_people: Path, tmp_path: Path) -> None:
-    cfg = with_overrides(PEOPLE_PRESETS["tiny"], {"camera_seed": "4", "camera_parts": "photometric,view"})
+    cfg = with_overrides(PEOPLE_PRESETS["tiny"], {"camera_seed": "4", "camera_parts": "colour,sharpness,view"})
     generate_people(cfg, 3, tmp_path / "mixed", log=_quiet)
     generate_people(PEOPLE_PRESETS["tiny"], 4, tmp_path / "four", log=_quiet)
     own, mixed, four = (json.loads((p / "meta.json").read_text())["cameras"]
