@@ -218,7 +218,7 @@ class InferenceGraph(nn.Module):
 
 class OnnxFileReference(nn.Module):
     """An ONNX ReID file as the reference of its own export: ONNX Runtime, FP32, CPU, with the batch axis made
-    dynamic and the preprocessing read exactly as the runtime's ONNX Runtime embedder reads them. It returns
+    dynamic and the preprocessing read exactly as the runtime's ONNX Runtime embedder reads it. It returns
     the file's raw outputs (the checks compare cosines), as a checkpoint's forward does."""
 
     def __init__(self, path: Path) -> None:
