@@ -10,7 +10,8 @@ the code `python -m pipeline run` runs, and written by the same MOT writer as `p
 Detection runs once per distinct detector section, frame by frame (batch of 1), after one warm-up frame;
 `frames/s` is 1000 / (detect + track ms per frame) of one camera. An option with `detector.every: n` is run
 and scored at each of its n phases (which frame of n the detector sees); its cells give the mean and each
-phase. Times are wall-clock: on a shared machine they are rough, and a process paused meanwhile inflates them (compare sizes in one run, not across runs).
+phase. Times are wall-clock: on a shared machine they are rough, and a process paused meanwhile inflates them
+(compare sizes in one run, not across runs).
 """
 
 from __future__ import annotations
@@ -229,10 +230,10 @@ def main() -> int:
                                det_cfg.every, phase)
                 track_ms[o.name] = track_ms.get(o.name, 0.0) + ms / det_cfg.every
             print(f"ran {o.name}", file=sys.stderr, flush=True)
-        runs = [_run_name(o.name, p, configs[o.name][0].every) for o in chosen for p in range(configs[o.name][0].every)]
-        per_run = trackeval_scores(gt_dir, tmp / "trackers", runs, seq_len)
-        scores = {o.name: [per_run[_run_name(o.name, p, configs[o.name][0].every)]
-                           for p in range(configs[o.name][0].every)] for o in chosen}
+        runs = {o.name: [_run_name(o.name, p, configs[o.name][0].every) for p in range(configs[o.name][0].every)]
+                for o in chosen}
+        per_run = trackeval_scores(gt_dir, tmp / "trackers", [r for names in runs.values() for r in names], seq_len)
+        scores = {name: [per_run[r] for r in names] for name, names in runs.items()}
 
     print(f"PETS09-S2L1 dev frames 1-{seq_len}, TrackEval MOT15 protocol; "
           f"`nice -n 15 .venv/bin/python benchmarks/mot_pets.py --options {','.join(o.name for o in chosen)}`")

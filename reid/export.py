@@ -241,11 +241,10 @@ class OnnxFileReference(nn.Module):
     def write_fp32(self, out: Path, spec: PreprocessSpec, source_sha256: str) -> str:
         """The file itself with a dynamic batch axis and the spec metadata (what `export_onnx` writes for a
         checkpoint); its graph is left as its publisher made it."""
+        from reid.inference.onnx_backend import make_batch_dynamic
+
         proto = onnx.load(str(self.path))
-        for value in list(proto.graph.input) + list(proto.graph.output):
-            dims = value.type.tensor_type.shape.dim
-            if dims:
-                dims[0].dim_param = "batch"
+        make_batch_dynamic(proto, "batch")
         set_metadata(proto, spec, {"ccreid.source_sha256": source_sha256, "ccreid.precision": "fp32",
                                    "ccreid.source_file": self.path.name})
         out.parent.mkdir(parents=True, exist_ok=True)

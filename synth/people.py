@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -167,7 +166,7 @@ def _cameras(cfg: PeopleConfig, seed: int, backgrounds: list[Path] | None) -> tu
     other, other_near = drawn(cfg.camera_seed)
     parts = list(CAMERA_PARTS) if cfg.camera_parts == "all" else cfg.camera_parts.split(",")
     taken = [f for part in parts for f in CAMERA_PARTS[part]]
-    cams = {c: dataclasses.replace(own[c], **{f: getattr(other[c], f) for f in taken}) for c in own}
+    cams = {c: replace(own[c], **{f: getattr(other[c], f) for f in taken}) for c in own}
     return cams, (other_near if "range" in parts else own_near)
 
 

@@ -27,6 +27,14 @@ KNOWN_SPECS: dict[str, PreprocessSpec] = {
 }
 
 
+def make_batch_dynamic(model: onnx.ModelProto, name: str = "N") -> None:
+    """Relabel the first axis of every graph input and output as a symbolic batch axis (files fixing batch 1)."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].dim_param = name
+
+
 def read_spec(model_path: Path, model: onnx.ModelProto) -> PreprocessSpec:
     meta = {p.key: p.value for p in model.metadata_props}
     if SPEC_METADATA_KEY in meta:
@@ -75,10 +83,7 @@ class OnnxRuntimeEmbedder:
             raise FileNotFoundError(f"ONNX Runtime embedder: model file {path} not found")
         model = onnx.load(str(path))
         spec = read_spec(path, model)
-        for value in list(model.graph.input) + list(model.graph.output):
-            dims = value.type.tensor_type.shape.dim
-            if dims:
-                dims[0].dim_param = "N"
+        make_batch_dynamic(model)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
