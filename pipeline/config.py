@@ -147,6 +147,13 @@ class ReidConfig(Strict):
         "max_crops_per_track is reached or only small crops remain, while its box is near another track's and 2 s "
         "after (0: none)")
     threads: int = Field(0, ge=0, le=1024)
+    # A model trained on colour-levelled cameras (`reid train` with data.colour_levelling) declares its reference
+    # colour; its crops must be levelled the same way, per camera, from the crops that camera has given so far.
+    colour_levelling: bool = Field(True, description="level each camera's crops to the colour reference the ReID "
+                                   "model declares (models that declare none are fed crops as they come)")
+    colour_levelling_prior: float = Field(
+        50.0, ge=0, le=1_000_000, description="a camera's mean colour starts at the model's reference with the weight "
+        "of this many crops, so its first crops are barely changed")
     # A clothes-changing model gives up some same-clothes accuracy to link outfit changes; a same-clothes model
     # beside it says when the outfit is one already seen (README: "Two models").
     outfit_model: str | None = Field(

@@ -35,6 +35,7 @@ from pipeline.store import IdentityStore
 from pipeline.store_worker import StoreWorker
 from pipeline.tracklets import CameraTracklets, CropGate, SwapCheck
 from reid.inference.factory import create_embedder
+from reid.inference.levelling import CameraLevels, reference_of
 
 log = logging.getLogger("pipeline")
 STAGES = ("detect", "track", "embed", "match", "output")
@@ -100,6 +101,7 @@ class PipelineRunner:
         self.worker: StoreWorker | None = None
         self.stage: MatchStage | None = None
         self.outfit_embedder = None  # reid.outfit_model, built with the other models
+        self.levels: CameraLevels | None = None  # per-camera colour levelling, when the model asks for it
         r = self.config.reid
         self.swap_check = None if r.swap_threshold is None else SwapCheck(r.swap_threshold, r.swap_crops)
         self.clock = RunClock(video=False)  # replaced in run() by the one matcher.clock asks for
@@ -146,7 +148,25 @@ class PipelineRunner:
             raise ConfigError(self.config_path or "<config>", "detector.model", _why(exc)) from exc
         embedder = self._embedder("model")
         self.outfit_embedder = self._embedder("outfit_model") if self.config.reid.outfit_model is not None else None
+        self.levels = self._levels(embedder)
         return detector, embedder
+
+    def _levels(self, embedder) -> CameraLevels | None:
+        """Per-camera colour levelling when the ReID model was trained on levelled cameras (and it is not off)."""
+        reid = self.config.reid
+        try:
+            reference = reference_of(getattr(embedder, "spec", None))
+        except ValueError as exc:
+            raise ConfigError(self.config_path or "<config>", "reid.model", str(exc)) from exc
+        if reference is None:
+            return None
+        if not reid.colour_levelling:
+            log.warning("reid.colour_levelling is off, but %s was trained on colour-levelled cameras: its crops "
+                        "will not look like its training crops", reid.model)
+            return None
+        log.info("colour levelling: each camera's crops to the model's reference BGR %s",
+                 [round(v, 1) for v in reference])
+        return CameraLevels(reference, reid.colour_levelling_prior)
 
     def _embedder(self, key: str):
         """The embedder of the model file named by `reid.<key>`; one that cannot be loaded is a ConfigError."""
@@ -300,6 +320,10 @@ class PipelineRunner:
                     self._stop.set()
                 finally:
                     progress.close()
+                    if self.levels is not None:
+                        for cam_id, (n, gains) in sorted(self.levels.summary().items()):
+                            log.info("colour levelling: camera %s: %d crops, gains B %.3f G %.3f R %.3f", cam_id, n,
+                                     *gains)
                     for c in cams:
                         c.reader.stop()  # all at once, then wait for each (bounded by its timeouts)
                     for c in cams:
@@ -500,7 +524,8 @@ class PipelineRunner:
 
             t = time.perf_counter()
             if crop_images:
-                emb = embedder.embed(crop_images)
+                emb = embedder.embed(crop_images if self.levels is None else
+                                     self.levels.level([cam for cam, _ in crop_where], crop_images))
                 # the outfit model's feature; else the model's clothes-sensitive output when it has one; else the
                 # colour/texture descriptor
                 if self.outfit_embedder is not None:

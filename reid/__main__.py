@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from reid.datasets import LOADERS, load_dataset
+    from reid.datasets import LOADERS
 
     # the cheap checks first, each one line (exit 2): the data-set name, the weights file, the data-set root
     if args.dataset.lower().replace("-", "").replace("_", "") not in LOADERS:
@@ -95,7 +95,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except Exception as exc:  # not a checkpoint of ours: say so in one line
             raise UsageError(f"--weights {args.weights}: not a checkpoint `reid train` or `reid import` wrote "
                              f"({type(exc).__name__}: {exc})") from exc
-    dataset = load_dataset(args.dataset, args.root)
+    from reid.datasets.levelling import load_for_model
+
+    dataset = load_for_model(args.dataset, args.root, spec)  # levelled as the model's training cameras were
     print(dataset.summary())
     print(f"model: {args.weights} ({spec.method}, trained on {spec.train_dataset}, input {spec.height}x{spec.width})")
     results = evaluate_dataset(model, dataset, spec, device, args.batch_size, flip=not args.no_flip,

@@ -43,7 +43,6 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from reid.inference.base import PreprocessSpec, l2_normalise
@@ -196,13 +195,12 @@ def embed_sightings(embedder, records, batch: int = 64) -> tuple[Sightings, str]
     for i, r in enumerate(records):
         groups.setdefault((r.pid, r.clothes, r.camid), []).append(i)
     ident, looks, from_model = [], [], None
+    from reid.transforms import read_record
+
     for start in range(0, len(records), batch):
         crops = []
         for r in records[start:start + batch]:
-            img = cv2.imread(r.path, cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"cannot read image {r.path}")
-            crops.append(img)
+            crops.append(read_record(r))
         out = embedder.embed(crops)
         ident.append(out.identity)
         from_model = out.appearance is not None
@@ -259,15 +257,15 @@ def calibrate_sightings(s: Sightings, model: str, data: str, descriptor: str, ga
 def calibrate(weights: str | Path, dataset: str, root: str | Path, backend: str = "auto", threads: int = 0,
               gallery_people: int = GALLERY_PEOPLE, returning_share: float = RETURNING_SHARE,
               window_people: int = WINDOW_PEOPLE) -> Calibration:
-    from reid.datasets import load_dataset
+    from reid.datasets.levelling import load_for_model
     from reid.inference.factory import create_embedder
 
-    data = load_dataset(dataset, root)
+    embedder = create_embedder(weights, backend, threads=threads)
+    data = load_for_model(dataset, root, embedder.spec)  # levelled as the model's training cameras were
     records = [r for split in data.eval_splits for r in (*split.query, *split.gallery)]
     records = list({r.path: r for r in records}.values())  # splits may share images
     if not records:
         raise ValueError(f"{root}: the {dataset} data set has no test images to calibrate on")
-    embedder = create_embedder(weights, backend, threads=threads)
     sightings, descriptor = embed_sightings(embedder, records)
     return calibrate_sightings(sightings, str(weights), f"{dataset} {root}", descriptor, gallery_people, returning_share,
                                window_people)

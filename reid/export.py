@@ -429,16 +429,17 @@ def retrieval_check(model: nn.Module, spec: PreprocessSpec, embedder: Embedder, 
                     batch: int = 64) -> list[RetrievalResult]:
     """Rank-1 / mAP of the PyTorch model and of the exported file on the same SynthCC query/gallery: the
     file's features alone, and the file's query features against the model's gallery features."""
-    from reid.datasets import load_dataset
+    from reid.datasets.levelling import load_for_model
     from reid.evaluation import cosine_distance, evaluate
+    from reid.transforms import read_record
 
-    dataset = load_dataset("synthcc", root)
+    dataset = load_for_model("synthcc", root, spec)  # levelled as the model's training cameras were
     results = []
     for split in dataset.eval_splits:
         records = list(split.query) + list(split.gallery)
         ref_parts, cand_parts = [], []
         for s in range(0, len(records), batch):
-            crops = read_images([Path(r.path) for r in records[s:s + batch]])
+            crops = [read_record(r) for r in records[s:s + batch]]
             ref_parts.append(torch_features(model, crops, spec)[0])
             cand_parts.append(embedder.embed(crops).identity)
         nq = len(split.query)

@@ -29,7 +29,7 @@ from reid.inference.base import Embedder, PreprocessSpec, l2_normalise, preproce
 from reid.methods import LossTerm, Method, build_method
 from reid.models import ReIDModel, build_model
 from reid.samplers import OutfitPKBatchSampler, PKBatchSampler
-from reid.transforms import build_train_transform, read_bgr
+from reid.transforms import build_train_transform, read_record
 
 
 def pick_device(name: str) -> torch.device:
@@ -65,7 +65,7 @@ def extract_features(model: ReIDModel | Embedder, records, spec: PreprocessSpec,
     out = []
     starts = range(0, len(records), batch_size)
     for s in tqdm(starts, desc="features", disable=not progress, leave=False, file=sys.stderr):
-        crops = [read_bgr(r.path) for r in records[s:s + batch_size]]
+        crops = [read_record(r) for r in records[s:s + batch_size]]
         x = torch.from_numpy(preprocess_crops(crops, spec)).to(device)
         f = model(x)
         if flip:
@@ -80,7 +80,7 @@ def _embedder_features(embedder: Embedder, records, batch_size: int, flip: bool,
     out = []
     for s in tqdm(range(0, len(records), batch_size), desc="features", disable=not progress, leave=False,
                   file=sys.stderr):
-        crops = [read_bgr(r.path) for r in records[s:s + batch_size]]
+        crops = [read_record(r) for r in records[s:s + batch_size]]
         f = embedder.embed(crops).identity
         if flip:
             f = f + embedder.embed([np.ascontiguousarray(c[:, ::-1]) for c in crops]).identity
@@ -162,6 +162,14 @@ class Trainer:
             from reid.datasets.masks import attach_masks
 
             attach_masks(self.dataset, recipe.data.masks)
+        levelling = {}
+        if recipe.data.colour_levelling:
+            from reid.datasets.levelling import level_dataset
+            from reid.inference.levelling import SPEC_KEY
+
+            self.dataset, reference = level_dataset(self.dataset)
+            levelling = {SPEC_KEY: {"reference": reference, "region": "centre"}}
+            self.log(f"colour levelling: every camera to BGR {[round(v, 1) for v in reference]}")
         self.method: Method = build_method(recipe, self.dataset)
         arch = recipe.model.model_copy(update=self.method.arch_updates())
         try:
@@ -174,7 +182,7 @@ class Trainer:
                                    identity_dim=self.model.feature_dim, method=recipe.loss.method,
                                    train_dataset=self.dataset.name,
                                    extra={"distance": "cosine", "flip_sum": recipe.eval.flip,
-                                          "backbone": arch.backbone, "recipe": recipe.name})
+                                          "backbone": arch.backbone, "recipe": recipe.name, **levelling})
         self.opt = self._main_optimizer()
         self.optimizers: dict[str, torch.optim.Optimizer] = {"main": self.opt, **self.method.optimizers()}
         transform = build_train_transform(self.spec, **recipe.augment.model_dump())

@@ -23,6 +23,16 @@ def read_bgr(path: str) -> np.ndarray:
     return img
 
 
+def read_record(r) -> np.ndarray:
+    """A data-set image as BGR, with its camera's colour levelling when the record carries one."""
+    img = read_bgr(r.path)
+    if r.gains is not None:
+        from reid.inference.levelling import apply_lut, gain_lut
+
+        img = apply_lut(img, gain_lut(np.asarray(r.gains, dtype=np.float64)))
+    return img
+
+
 def resize_to_spec(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """BGR uint8 -> HxWx3 uint8 in the spec's channel order, resized like `preprocess_crops`."""
     img = cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
@@ -105,14 +115,14 @@ class TrainImages(torch.utils.data.Dataset):
         self.transform = transform
         self.cache: list[np.ndarray] | None = None
         if cache:
-            self.cache = [resize_to_spec(read_bgr(r.path), spec) for r in self.records]
+            self.cache = [resize_to_spec(read_record(r), spec) for r in self.records]
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, idx: int):
         r = self.records[idx]
-        img = self.cache[idx] if self.cache is not None else resize_to_spec(read_bgr(r.path), self.spec)
+        img = self.cache[idx] if self.cache is not None else resize_to_spec(read_record(r), self.spec)
         x = torch.from_numpy(img).permute(2, 0, 1).contiguous()
         return self.transform(x), r.pid, r.clothes, r.camid
 
@@ -183,7 +193,7 @@ class MaskedTrainImages(TrainImages):
 
     def __getitem__(self, idx: int):
         r = self.records[idx]
-        img = self.cache[idx] if self.cache is not None else resize_to_spec(read_bgr(r.path), self.spec)
+        img = self.cache[idx] if self.cache is not None else resize_to_spec(read_record(r), self.spec)
         m = self.mask_cache[idx] if self.mask_cache is not None else self._mask(r)
         x, mask = self.transform(torch.from_numpy(img).permute(2, 0, 1).contiguous(), torch.from_numpy(m))
         return x, r.pid, r.clothes, r.camid, mask

@@ -8,7 +8,7 @@ so that one outfit has one id in both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,8 @@ class ImageRecord:
     camid: int
     clothes: int
     mask_path: str | None = None  # per-pixel parts mask (SynthCC only)
+    # per-channel BGR multipliers applied when the image is read (colour levelling, reid.datasets.levelling)
+    gains: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def with_extra_training(main: ReIDDataset, extras: Sequence[ReIDDataset]) -> ReI
     blocks = [main.pid2clothes]
     notes = list(main.notes)
     for extra in extras:
-        train += [ImageRecord(r.path, r.pid + n_pids, r.camid, r.clothes + n_clothes, r.mask_path)
+        train += [replace(r, pid=r.pid + n_pids, clothes=r.clothes + n_clothes)
                   for r in extra.train]
         blocks.append(extra.pid2clothes)
         notes.append(f"extra training set {extra.name} at {extra.root}: {extra.num_train_pids} ids, "

@@ -1,0 +1,184 @@
+"""Per-camera colour levelling: a camera's colour cast taken away in the runtime (real PETS crops) and in training
+and evaluation (the model declares its reference; `reid eval` and the pipeline level to it)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from reid.checkpoint import load_checkpoint
+from reid.datasets import load_dataset
+from reid.datasets.levelling import level_dataset, load_for_model
+from reid.export import pets_crops
+from reid.inference.base import PreprocessSpec
+from reid.inference.levelling import SPEC_KEY, CameraLevels, centre_mean, reference_of
+from reid.transforms import read_record
+from tests.reid_fixtures import make_synthcc
+
+REPO = Path(__file__).resolve().parents[1]
+CAST = np.array([0.7, 1.0, 1.3])  # B, G, R gains of a warm camera
+
+pytestmark = pytest.mark.usefixtures("restore_torch_globals")
+
+
+def _cast(img: np.ndarray, gains=CAST) -> np.ndarray:
+    return np.clip(img.astype(np.float64) * gains + 0.5, 0, 255).astype(np.uint8)
+
+
+def _mean(crops) -> np.ndarray:
+    return np.mean([centre_mean(c) for c in crops], axis=0)
+
+
+@pytest.fixture(scope="module")
+def crops(shared_video):
+    return pets_crops(shared_video["pets"], shared_video["pets_gt"], max_crops=48)
+
+
+def test_camera_levels_take_a_cameras_cast_away(crops):
+    reference = _mean(crops)
+    levels = CameraLevels(reference, prior_crops=5)
+    plain, warm = crops, [_cast(c) for c in crops]
+    before = np.abs(_mean(warm) - _mean(plain))
+    assert before.max() > 15  # the cast is visible: red up, blue down
+    for _ in range(3):  # a camera's mean settles as its crops come in
+        out = levels.level(["plain"] * len(plain) + ["warm"] * len(warm), plain + warm)
+    lv_plain, lv_warm = out[:len(plain)], out[len(plain):]
+    after = np.abs(_mean(lv_warm) - _mean(lv_plain))
+    assert after.max() < 0.15 * before.max(), (before, after)
+    # the people stay themselves: levelled warm crops are close to the plain crops, pixel by pixel
+    diff_before = np.mean([np.abs(w.astype(int) - p.astype(int)).mean() for w, p in zip(warm, plain)])
+    diff_after = np.mean([np.abs(w.astype(int) - p.astype(int)).mean() for w, p in zip(lv_warm, lv_plain)])
+    assert diff_after < 0.4 * diff_before, (diff_before, diff_after)
+    assert np.allclose(levels.gains("warm") * CAST, levels.gains("plain"), rtol=0.1)
+
+
+def test_a_cameras_first_crops_are_barely_changed(crops):
+    levels = CameraLevels(_mean(crops), prior_crops=50)
+    warm = _cast(crops[0])
+    out = levels.level(["new"], [warm])[0]
+    assert np.abs(centre_mean(out) - centre_mean(warm)).max() < 0.05 * np.abs(centre_mean(warm) - centre_mean(crops[0])).max() + 1.5
+
+
+def test_reference_read_from_the_spec_and_bad_entries_fail():
+    assert reference_of(PreprocessSpec()) is None
+    assert reference_of(PreprocessSpec(extra={SPEC_KEY: {"reference": [100, 110, 120]}})) == [100.0, 110.0, 120.0]
+    with pytest.raises(ValueError, match="expected"):
+        reference_of(PreprocessSpec(extra={SPEC_KEY: {"reference": [1, 2]}}))
+    with pytest.raises(ValueError, match="positive"):
+        CameraLevels([0, 1, 1])
+
+
+@pytest.fixture(scope="module")
+def warm_set(tmp_path_factory):
+    """Toy SynthCC tree whose camera 2 sees everything through a warm cast."""
+    root = make_synthcc(tmp_path_factory.mktemp("synthcc_warm"), n_train=6, n_test=4, size=(32, 16))
+    for path in root.rglob("*_c02_*.png"):
+        if "masks" not in path.parts:
+            cv2.imwrite(str(path), _cast(cv2.imread(str(path))))
+    return root
+
+
+def _camera_means(records):
+    by_cam = {}
+    for r in records:
+        by_cam.setdefault(r.camid, []).append(read_record(r))
+    return {cam: _mean(imgs) for cam, imgs in by_cam.items()}
+
+
+def test_level_dataset_brings_every_camera_to_the_reference(warm_set):
+    ds = load_dataset("synthcc", warm_set)
+    raw = _camera_means(ds.train)
+    levelled, reference = level_dataset(ds)
+    assert np.allclose(reference, np.mean(list(raw.values()), axis=0))
+    train_means = _camera_means(levelled.train)
+    assert all(np.abs(m - reference).max() < 2.0 for m in train_means.values()), train_means
+    test_records = [r for s in levelled.eval_splits for r in (*s.query, *s.gallery)]
+    assert all(r.gains is not None for r in test_records)
+    test_means = _camera_means(test_records)
+    test_raw = _camera_means([r for s in ds.eval_splits for r in (*s.query, *s.gallery)])
+    # (not to zero: the toy test people are redder than the training people, and gains above 1 clip at 255)
+    assert np.ptp(np.stack(list(test_means.values())), axis=0).max() < \
+        0.2 * np.ptp(np.stack(list(test_raw.values())), axis=0).max()
+    # evaluation of a model that declares the reference levels only the test splits, to that reference
+    spec = PreprocessSpec(extra={SPEC_KEY: {"reference": [v + 10 for v in reference]}})
+    for_model = load_for_model("synthcc", warm_set, spec)
+    assert all(r.gains is None for r in for_model.train)
+    for r in (r for s in for_model.eval_splits for r in (*s.query, *s.gallery)):
+        assert np.allclose(r.gains, np.add(reference, 10) / test_raw[r.camid], rtol=1e-6)
+    assert all(r.gains is None for s in load_for_model("synthcc", warm_set, PreprocessSpec()).eval_splits
+               for r in s.query)
+
+
+def _recipe(root, out) -> Path:
+    raw = {
+        "name": "levelled", "seed": 3, "device": "cpu", "threads": 1, "output_dir": str(out),
+        "data": {"dataset": "synthcc", "root": str(root), "height": 32, "width": 16, "batch_size": 8,
+                 "num_instances": 2, "num_workers": 0, "cache_images": True, "colour_levelling": True},
+        "model": {"backbone": "resnet_lite", "lite_widths": [8, 8, 16, 16]},
+        "loss": {"method": "cal", "triplet_weight": 1.0, "start_epoch_cal": 1},
+        "optim": {"epochs": 1, "lr": 1e-3, "milestones": [1]},
+        "eval": {"every": 1, "batch_size": 32},
+    }
+    path = Path(out).with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def levelled_model(warm_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("levelled") / "run"
+    done = subprocess.run([sys.executable, "-m", "reid", "train", str(_recipe(warm_set, out)), "--no-progress"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "model_last.safetensors"
+
+
+def test_training_stores_the_reference_and_eval_levels_to_it(warm_set, levelled_model, tmp_path):
+    import torch
+
+    _, spec = load_checkpoint(levelled_model, torch.device("cpu"))
+    reference = reference_of(spec)
+    _, expected = level_dataset(load_dataset("synthcc", warm_set))
+    assert reference == pytest.approx(expected)
+    out = subprocess.run([sys.executable, "-m", "reid", "eval", "--weights", str(levelled_model), "--dataset",
+                          "synthcc", "--root", str(warm_set), "--threads", "1", "--no-progress"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "colour levelled per camera" in out.stdout
+
+
+def test_pipeline_levels_the_crops_of_a_levelled_model(levelled_model, shared_video, shared_models, tmp_path):
+    from reid.export import ExportOptions, run_export
+
+    onnx_path = tmp_path / "levelled.onnx"
+    report = run_export(ExportOptions(levelled_model, "onnx", out=onnx_path, parity_video=shared_video["pets"],
+                                      parity_gt=shared_video["pets_gt"], parity_crops=8, threads=1),
+                        log=lambda *_: None)
+    assert report.passed, report
+    runs = {}
+    for levelling in (True, False):
+        cfg = tmp_path / f"run-{levelling}.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "cameras": [{"id": "a", "source": str(shared_video["pets"])}], "output": {"video": False},
+            "reid": {"model": str(onnx_path), "colour_levelling": levelling, "colour_levelling_prior": 0,
+                     "min_height": 32}}))
+        runs[levelling] = subprocess.run(
+            [sys.executable, "-m", "pipeline", "run", str(cfg), "--output-dir", str(tmp_path / f"out-{levelling}"),
+             "--max-frames", "20", "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert runs[levelling].returncode == 0, runs[levelling].stderr[-3000:]
+    assert "colour levelling: each camera's crops to the model's reference" in runs[True].stderr
+    # every embedded crop went through the camera's levelling, and PETS's colours are not the toy set's
+    found = re.search(r"colour levelling: camera a: (\d+) crops, gains B ([\d.]+) G ([\d.]+) R ([\d.]+)",
+                      runs[True].stderr)
+    assert found, runs[True].stderr[-3000:]
+    embedded = re.search(r"crops embedded (\d+)", runs[True].stdout + runs[True].stderr)
+    assert embedded and int(found.group(1)) == int(embedded.group(1)) > 0
+    gains = np.array([float(found.group(k)) for k in (2, 3, 4)])
+    assert np.abs(gains - 1).max() > 0.05, gains
+    assert "colour levelling: camera" not in runs[False].stderr
+    assert "trained on colour-levelled cameras" in runs[False].stderr
