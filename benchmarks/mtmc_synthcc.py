@@ -70,7 +70,8 @@ def generate(preset: str, seed: int, knobs: list[str], out: Path) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
 
 
-def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: int = 1) -> tuple[float, Path]:
+def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: int = 1,
+                 colour_gains: dict[str, list[float]] | None = None) -> tuple[float, Path]:
     """Run the scene's cameras through `python -m pipeline run`; returns (wall seconds, store directory).
 
     With `workers` > 1 the cameras are split round-robin over that many `pipeline run` processes started
@@ -78,7 +79,8 @@ def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: in
     from pipeline.redis_server import RedisServer
 
     cfg = yaml.safe_load((scene / "cameras.yaml").read_text())
-    cameras = [{**c, "source": str((scene / c["source"]).resolve())} for c in cfg["cameras"]]
+    cameras = [{**c, "source": str((scene / c["source"]).resolve()),
+                **({"colour_gains": colour_gains[c["id"]]} if colour_gains else {})} for c in cfg["cameras"]]
     work.mkdir(parents=True, exist_ok=True)
     for old in [work / "mot", work / "store", *work.glob("out*")]:
         if old.exists():
@@ -223,6 +225,17 @@ def model_thresholds(model: str | None) -> dict | None:
     return create_embedder(resolve_model(model), "onnxruntime" if model.endswith(".onnx") else "auto").spec.extra.get("matcher")
 
 
+def scene_gains(scene: Path) -> dict[str, list[float]]:
+    """Per camera, the B, G, R multipliers that take its box centres back to the neutral view."""
+    from benchmarks.levelling_scene_gains import camera_means
+
+    out = {}
+    for cam in json.loads((scene / "sightings.json").read_text())["cameras"]:
+        recorded, neutral, _ = camera_means(scene, cam, step=5, min_height=64)
+        out[cam["id"]] = [float(v) for v in neutral / recorded]
+    return out
+
+
 def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
@@ -253,6 +266,10 @@ def main() -> int:
                          "video seconds (the scenes' own gaps are 0.5-2.5 s plus entering and leaving the view); "
                          "longer gaps stay possible (revisit_after_s = MAX_S) at the plain threshold, arrivals "
                          "inside the window need the model's calibrated window_threshold")
+    ap.add_argument("--measured-gains", action="store_true",
+                    help="give each camera `colour_gains` that undo its known colour response (measured on its "
+                         "ground-truth boxes, benchmarks/levelling_scene_gains.py): what a grey-card calibration "
+                         "would give a colour-levelled model, instead of the running estimate from its crops")
     ap.add_argument("--workers", type=int, default=1,
                     help="split the cameras over this many `pipeline run` processes sharing one Redis")
     args = ap.parse_args()
@@ -291,7 +308,8 @@ def main() -> int:
                 if args.transit:
                     matcher = {**matcher, "topology": scene_topology(scene, *args.transit)}
                 run_dir = scene.parent / (f"run-{label}{args.label_suffix}" + ("" if args.workers == 1 else f"-{args.workers}workers"))
-                wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers)
+                gains = scene_gains(scene) if args.measured_gains else None
+                wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers, gains)
                 final, events, alive = read_identities(store_dir)
                 kinds = Counter(e["type"] for e in events)
                 seq_len, dup = build_sequence(scene, run_dir / "mot", final, run_dir / "eval")
@@ -312,6 +330,8 @@ def main() -> int:
              else "no topology"))
     for label, (_, reid, shown) in settings.items():
         print(f"model {label}: {reid.get('model', 'the default (OMZ 0267)')}; matcher {shown}")
+    if args.measured_gains:
+        print("cameras: colour_gains measured on each camera's ground-truth boxes (benchmarks/levelling_scene_gains.py)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}")
     print("\n| outfit changes | seed | model | MTMC IDF1 | IDF1, tracks only | HOTA | MOTA | ID sw. | people | identities "
           "| outfit changes (gt) | outfit_changed events (correct) | merges | same id twice in a frame | run s |")

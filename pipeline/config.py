@@ -63,6 +63,18 @@ class CameraConfig(Strict):
     realtime: bool = Field(False, description="files: hand frames over at the source's frame rate, as a live "
                            "camera would (demos, dashboard tests); live sources are real time anyway")
     reconnect: ReconnectConfig = ReconnectConfig()
+    # A camera's colour cast measured once (e.g. a grey card), for a levelled ReID model: a camera that has seen
+    # few people cannot read its cast from them (README, "Colour levelling in training and in the pipeline").
+    colour_gains: tuple[float, float, float] | None = Field(
+        None, description="B, G, R multipliers that take this camera's colour cast away; with a colour-levelled "
+        "ReID model they replace the running estimate from its crops")
+
+    @field_validator("colour_gains")
+    @classmethod
+    def _gains(cls, v):
+        if v is not None and not all(0.25 <= g <= 4.0 for g in v):
+            raise ValueError(f"colour_gains {list(v)}: each multiplier must lie in [0.25, 4]")
+        return v
 
     @field_validator("id")
     @classmethod

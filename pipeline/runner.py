@@ -166,7 +166,10 @@ class PipelineRunner:
             return None
         log.info("colour levelling: each camera's crops to the model's reference BGR %s",
                  [round(v, 1) for v in reference])
-        return CameraLevels(reference, reid.colour_levelling_prior)
+        fixed = {c.id: c.colour_gains for c in self.config.cameras if c.colour_gains is not None}
+        if fixed:
+            log.info("colour levelling: measured gains for camera(s) %s", ", ".join(sorted(fixed)))
+        return CameraLevels(reference, reid.colour_levelling_prior, fixed)
 
     def _embedder(self, key: str):
         """The embedder of the model file named by `reid.<key>`; one that cannot be loaded is a ConfigError."""
@@ -469,6 +472,8 @@ class PipelineRunner:
                 except ConfigError as exc:
                     log.error("camera %s not added: %s", cam.id, exc)
                     continue
+                if self.levels is not None:  # a re-added camera may come with new measured gains, or none
+                    self.levels.set_fixed(cam.id, cam.colour_gains)
                 with self.stage.lock:
                     cams.append(run)
                 run.reader.start()

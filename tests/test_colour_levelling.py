@@ -64,6 +64,17 @@ def test_a_cameras_first_crops_are_barely_changed(crops):
     assert np.abs(centre_mean(out) - centre_mean(warm)).max() < 0.05 * np.abs(centre_mean(warm) - centre_mean(crops[0])).max() + 1.5
 
 
+def test_measured_gains_must_be_sane():
+    from pydantic import ValidationError
+
+    from pipeline.config import CameraConfig
+
+    assert CameraConfig(id="a", source="x.mp4", colour_gains=[1.1, 1.0, 0.9]).colour_gains == (1.1, 1.0, 0.9)
+    for bad in ([0, 1, 1], [1, 1], [1, 1, 9]):
+        with pytest.raises(ValidationError, match="colour_gains"):
+            CameraConfig(id="a", source="x.mp4", colour_gains=bad)
+
+
 def test_reference_read_from_the_spec_and_bad_entries_fail():
     assert reference_of(PreprocessSpec()) is None
     assert reference_of(PreprocessSpec(extra={SPEC_KEY: {"reference": [100, 110, 120]}})) == [100.0, 110.0, 120.0]
@@ -164,7 +175,10 @@ def test_pipeline_levels_the_crops_of_a_levelled_model(levelled_model, shared_vi
     for levelling in (True, False):
         cfg = tmp_path / f"run-{levelling}.yaml"
         cfg.write_text(yaml.safe_dump({
-            "cameras": [{"id": "a", "source": str(shared_video["pets"])}], "output": {"video": False},
+            # camera b's cast was measured once (a grey card): its gains are those, never the running estimate
+            "cameras": [{"id": "a", "source": str(shared_video["pets"])},
+                        {"id": "b", "source": str(shared_video["pets"]), "colour_gains": [1.1, 1.0, 0.9]}],
+            "output": {"video": False},
             "reid": {"model": str(onnx_path), "colour_levelling": levelling, "colour_levelling_prior": 0,
                      "min_height": 32}}))
         runs[levelling] = subprocess.run(
@@ -176,8 +190,12 @@ def test_pipeline_levels_the_crops_of_a_levelled_model(levelled_model, shared_vi
     found = re.search(r"colour levelling: camera a: (\d+) crops, gains B ([\d.]+) G ([\d.]+) R ([\d.]+)",
                       runs[True].stderr)
     assert found, runs[True].stderr[-3000:]
+    measured = re.search(r"colour levelling: camera b: (\d+) crops, gains B 1.100 G 1.000 R 0.900",
+                         runs[True].stderr)
+    assert measured, runs[True].stderr[-3000:]
     embedded = re.search(r"crops embedded (\d+)", runs[True].stdout + runs[True].stderr)
-    assert embedded and int(found.group(1)) == int(embedded.group(1)) > 0
+    assert embedded and int(found.group(1)) + int(measured.group(1)) == int(embedded.group(1))
+    assert int(found.group(1)) > 0 and int(measured.group(1)) > 0
     gains = np.array([float(found.group(k)) for k in (2, 3, 4)])
     assert np.abs(gains - 1).max() > 0.05, gains
     assert "colour levelling: camera" not in runs[False].stderr

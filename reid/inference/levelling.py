@@ -82,13 +82,22 @@ class CameraLevels:
     barely changed and the gain settles as the camera's own crops come in (no decision waits for a warm-up).
     """
 
-    def __init__(self, reference: Sequence[float], prior_crops: float = 50.0) -> None:
+    def __init__(self, reference: Sequence[float], prior_crops: float = 50.0,
+                 fixed: dict[str, Sequence[float]] | None = None) -> None:
         self.reference = np.asarray(reference, dtype=np.float64)
         if self.reference.shape != (3,) or not np.all(self.reference > 0):
             raise ValueError(f"colour levelling reference must be 3 positive BGR values, got {list(reference)}")
         self.prior_crops = float(prior_crops)
+        # cameras whose cast was measured once (config `colour_gains`): those gains, never the running estimate
+        self.fixed = {cam: np.asarray(g, dtype=np.float64) for cam, g in (fixed or {}).items()}
         self._sum: dict[str, np.ndarray] = {}
         self._n: dict[str, float] = {}
+
+    def set_fixed(self, camera_id: str, gains: Sequence[float] | None) -> None:
+        if gains is None:
+            self.fixed.pop(camera_id, None)
+        else:
+            self.fixed[camera_id] = np.asarray(gains, dtype=np.float64)
 
     def observe(self, camera_id: str, crop: np.ndarray) -> None:
         if crop.size == 0:
@@ -101,6 +110,8 @@ class CameraLevels:
         return (self._sum.get(camera_id, 0.0) + self.prior_crops * self.reference) / (n + self.prior_crops)
 
     def gains(self, camera_id: str) -> np.ndarray:
+        if camera_id in self.fixed:
+            return self.fixed[camera_id]
         return gains_for(self.reference, self.camera_mean(camera_id))
 
     def summary(self) -> dict[str, tuple[int, np.ndarray]]:
