@@ -529,8 +529,11 @@ class PipelineRunner:
 
             t = time.perf_counter()
             if crop_images:
-                emb = embedder.embed(crop_images if self.levels is None else
-                                     self.levels.level([cam for cam, _ in crop_where], crop_images))
+                # a colour-levelled model sees each camera's crops levelled; so does the hand-made outfit
+                # descriptor beside it, as `reid calibrate` measured it (an outfit model gets the crops as they came)
+                model_crops = crop_images if self.levels is None else \
+                    self.levels.level([cam for cam, _ in crop_where], crop_images)
+                emb = embedder.embed(model_crops)
                 # the outfit model's feature; else the model's clothes-sensitive output when it has one; else the
                 # colour/texture descriptor
                 if self.outfit_embedder is not None:
@@ -541,7 +544,7 @@ class PipelineRunner:
                         for i, look in zip(kept, self.outfit_embedder.embed([crop_images[i] for i in kept]).identity):
                             looks[i] = look
                 else:
-                    looks = emb.appearance if emb.appearance is not None else outfit_descriptors(crop_images)
+                    looks = emb.appearance if emb.appearance is not None else outfit_descriptors(model_crops)
                 swapped = []
                 with stage.lock:
                     for req, vec, look in zip(crop_requests, emb.identity, looks):

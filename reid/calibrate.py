@@ -191,16 +191,14 @@ class Sightings:
 
 def embed_sightings(embedder, records, batch: int = 64) -> tuple[Sightings, str]:
     """Mean features per (person, clothes, camera) group of image records."""
+    from reid.transforms import read_record  # applies a levelled data set's gains
+
     groups: dict[tuple[int, int, int], list[int]] = {}
     for i, r in enumerate(records):
         groups.setdefault((r.pid, r.clothes, r.camid), []).append(i)
     ident, looks, from_model = [], [], None
-    from reid.transforms import read_record
-
     for start in range(0, len(records), batch):
-        crops = []
-        for r in records[start:start + batch]:
-            crops.append(read_record(r))
+        crops = [read_record(r) for r in records[start:start + batch]]
         out = embedder.embed(crops)
         ident.append(out.identity)
         from_model = out.appearance is not None

@@ -14,7 +14,7 @@ masks; training uses the same estimator on its crops, so the two agree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -62,17 +62,6 @@ def reference_of(spec) -> list[float] | None:
     if not (isinstance(ref, (list, tuple)) and len(ref) == 3 and all(isinstance(v, (int, float)) for v in ref)):
         raise ValueError(f"model spec extra.{SPEC_KEY} = {entry!r}: expected {{'reference': [b, g, r]}}")
     return [float(v) for v in ref]
-
-
-def camera_means(crops_by_camera: dict[object, Iterable[np.ndarray]]) -> dict[object, np.ndarray]:
-    """Mean of each camera's crops' centre means (each crop weighs the same, as in the runtime)."""
-    out = {}
-    for cam, crops in crops_by_camera.items():
-        means = [centre_mean(c) for c in crops]
-        if not means:
-            raise ValueError(f"camera {cam!r}: no crops to level with")
-        out[cam] = np.mean(means, axis=0)
-    return out
 
 
 class CameraLevels:
