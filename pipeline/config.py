@@ -166,6 +166,9 @@ class ReidConfig(Strict):
     colour_levelling_prior: float = Field(
         50.0, ge=0, le=1_000_000, description="a camera's mean colour starts at the model's reference with the weight "
         "of this many crops, so its first crops are barely changed")
+    colour_levelling_horizon: int = Field(
+        5000, ge=1, le=1_000_000_000, description="a camera's mean colour forgets its oldest crops beyond this many "
+        "(light changes over a day); the means are kept in the store across runs")
     # A clothes-changing model gives up some same-clothes accuracy to link outfit changes; a same-clothes model
     # beside it says when the outfit is one already seen (README: "Two models").
     outfit_model: str | None = Field(

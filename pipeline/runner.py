@@ -169,7 +169,18 @@ class PipelineRunner:
         fixed = {c.id: c.colour_gains for c in self.config.cameras if c.colour_gains is not None}
         if fixed:
             log.info("colour levelling: measured gains for camera(s) %s", ", ".join(sorted(fixed)))
-        return CameraLevels(reference, reid.colour_levelling_prior, fixed)
+        return CameraLevels(reference, reid.colour_levelling_prior, fixed, reid.colour_levelling_horizon)
+
+    def _restore_levels(self, store: IdentityStore) -> None:
+        """Continue each camera's colour mean from earlier runs on this store (an outage: start afresh)."""
+        try:
+            saved = self.link.call(store.camera_colour)
+        except (StoreUnavailable, StoreFailure) as exc:
+            log.warning("colour levelling: earlier runs' colour statistics unavailable (%s); cameras start afresh", exc)
+            return
+        self.levels.restore(saved)
+        for cam_id, (_, n) in sorted(saved.items()):
+            log.info("colour levelling: camera %s continues from %d crops of earlier runs", cam_id, n)
 
     def _embedder(self, key: str):
         """The embedder of the model file named by `reid.<key>`; one that cannot be loaded is a ConfigError."""
@@ -300,6 +311,8 @@ class PipelineRunner:
                                       retention_s=m.retention_s or 0)
                 self.link = StoreLink(store, redact(self.config.store), max_buffered=self.config.events.maxlen)
                 self.link.on_published = self._on_published
+                if self.levels is not None:
+                    self._restore_levels(store)
                 self.link.stamp = self._stamp_video_time
                 if self.config.output.snapshots:
                     self.snapshots = SnapshotKeeper(client, self.config.key_prefix, m.retention_s or 0).start()
@@ -336,6 +349,12 @@ class PipelineRunner:
                         self._finish_camera(c, everything=True)
                     self._drain()
                     self._stop_dashboard()
+                if self.levels is not None and self.worker.failure is None:
+                    try:  # what each camera's people said about its colour, for the next run
+                        self.link.call(store.save_camera_colour, self.levels.state())
+                    except (StoreUnavailable, StoreFailure) as exc:
+                        log.warning("colour levelling: cameras' colour statistics not saved (%s); the next run "
+                                    "starts them afresh", exc)
                 if self.worker.failure is None:
                     try:
                         identities = len(self.link.call(store.identities, include_merged=False))

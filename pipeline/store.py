@@ -210,6 +210,33 @@ class IdentityStore:
     def gallery_log(self) -> str:
         return f"{self.p}:gallery_log"
 
+    # -- per-camera colour statistics (colour levelling, kept across runs) ----------------------------------
+    @property
+    def camera_colour_key(self) -> str:
+        return f"{self.p}:camera_colour"
+
+    def camera_colour(self) -> dict[str, tuple[list[float], float]]:
+        """Each camera's saved colour sums and crop count; entries that do not parse are left out, named."""
+        out = {}
+        for cam, raw in self.r.hgetall(self.camera_colour_key).items():
+            cam = cam.decode() if isinstance(cam, bytes) else cam
+            try:
+                entry = json.loads(raw)
+                total, n = [float(v) for v in entry["sum"]], float(entry["n"])
+                if len(total) != 3 or n < 0:
+                    raise ValueError("expected sum of 3 values and n >= 0")
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("store %s, camera %s: colour statistics unreadable (%s); the camera starts afresh",
+                            self.camera_colour_key, cam, exc)
+                continue
+            out[cam] = (total, n)
+        return out
+
+    def save_camera_colour(self, stats: dict[str, tuple[list[float], float]]) -> None:
+        if stats:
+            self.r.hset(self.camera_colour_key, mapping={cam: json.dumps({"sum": total, "n": n})
+                                                         for cam, (total, n) in stats.items()})
+
     # -- generations ------------------------------------------------------------------------------
     def open_generation(self) -> tuple[str, bool]:
         """Adopt the store's generation, setting a new one if it has none; -> (generation, newly set).

@@ -64,6 +64,23 @@ def test_a_cameras_first_crops_are_barely_changed(crops):
     assert np.abs(centre_mean(out) - centre_mean(warm)).max() < 0.05 * np.abs(centre_mean(warm) - centre_mean(crops[0])).max() + 1.5
 
 
+def test_a_cameras_mean_forgets_beyond_its_horizon(crops):
+    levels = CameraLevels(_mean(crops), prior_crops=0, horizon=10)
+    levels.level(["a"] * len(crops), list(crops))
+    warm = [_cast(c) for c in crops]
+    for _ in range(3):
+        levels.level(["a"] * len(warm), warm)
+    assert levels.summary()["a"][0] == 10
+    # the plain crops are forgotten: the mean is the (latest) warm crops', far from the plain ones
+    gap = np.abs(_mean(warm) - _mean(crops)).max()
+    assert np.abs(levels.camera_mean("a") - _mean(warm)).max() < 0.35 * gap
+    assert np.abs(levels.camera_mean("a") - _mean(crops)).max() > 0.65 * gap
+    saved = levels.state()
+    fresh = CameraLevels(_mean(crops), prior_crops=0, horizon=10)
+    fresh.restore(saved)
+    assert np.allclose(fresh.camera_mean("a"), levels.camera_mean("a"))
+
+
 def test_measured_gains_must_be_sane():
     from pydantic import ValidationError
 
@@ -199,4 +216,30 @@ def test_pipeline_levels_the_crops_of_a_levelled_model(levelled_model, shared_vi
     gains = np.array([float(found.group(k)) for k in (2, 3, 4)])
     assert np.abs(gains - 1).max() > 0.05, gains
     assert "colour levelling: camera" not in runs[False].stderr
+    # a second run on the same store continues each camera's mean from the first run's crops
+    again = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", str(tmp_path / "run-True.yaml"), "--output-dir",
+         str(tmp_path / "out-True"), "--max-frames", "20", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    first = int(found.group(1))
+    assert f"colour levelling: camera a continues from {first} crops of earlier runs" in again.stderr
+    later = re.search(r"colour levelling: camera a: (\d+) crops", again.stderr)
+    assert later and int(later.group(1)) == 2 * first  # the same frames again: as many new crops
     assert "trained on colour-levelled cameras" in runs[False].stderr
+
+
+def test_store_keeps_cameras_colour_statistics_and_skips_broken_entries(redis_client, caplog):
+    from pipeline.store import IdentityStore
+
+    store = IdentityStore(redis_client, "lvl")
+    store.save_camera_colour({"a": ([1000.0, 2000.0, 3000.0], 10.0), "b": ([5.0, 6.0, 7.0], 1.0)})
+    redis_client.hset(store.camera_colour_key, "broken", "{not json")
+    redis_client.hset(store.camera_colour_key, "short", '{"sum": [1, 2], "n": 3}')
+    with caplog.at_level("WARNING"):
+        saved = store.camera_colour()
+    assert saved == {"a": ([1000.0, 2000.0, 3000.0], 10.0), "b": ([5.0, 6.0, 7.0], 1.0)}
+    assert "camera broken: colour statistics unreadable" in caplog.text and "camera short" in caplog.text
+    levels = CameraLevels([100, 200, 300], prior_crops=0)
+    levels.restore(saved)
+    assert np.allclose(levels.camera_mean("a"), [100, 200, 300])

@@ -72,11 +72,13 @@ class CameraLevels:
     """
 
     def __init__(self, reference: Sequence[float], prior_crops: float = 50.0,
-                 fixed: dict[str, Sequence[float]] | None = None) -> None:
+                 fixed: dict[str, Sequence[float]] | None = None, horizon: float | None = None) -> None:
         self.reference = np.asarray(reference, dtype=np.float64)
         if self.reference.shape != (3,) or not np.all(self.reference > 0):
             raise ValueError(f"colour levelling reference must be 3 positive BGR values, got {list(reference)}")
         self.prior_crops = float(prior_crops)
+        # beyond this many crops a camera's mean forgets the oldest ones in proportion (light changes over a day)
+        self.horizon = None if horizon is None else float(horizon)
         # cameras whose cast was measured once (config `colour_gains`): those gains, never the running estimate
         self.fixed = {cam: np.asarray(g, dtype=np.float64) for cam, g in (fixed or {}).items()}
         self._sum: dict[str, np.ndarray] = {}
@@ -91,8 +93,22 @@ class CameraLevels:
     def observe(self, camera_id: str, crop: np.ndarray) -> None:
         if crop.size == 0:
             return
-        self._sum[camera_id] = self._sum.get(camera_id, 0.0) + centre_mean(crop)
-        self._n[camera_id] = self._n.get(camera_id, 0.0) + 1.0
+        self._add(camera_id, centre_mean(crop), 1.0)
+
+    def _add(self, camera_id: str, total: np.ndarray, n: float) -> None:
+        s, k = self._sum.get(camera_id, 0.0) + total, self._n.get(camera_id, 0.0) + n
+        if self.horizon is not None and k > self.horizon:
+            s, k = s * (self.horizon / k), self.horizon
+        self._sum[camera_id], self._n[camera_id] = s, k
+
+    def state(self) -> dict[str, tuple[list[float], float]]:
+        """Each camera's running sum and count, to keep across runs (`restore`)."""
+        return {cam: ([float(v) for v in self._sum[cam]], float(n)) for cam, n in self._n.items()}
+
+    def restore(self, saved: dict[str, tuple[Sequence[float], float]]) -> None:
+        """Add what earlier runs saw of each camera (`state`)."""
+        for cam, (total, n) in saved.items():
+            self._add(cam, np.asarray(total, dtype=np.float64), float(n))
 
     def camera_mean(self, camera_id: str) -> np.ndarray:
         n = self._n.get(camera_id, 0.0)
