@@ -28,21 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reid.inference.levelling import centre_region  # noqa: E402
-
-
-def inverse_lut(cam: dict) -> np.ndarray:
-    """BGR lookup table undoing synth.camera.apply_camera's out = clip(v * wb * gain) ** gamma (wb in RGB)."""
-    v = np.arange(256, dtype=np.float64) / 255.0
-    wb = np.asarray(cam["white_balance"], dtype=np.float64)[::-1]
-    lut = np.stack([np.clip(v ** (1.0 / cam["gamma"]) / (wb[c] * cam["gain"]), 0, 1) for c in range(3)], axis=-1)
-    return (lut * 255.0 + 0.5).astype(np.uint8).reshape(256, 1, 3)
+from synth.camera import inverse_colour_lut  # noqa: E402
 
 
 def camera_means(scene: Path, cam: dict, step: int, min_height: int) -> tuple[np.ndarray, np.ndarray, int]:
     boxes: dict[int, list[np.ndarray]] = {}
     for row in np.loadtxt(scene / cam["gt"], delimiter=",", ndmin=2):
         boxes.setdefault(int(row[0]), []).append(row)
-    lut = inverse_lut(cam)
+    lut = inverse_colour_lut(cam["white_balance"], cam["gain"], cam["gamma"])
     cap = cv2.VideoCapture(str(scene / cam["video"]))
     if not cap.isOpened():
         raise SystemExit(f"{scene / cam['video']}: cannot open the camera's video")

@@ -27,6 +27,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from reid.inference.levelling import gain_lut  # noqa: E402
+from synth.camera import inverse_colour_lut  # noqa: E402
+
 
 def _read(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     img = cv2.imread(str(path), flags)
@@ -50,20 +56,7 @@ def camera_means(src: Path, rows: list[dict], person_only: bool) -> dict[str, np
 
 def gain_luts(means: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     overall = np.mean(list(means.values()), axis=0)
-    v = np.arange(256, dtype=np.float64)
-    return {cam: np.clip(v[:, None] * (overall / m) + 0.5, 0, 255).astype(np.uint8).reshape(256, 1, 3)
-            for cam, m in means.items()}
-
-
-def inverse_luts(meta: dict) -> dict[str, np.ndarray]:
-    """The inverse of synth.camera.apply_camera's colour table: out = clip(v * wb * gain) ** gamma."""
-    v = np.arange(256, dtype=np.float64) / 255.0
-    out = {}
-    for cam, c in meta["cameras"].items():
-        wb = c["white_balance"][::-1]  # BGR
-        lut = np.stack([np.clip(v ** (1.0 / c["gamma"]) / (wb[k] * c["gain"]), 0, 1) for k in range(3)], axis=-1)
-        out[cam] = (lut * 255.0 + 0.5).astype(np.uint8).reshape(256, 1, 3)
-    return out
+    return {cam: gain_lut(overall / m) for cam, m in means.items()}
 
 
 def main() -> int:
@@ -79,7 +72,8 @@ def main() -> int:
         raise SystemExit(f"{dst} exists; remove it or name another folder")
     rows = list(csv.DictReader(open(src / "images.csv")))
     if args.mode == "oracle":
-        luts = inverse_luts(json.loads((src / "meta.json").read_text()))
+        cams = json.loads((src / "meta.json").read_text())["cameras"]
+        luts = {cam: inverse_colour_lut(c["white_balance"], c["gain"], c["gamma"]) for cam, c in cams.items()}
     else:
         luts = gain_luts(camera_means(src, rows, person_only=args.mode == "person"))
     shutil.copytree(src / "masks", dst / "masks")

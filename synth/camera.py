@@ -188,6 +188,15 @@ def sample_camera(
     )
 
 
+def inverse_colour_lut(white_balance, gain: float, gamma: float) -> np.ndarray:
+    """BGR lookup table undoing `apply_camera`'s colour table out = clip(v * wb * gain) ** gamma (`white_balance`
+    in RGB, as Camera and the sets' meta.json hold it); benchmarks use it to see a camera's frames without its cast."""
+    v = np.arange(256, dtype=np.float64) / 255.0
+    wb = np.asarray(white_balance, dtype=np.float64)[::-1]
+    lut = np.stack([np.clip(v ** (1.0 / gamma) / (wb[c] * gain), 0.0, 1.0) for c in range(3)], axis=-1)
+    return (lut * 255.0 + 0.5).astype(np.uint8).reshape(256, 1, 3)
+
+
 def apply_camera(img: np.ndarray, cam: Camera, rng: np.random.Generator, gain_jitter: float = 0.05,
                  noise: np.ndarray | None = None) -> np.ndarray:
     """Photometric camera model on a float RGB image in [0, 1]; returns uint8 BGR.

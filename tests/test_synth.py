@@ -315,3 +315,20 @@ def test_camera_parts_take_only_the_named_parts_of_the_other_cameras(tiny_people
             assert mixed[c][key] == own[c][key]
     with pytest.raises(ValueError, match="camera_parts"):
         with_overrides(PEOPLE_PRESETS["tiny"], {"camera_seed": "4", "camera_parts": "lens"})
+
+
+def test_inverse_colour_lut_undoes_the_cameras_colour_table():
+    from dataclasses import replace
+
+    from synth.camera import apply_camera, inverse_colour_lut, sample_camera
+
+    for cam_id in range(4):
+        cam = sample_camera(R.rng_for(7, R.CAMERA, cam_id), cam_id, (64, 32), None, 0.0)
+        cam = replace(cam, blur_sigma=0.0, noise_sigma=0.0, jpeg_quality=0)
+        rgb = np.random.default_rng(cam_id).uniform(0.15, 0.75, (32, 16, 3))
+        seen = apply_camera(rgb, cam, np.random.default_rng(0), gain_jitter=0.0,
+                            noise=np.zeros((32, 16, 3), np.int16))
+        undone = cv2.LUT(seen, inverse_colour_lut(cam.white_balance, cam.gain, cam.gamma)).astype(int)
+        truth = (rgb[..., ::-1] * 255 + 0.5).astype(int)
+        assert np.abs(seen.astype(int) - truth).mean() > 3  # the camera changed the colours
+        assert np.abs(undone - truth).max() <= 3, cam
