@@ -11,7 +11,11 @@ levelling uses) is taken twice: as the camera recorded it, and with the camera's
 
 Levelling from the people a camera sees can only help where the second is small against the spread of the first.
 
-    .venv/bin/python benchmarks/levelling_scene_gains.py SCENE_DIR [--step 5] [--min-height 64]
+`--estimator centre` takes the box centres (`centre_region`); `--estimator person` the pixels of each box that
+differ from the camera's learnt background (`reid.inference.levelling.BackgroundModel`, fed every frame with the
+ground-truth boxes, as the pipeline feeds it with its detections).
+
+    .venv/bin/python benchmarks/levelling_scene_gains.py SCENE_DIR [--step 5] [--min-height 64] [--estimator person]
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reid.inference.levelling import centre_region  # noqa: E402
+from reid.inference.levelling import BackgroundModel, centre_region  # noqa: E402
 from synth.camera import inverse_colour_lut  # noqa: E402
 
 
-def camera_means(scene: Path, cam: dict, step: int, min_height: int) -> tuple[np.ndarray, np.ndarray, int]:
+def camera_means(scene: Path, cam: dict, step: int, min_height: int,
+                 estimator: str = "centre") -> tuple[np.ndarray, np.ndarray, int]:
+    """A camera's mean box colour as recorded and in the neutral view, and the number of boxes it is taken over."""
     boxes: dict[int, list[np.ndarray]] = {}
     for row in np.loadtxt(scene / cam["gt"], delimiter=",", ndmin=2):
         boxes.setdefault(int(row[0]), []).append(row)
@@ -39,24 +45,36 @@ def camera_means(scene: Path, cam: dict, step: int, min_height: int) -> tuple[np
     cap = cv2.VideoCapture(str(scene / cam["video"]))
     if not cap.isOpened():
         raise SystemExit(f"{scene / cam['video']}: cannot open the camera's video")
+    background = BackgroundModel() if estimator == "person" else None
     recorded, neutral, frame = [], [], 0
     while True:
         ok, img = cap.read()
         if not ok:
             break
         frame += 1
+        rows = boxes.get(frame, [])
+        xyxy = np.array([[max(r[2], 0), max(r[3], 0), r[2] + r[4], r[3] + r[5]] for r in rows]).reshape(-1, 4)
+        if background is not None:
+            background.update(img, xyxy)
         if frame % step:
             continue
-        for row in boxes.get(frame, []):
-            x, y, w, h = (int(v) for v in row[2:6])
-            if h < min_height:
+        for row, box in zip(rows, xyxy):
+            if row[5] < min_height:
                 continue
-            crop = img[max(y, 0):y + h, max(x, 0):x + w]
+            x1, y1, x2, y2 = (int(v) for v in box)
+            crop = img[y1:y2, x1:x2]
             if crop.size == 0:
                 continue
-            centre = centre_region(crop)
-            recorded.append(centre.reshape(-1, 3).mean(0))
-            neutral.append(cv2.LUT(np.ascontiguousarray(centre), lut).reshape(-1, 3).mean(0))
+            if background is None:
+                centre = centre_region(crop)
+                recorded.append(centre.reshape(-1, 3).mean(0))
+                neutral.append(cv2.LUT(np.ascontiguousarray(centre), lut).reshape(-1, 3).mean(0))
+                continue
+            mask = background.person_mask(img, box)
+            if mask is None or mask.mean() < background.min_fraction:
+                continue
+            recorded.append(crop[mask].mean(0))
+            neutral.append(cv2.LUT(np.ascontiguousarray(crop), lut)[mask].mean(0))
     cap.release()
     if not recorded:
         raise SystemExit(f"{cam['id']}: no ground-truth box of {min_height} px or more")
@@ -68,14 +86,15 @@ def main() -> int:
     ap.add_argument("scene", type=Path, help="a `python -m synth scenes` output folder (sightings.json)")
     ap.add_argument("--step", type=int, default=5)
     ap.add_argument("--min-height", type=int, default=64)
+    ap.add_argument("--estimator", choices=("centre", "person"), default="centre")
     args = ap.parse_args()
     meta_path = args.scene / "sightings.json"
     if not meta_path.is_file():
         raise SystemExit(f"{args.scene}: no sightings.json; make the scene with `python -m synth scenes`")
     cams = json.loads(meta_path.read_text())["cameras"]
-    means = {c["id"]: camera_means(args.scene, c, args.step, args.min_height) for c in cams}
+    means = {c["id"]: camera_means(args.scene, c, args.step, args.min_height, args.estimator) for c in cams}
     neutral_all = np.mean([n for _, n, _ in means.values()], axis=0)
-    print(f"{args.scene}: box centres every {args.step} frames, boxes >= {args.min_height} px; B, G, R")
+    print(f"{args.scene}: {args.estimator} estimator, boxes every {args.step} frames, boxes >= {args.min_height} px; B, G, R")
     print("| camera | boxes | camera effect (recorded / neutral) | grey-world error (neutral / all cameras') |")
     print("|---|---|---|---|")
     effects, errors = [], []

@@ -71,7 +71,8 @@ def generate(preset: str, seed: int, knobs: list[str], out: Path) -> None:
 
 
 def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: int = 1,
-                 colour_gains: dict[str, list[float]] | None = None) -> tuple[float, Path]:
+                 colour_gains: dict[str, list[float]] | None = None,
+                 colour_stats: tuple[dict, str] | None = None) -> tuple[float, Path]:
     """Run the scene's cameras through `python -m pipeline run`; returns (wall seconds, store directory).
 
     With `workers` > 1 the cameras are split round-robin over that many `pipeline run` processes started
@@ -93,6 +94,16 @@ def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: in
         store_dir = work / "store"
         server = RedisServer(store_dir).start()
         store = server.url
+    if colour_stats is not None:
+        # what earlier runs on this site would have left in the store: each camera's colour statistics
+        from pipeline.store import IdentityStore
+
+        stats, region = colour_stats
+        if server is not None:
+            IdentityStore(server.client()).save_camera_colour(stats, region)
+        else:
+            with RedisServer(store_dir) as srv:
+                IdentityStore(srv.client()).save_camera_colour(stats, region)
     procs = []
     t = time.perf_counter()
     try:
@@ -236,6 +247,32 @@ def scene_gains(scene: Path) -> dict[str, list[float]]:
     return out
 
 
+def warm_colour_stats(scene: Path, region: str) -> dict[str, tuple[list[float], float]]:
+    """Per camera, the colour sums and box count a run on `scene` (other people, the same cameras) would leave in
+    the store: ground-truth boxes every 5th frame, 64 px or taller, means over `region` as the pipeline takes them."""
+    from benchmarks.levelling_scene_gains import camera_means
+
+    if not (scene / "sightings.json").is_file():
+        raise SystemExit(f"{scene}: no sightings.json; make it with `python -m synth scenes ... --set people_seed=N`")
+    out = {}
+    for cam in json.loads((scene / "sightings.json").read_text())["cameras"]:
+        recorded, _, n = camera_means(scene, cam, step=5, min_height=64, estimator=region)
+        out[cam["id"]] = ([float(v) * n for v in recorded], float(n))
+    return out
+
+
+def model_region(model: str | None) -> str | None:
+    """Where a colour-levelled model's camera means are taken ("centre" or "person"); None: not levelled."""
+    if model is None:
+        return None
+    from pipeline.models import resolve_model
+    from reid.inference.factory import create_embedder
+    from reid.inference.levelling import reference_of, region_of
+
+    spec = create_embedder(resolve_model(model), "onnxruntime" if model.endswith(".onnx") else "auto").spec
+    return region_of(spec) if reference_of(spec) is not None else None
+
+
 def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
@@ -270,6 +307,11 @@ def main() -> int:
                     help="give each camera `colour_gains` that undo its known colour response (measured on its "
                          "ground-truth boxes, benchmarks/levelling_scene_gains.py): what a grey-card calibration "
                          "would give a colour-levelled model, instead of the running estimate from its crops")
+    ap.add_argument("--warm-colour", metavar="SCENE_DIR_PATTERN",
+                    help="a scene folder per seed ('{seed}' in the pattern) filmed by the same cameras with other "
+                         "people (`synth scenes --seed S --set people_seed=N`): each camera's colour statistics "
+                         "are taken from it and put in the run's store first, as earlier runs on a site leave "
+                         "them (colour-levelled models only)")
     ap.add_argument("--workers", type=int, default=1,
                     help="split the cameras over this many `pipeline run` processes sharing one Redis")
     args = ap.parse_args()
@@ -309,7 +351,10 @@ def main() -> int:
                     matcher = {**matcher, "topology": scene_topology(scene, *args.transit)}
                 run_dir = scene.parent / (f"run-{label}{args.label_suffix}" + ("" if args.workers == 1 else f"-{args.workers}workers"))
                 gains = scene_gains(scene) if args.measured_gains else None
-                wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers, gains)
+                region = model_region(reid.get("model")) if args.warm_colour else None
+                stats = (warm_colour_stats(Path(args.warm_colour.format(seed=seed)), region), region) \
+                    if region is not None else None
+                wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers, gains, stats)
                 final, events, alive = read_identities(store_dir)
                 kinds = Counter(e["type"] for e in events)
                 seq_len, dup = build_sequence(scene, run_dir / "mot", final, run_dir / "eval")
@@ -332,6 +377,9 @@ def main() -> int:
         print(f"model {label}: {reid.get('model', 'the default (OMZ 0267)')}; matcher {shown}")
     if args.measured_gains:
         print("cameras: colour_gains measured on each camera's ground-truth boxes (benchmarks/levelling_scene_gains.py)")
+    if args.warm_colour:
+        print(f"cameras: colour statistics of levelled models learnt first from {args.warm_colour} (other people, "
+              "the same cameras; ground-truth boxes), as earlier runs leave them in the store")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}")
     print("\n| outfit changes | seed | model | MTMC IDF1 | IDF1, tracks only | HOTA | MOTA | ID sw. | people | identities "
           "| outfit changes (gt) | outfit_changed events (correct) | merges | same id twice in a frame | run s |")

@@ -35,7 +35,7 @@ from pipeline.store import IdentityStore
 from pipeline.store_worker import StoreWorker
 from pipeline.tracklets import CameraTracklets, CropGate, SwapCheck
 from reid.inference.factory import create_embedder
-from reid.inference.levelling import CameraLevels, reference_of
+from reid.inference.levelling import CameraLevels, reference_of, region_of
 
 log = logging.getLogger("pipeline")
 STAGES = ("detect", "track", "embed", "match", "output")
@@ -156,6 +156,7 @@ class PipelineRunner:
         reid = self.config.reid
         try:
             reference = reference_of(getattr(embedder, "spec", None))
+            region = region_of(getattr(embedder, "spec", None))
         except ValueError as exc:
             raise ConfigError(self.config_path or "<config>", "reid.model", str(exc)) from exc
         if reference is None:
@@ -164,17 +165,18 @@ class PipelineRunner:
             log.warning("reid.colour_levelling is off, but %s was trained on colour-levelled cameras: its crops "
                         "will not look like its training crops", reid.model)
             return None
-        log.info("colour levelling: each camera's crops to the model's reference BGR %s",
-                 [round(v, 1) for v in reference])
+        log.info("colour levelling: each camera's crops to the model's reference BGR %s, cameras' means over %s",
+                 [round(v, 1) for v in reference],
+                 "the boxes' centres" if region == "centre" else "person pixels (against each camera's background)")
         fixed = {c.id: c.colour_gains for c in self.config.cameras if c.colour_gains is not None}
         if fixed:
             log.info("colour levelling: measured gains for camera(s) %s", ", ".join(sorted(fixed)))
-        return CameraLevels(reference, reid.colour_levelling_prior, fixed, reid.colour_levelling_horizon)
+        return CameraLevels(reference, reid.colour_levelling_prior, fixed, reid.colour_levelling_horizon, region)
 
     def _restore_levels(self, store: IdentityStore) -> None:
         """Continue each camera's colour mean from earlier runs on this store (an outage: start afresh)."""
         try:
-            saved = self.link.call(store.camera_colour)
+            saved = self.link.call(store.camera_colour, self.levels.region)
         except (StoreUnavailable, StoreFailure) as exc:
             log.warning("colour levelling: earlier runs' colour statistics unavailable (%s); cameras start afresh", exc)
             return
@@ -351,7 +353,7 @@ class PipelineRunner:
                     self._stop_dashboard()
                 if self.levels is not None and self.worker.failure is None:
                     try:  # what each camera's people said about its colour, for the next run
-                        self.link.call(store.save_camera_colour, self.levels.state())
+                        self.link.call(store.save_camera_colour, self.levels.state(), self.levels.region)
                     except (StoreUnavailable, StoreFailure) as exc:
                         log.warning("colour levelling: cameras' colour statistics not saved (%s); the next run "
                                     "starts them afresh", exc)
@@ -518,9 +520,15 @@ class PipelineRunner:
             for k, dets in zip(due, detector.detect([batch[k][1].image for k in due]) if due else []):
                 detections[k] = dets
             self.stage_s["detect"] += time.perf_counter() - t
+            if self.levels is not None and self.levels.region == "person":
+                t = time.perf_counter()
+                for (c, frame), dets in zip(batch, detections):
+                    if dets is not None:  # each camera's background is learnt outside the boxes it holds
+                        self.levels.see_frame(c.camera_id, frame.image, dets.xyxy)
+                self.stage_s["embed"] += time.perf_counter() - t
 
             events: list[IdentityEvent] = []
-            crop_requests, crop_images, crop_where = [], [], []
+            crop_requests, crop_images, crop_where, crop_person_means = [], [], [], []
             per_camera_tracks = []
             t = time.perf_counter()
             for (c, frame), dets in zip(batch, detections):
@@ -543,6 +551,8 @@ class PipelineRunner:
                     crop_requests.append(req)
                     crop_images.append(frame.image[y1:y2, x1:x2])
                     crop_where.append((c.camera_id, frame.video_time))
+                    if self.levels is not None and self.levels.region == "person":
+                        crop_person_means.append(self.levels.person_mean(c.camera_id, frame.image, req.bbox))
                 per_camera_tracks.append((c, frame, tracks))
             self.stage_s["track"] += time.perf_counter() - t
 
@@ -551,7 +561,7 @@ class PipelineRunner:
                 # a colour-levelled model sees each camera's crops levelled; so does the hand-made outfit
                 # descriptor beside it, as `reid calibrate` measured it (an outfit model gets the crops as they came)
                 model_crops = crop_images if self.levels is None else \
-                    self.levels.level([cam for cam, _ in crop_where], crop_images)
+                    self.levels.level([cam for cam, _ in crop_where], crop_images, crop_person_means or None)
                 emb = embedder.embed(model_crops)
                 # the outfit model's feature; else the model's clothes-sensitive output when it has one; else the
                 # colour/texture descriptor

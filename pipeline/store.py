@@ -217,8 +217,9 @@ class IdentityStore:
     def camera_colour_key(self) -> str:
         return f"{self.p}:camera_colour"
 
-    def camera_colour(self) -> dict[str, tuple[list[float], float]]:
-        """Each camera's saved colour sums and crop count; entries that do not parse are left out, named."""
+    def camera_colour(self, region: str = "centre") -> dict[str, tuple[list[float], float]]:
+        """Each camera's saved colour sums and crop count, taken over `region` (entries saved without one were
+        box centres); entries that do not parse or were taken over another region are left out, named."""
         out = {}
         for cam, raw in self.r.hgetall(self.camera_colour_key).items():
             cam = cam.decode() if isinstance(cam, bytes) else cam
@@ -227,16 +228,21 @@ class IdentityStore:
                 total, n = [float(v) for v in entry["sum"]], float(entry["n"])
                 if len(total) != 3 or n < 0:
                     raise ValueError("expected sum of 3 values and n >= 0")
-            except (ValueError, KeyError, TypeError) as exc:
+                saved_region = entry.get("region", "centre")
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("store %s, camera %s: colour statistics unreadable (%s); the camera starts afresh",
                             self.camera_colour_key, cam, exc)
+                continue
+            if saved_region != region:
+                log.warning("store %s, camera %s: colour statistics were taken over %r, this model levels over %r; "
+                            "the camera starts afresh", self.camera_colour_key, cam, saved_region, region)
                 continue
             out[cam] = (total, n)
         return out
 
-    def save_camera_colour(self, stats: dict[str, tuple[list[float], float]]) -> None:
+    def save_camera_colour(self, stats: dict[str, tuple[list[float], float]], region: str = "centre") -> None:
         if stats:
-            self.r.hset(self.camera_colour_key, mapping={cam: json.dumps({"sum": total, "n": n})
+            self.r.hset(self.camera_colour_key, mapping={cam: json.dumps({"sum": total, "n": n, "region": region})
                                                          for cam, (total, n) in stats.items()})
 
     # -- generations ------------------------------------------------------------------------------

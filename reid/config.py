@@ -46,9 +46,11 @@ class DataConfig(_Strict):
     # More training images from other data sets: [{dataset, root}], their people and outfits added to the
     # training set's as people of their own (relabelled after it); evaluation stays on `root`'s test split.
     extra_train: list[ExtraTrainData] = []
-    # Level each camera's colour (grey world over the boxes' centres) in training, and store the reference in the
-    # model's spec so that evaluation and the pipeline level every camera to it (reid/inference/levelling.py).
-    colour_levelling: bool = False
+    # Level each camera's colour (grey world) in training, and store the reference in the model's spec so that
+    # evaluation and the pipeline level every camera to it (reid/inference/levelling.py). `true` or "centre": over
+    # the boxes' centres; "person": over person pixels (the set's masks; the pipeline finds them against each
+    # camera's learnt background).
+    colour_levelling: bool | Literal["centre", "person"] = False
 
     @model_validator(mode="after")
     def _pk(self):

@@ -167,9 +167,10 @@ class Trainer:
             from reid.datasets.levelling import level_dataset
             from reid.inference.levelling import SPEC_KEY
 
-            self.dataset, reference = level_dataset(self.dataset)
-            levelling = {SPEC_KEY: {"reference": reference, "region": "centre"}}
-            self.log(f"colour levelling: every camera to BGR {[round(v, 1) for v in reference]}")
+            region = "centre" if recipe.data.colour_levelling is True else recipe.data.colour_levelling
+            self.dataset, reference = level_dataset(self.dataset, region=region)
+            levelling = {SPEC_KEY: {"reference": reference, "region": region}}
+            self.log(f"colour levelling ({region}): every camera to BGR {[round(v, 1) for v in reference]}")
         self.method: Method = build_method(recipe, self.dataset)
         arch = recipe.model.model_copy(update=self.method.arch_updates())
         try:

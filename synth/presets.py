@@ -115,6 +115,9 @@ class SceneConfig:
     body_distinct: float = 1.0
     occluders: int = 1  # static foreground objects per camera (pillars, planters)
     video_ext: str = ".mp4"
+    # Seed of the people, their outfits and walks (-1: the scene's seed): another people seed films other people
+    # with the same cameras (layout, colour, background), e.g. the footage a site's colour is learnt from.
+    people_seed: int = -1
 
     def validate(self) -> None:
         if self.n_people < 1 or self.n_cameras < 1:

@@ -279,12 +279,13 @@ def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custo
     for old in list(out.glob("cam[0-9][0-9].mp4")) + list(out.glob("cam[0-9][0-9].avi")):
         old.unlink()
     W, H = cfg.width, cfg.height
-    bodies = {g: sample_body(R.rng_for(seed, R.SCENE_PEOPLE, g), cfg.body_distinct) for g in range(1, cfg.n_people + 1)}
+    pseed = seed if cfg.people_seed < 0 else cfg.people_seed
+    bodies = {g: sample_body(R.rng_for(pseed, R.SCENE_PEOPLE, g), cfg.body_distinct) for g in range(1, cfg.n_people + 1)}
     if script is not None:
         bodies = {g: script.body(g, b) for g, b in bodies.items()}
     wardrobes = sample_wardrobes(
         cfg.n_people, cfg.outfits_per_person, cfg.outfit_share, max(3, cfg.n_people * cfg.outfits_per_person // 3),
-        lambda i: R.rng_for(seed, R.OUTFIT, 1_000_000 + i), lambda j: R.rng_for(seed, R.OUTFIT_POOL, 1_000_000 + j),
+        lambda i: R.rng_for(pseed, R.OUTFIT, 1_000_000 + i), lambda j: R.rng_for(pseed, R.OUTFIT_POOL, 1_000_000 + j),
     )
     if script is not None:
         for p, o, q, r in script.shared:
@@ -300,8 +301,8 @@ def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custo
         geos[c] = _geometry(rng, W, H)
         occs[c] = _occluders(rng, geos[c], W, H, cfg.occluders)
         banks[c] = noise_bank(rng, cams[c], H, W)
-    visits = (_scripted_plan(script, cfg, seed, geos, bodies) if script is not None
-              else _ensure_change(_plan(cfg, seed, geos, bodies), cfg))
+    visits = (_scripted_plan(script, cfg, pseed, geos, bodies) if script is not None
+              else _ensure_change(_plan(cfg, pseed, geos, bodies), cfg))
 
     sightings = []
     cam_meta = []

@@ -16,7 +16,7 @@ from reid.datasets import load_dataset
 from reid.datasets.levelling import level_dataset, load_for_model
 from reid.export import pets_crops
 from reid.inference.base import PreprocessSpec
-from reid.inference.levelling import SPEC_KEY, CameraLevels, centre_mean, reference_of
+from reid.inference.levelling import SPEC_KEY, BackgroundModel, CameraLevels, centre_mean, reference_of, region_of
 from reid.transforms import read_record
 from tests.reid_fixtures import make_synthcc
 
@@ -142,11 +142,120 @@ def test_level_dataset_brings_every_camera_to_the_reference(warm_set):
                for r in s.query)
 
 
-def _recipe(root, out) -> Path:
+def test_level_dataset_over_person_pixels_uses_the_masks(warm_set):
+    ds = load_dataset("synthcc", warm_set)
+    _, centre_reference = level_dataset(ds)
+    levelled, reference = level_dataset(ds, region="person")
+    # computed here from the masks: each training camera's mean over its images' person pixels, then their mean
+    by_cam = {}
+    for r in ds.train:
+        img, mask = cv2.imread(r.path), cv2.imread(r.mask_path, cv2.IMREAD_UNCHANGED)
+        by_cam.setdefault(r.camid, []).append(img[mask > 0].mean(0))
+    assert np.allclose(reference, np.mean([np.mean(v, axis=0) for v in by_cam.values()], axis=0))
+    assert not np.allclose(reference, centre_reference, atol=1.0)  # the toy people's bodies are not their crops
+    # every camera's person pixels reach the reference (the warm camera too)
+    for cam in by_cam:
+        recs = [r for r in levelled.train if r.camid == cam]
+        means = [read_record(r)[cv2.imread(r.mask_path, cv2.IMREAD_UNCHANGED) > 0].mean(0) for r in recs]
+        assert np.abs(np.mean(means, axis=0) - reference).max() < 2.0, cam
+    # a model levelled over person pixels, evaluated on a set without masks, falls back to the box centres
+    spec = PreprocessSpec(extra={SPEC_KEY: {"reference": reference, "region": "person"}})
+    assert region_of(spec) == "person" and region_of(PreprocessSpec()) == "centre"
+    with pytest.raises(ValueError, match="region"):
+        region_of(PreprocessSpec(extra={SPEC_KEY: {"reference": reference, "region": "sky"}}))
+    masked = load_for_model("synthcc", warm_set, spec)
+    assert any("(person)" in n for n in masked.notes)
+
+
+def test_level_dataset_over_person_pixels_needs_masks(warm_set):
+    from dataclasses import replace
+
+    ds = load_dataset("synthcc", warm_set)
+    ds = replace(ds, train=[replace(r, mask_path=None) for r in ds.train])
+    with pytest.raises(ValueError, match="needs a parts mask"):
+        level_dataset(ds, region="person")
+
+
+def _pets_frames(shared_video, n: int):
+    gt = np.loadtxt(shared_video["pets_gt"], delimiter=",", ndmin=2)
+    cap = cv2.VideoCapture(str(shared_video["pets"]))
+    for index in range(1, n + 1):
+        ok, frame = cap.read()
+        assert ok, f"{shared_video['pets']}: frame {index} unreadable"
+        rows = gt[gt[:, 0] == index]
+        yield frame, np.c_[rows[:, 2], rows[:, 3], rows[:, 2] + rows[:, 4], rows[:, 3] + rows[:, 5]].clip(0)
+    cap.release()
+
+
+def test_background_model_finds_the_people_of_a_static_camera(shared_video):
+    model = BackgroundModel()
+    for index, (frame, boxes) in enumerate(_pets_frames(shared_video, 80), start=1):
+        assert (model.person_mask(frame, boxes[0]) is None) == (index <= 2 * model.warmup - 1)
+        model.update(frame, boxes)
+    people = [model.person_mask(frame, b) for b in boxes if b[3] - b[1] >= 48]
+    assert len(people) >= 3
+    fractions = [m.mean() for m in people]
+    assert min(fractions) > 0.2 and max(fractions) < 0.95, fractions
+    # the same boxes moved to where nobody is: the background, nearly no pixel taken for a person
+    w = frame.shape[1]
+    empty = []
+    for b in boxes:
+        bw = b[2] - b[0]
+        for x in np.arange(0, w - bw, bw):
+            moved = np.array([x, b[1], x + bw, b[3]])
+            if all(moved[2] <= o[0] - 4 or moved[0] >= o[2] + 4 or moved[3] <= o[1] or moved[1] >= o[3] for o in boxes):
+                empty.append(model.person_mask(frame, moved).mean())
+    assert len(empty) >= 5 and np.median(empty) < 0.03, empty
+    # a cast on the whole view (background learnt through it too) shows in the person pixels' mean as it is
+    cast = BackgroundModel()
+    for frame, boxes in _pets_frames(shared_video, 80):
+        cast.update(_cast(frame), boxes)
+    for b in boxes:
+        plain, warm = model.person_mean(frame, b), cast.person_mean(_cast(frame), b)
+        if plain is not None and warm is not None:
+            assert np.allclose(warm / plain, CAST, rtol=0.12), (warm / plain)
+
+
+def test_a_person_standing_still_is_never_learnt_as_background(shared_video, crops):
+    frame, _ = next(_pets_frames(shared_video, 1))
+    person = cv2.resize(crops[0], (40, 100))
+    still = frame.copy()
+    still[300:400, 500:540] = person
+    box = np.array([[500, 300, 540, 400]])
+    behind = np.abs(frame[300:400, 500:540].astype(int) - person.astype(int)).max(axis=2) > 30
+    model = BackgroundModel(every=1)
+    for _ in range(model.warmup):
+        model.update(frame, np.zeros((0, 4)))
+    for _ in range(60):  # someone who arrives and stays put, inside their box
+        model.update(still, box)
+    mask = model.person_mask(still, box[0])
+    assert mask[behind].mean() > 0.95  # all of them where they differ from what is behind them
+    # someone already there in the first frame: what is behind them is unknown, so none of it is called theirs
+    first = BackgroundModel(every=1)
+    for _ in range(60):
+        first.update(still, box)
+    assert not first.person_mask(still, box[0]).any()
+    first.update(frame, np.zeros((0, 4)))  # they leave: the background behind them is seen
+    assert first.person_mask(still, box[0])[behind].mean() > 0.95
+
+
+def test_person_region_counts_only_the_crops_with_person_pixels(crops):
+    reference = _mean(crops)
+    levels = CameraLevels(reference, prior_crops=0, region="person")
+    with pytest.raises(ValueError, match="person mean"):
+        levels.level(["a"], [crops[0]])
+    levels.level(["a", "a", "a"], list(crops[:3]), [reference * CAST, None, reference * CAST])
+    assert levels.summary()["a"][0] == 2
+    assert np.allclose(levels.gains("a"), 1 / CAST)
+    with pytest.raises(ValueError, match="region"):
+        CameraLevels(reference, region="sky")
+
+
+def _recipe(root, out, levelling=True) -> Path:
     raw = {
         "name": "levelled", "seed": 3, "device": "cpu", "threads": 1, "output_dir": str(out),
         "data": {"dataset": "synthcc", "root": str(root), "height": 32, "width": 16, "batch_size": 8,
-                 "num_instances": 2, "num_workers": 0, "cache_images": True, "colour_levelling": True},
+                 "num_instances": 2, "num_workers": 0, "cache_images": True, "colour_levelling": levelling},
         "model": {"backbone": "resnet_lite", "lite_widths": [8, 8, 16, 16]},
         "loss": {"method": "cal", "triplet_weight": 1.0, "start_epoch_cal": 1},
         "optim": {"epochs": 1, "lr": 1e-3, "milestones": [1]},
@@ -234,12 +343,49 @@ def test_store_keeps_cameras_colour_statistics_and_skips_broken_entries(redis_cl
 
     store = IdentityStore(redis_client, "lvl")
     store.save_camera_colour({"a": ([1000.0, 2000.0, 3000.0], 10.0), "b": ([5.0, 6.0, 7.0], 1.0)})
+    # statistics over person pixels are another measure: a model levelling over box centres never takes them
+    store.save_camera_colour({"p": ([9.0, 9.0, 9.0], 1.0)}, region="person")
+    assert store.camera_colour("person") == {"p": ([9.0, 9.0, 9.0], 1.0)}
     redis_client.hset(store.camera_colour_key, "broken", "{not json")
     redis_client.hset(store.camera_colour_key, "short", '{"sum": [1, 2], "n": 3}')
     with caplog.at_level("WARNING"):
         saved = store.camera_colour()
     assert saved == {"a": ([1000.0, 2000.0, 3000.0], 10.0), "b": ([5.0, 6.0, 7.0], 1.0)}
     assert "camera broken: colour statistics unreadable" in caplog.text and "camera short" in caplog.text
+    assert "camera p: colour statistics were taken over 'person'" in caplog.text
     levels = CameraLevels([100, 200, 300], prior_crops=0)
     levels.restore(saved)
     assert np.allclose(levels.camera_mean("a"), [100, 200, 300])
+
+
+@pytest.fixture(scope="module")
+def person_levelled_model(warm_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("person_levelled") / "run"
+    done = subprocess.run([sys.executable, "-m", "reid", "train", str(_recipe(warm_set, out, "person")),
+                           "--no-progress"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "model_last.safetensors"
+
+
+def test_pipeline_levels_over_person_pixels_against_each_cameras_background(person_levelled_model, warm_set,
+                                                                            shared_video, tmp_path):
+    import torch
+
+    _, spec = load_checkpoint(person_levelled_model, torch.device("cpu"))
+    assert region_of(spec) == "person"
+    assert reference_of(spec) == pytest.approx(level_dataset(load_dataset("synthcc", warm_set), region="person")[1])
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "cameras": [{"id": "a", "source": str(shared_video["pets"])}], "output": {"video": False},
+        "reid": {"model": str(person_levelled_model), "colour_levelling_prior": 0, "min_height": 32}}))
+    run = subprocess.run([sys.executable, "-m", "pipeline", "run", str(cfg), "--output-dir", str(tmp_path / "out"),
+                          "--max-frames", "50", "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "cameras' means over person pixels" in run.stderr
+    # crops before the camera's background is learnt are levelled but not counted; later ones are
+    found = re.search(r"colour levelling: camera a: (\d+) crops, gains B ([\d.]+) G ([\d.]+) R ([\d.]+)", run.stderr)
+    embedded = re.search(r"crops embedded (\d+)", run.stdout + run.stderr)
+    assert found and embedded, run.stderr[-3000:]
+    assert 0 < int(found.group(1)) < int(embedded.group(1))
+    gains = np.array([float(found.group(k)) for k in (2, 3, 4)])
+    assert np.abs(gains - 1).max() > 0.05, gains

@@ -8,8 +8,9 @@ that cast away. A model trained on levelled crops declares it in its spec (`extr
 BGR mean of its training cameras), and whoever feeds it (`reid eval`, `reid calibrate`, the pipeline) levels each
 camera's crops to that same reference.
 
-The person pixels are approximated by the centre of the box (`centre_region`), as the runtime has boxes and no
-masks; training uses the same estimator on its crops, so the two agree.
+Where a camera's mean is taken (the spec's `region`): "centre", the centre of each box (`centre_region`), the same
+estimator in training and at run time; or "person", the person pixels: the training set's masks in training, and
+at run time the pixels of a box unlike the camera's learnt background (`BackgroundModel`, static cameras).
 """
 
 from __future__ import annotations
@@ -64,6 +65,109 @@ def reference_of(spec) -> list[float] | None:
     return [float(v) for v in ref]
 
 
+# -- person pixels against a static camera's background ----------------------------------------------------------
+# Why: the box centre still holds the camera's own background (22 % of its pixels on SynthCC crops), and that
+# background is a camera's own colour, not the average: it levels the wrong thing (README, "Colour levelling in
+# training and in the pipeline": the grey-world error of box centres is as large as the cast it corrects). A
+# static camera's background is learnt from the frames the pipeline already decodes; the pixels of a box that
+# differ from it are the person's.
+PERSON_REGION = "person"
+CENTRE_REGION = "centre"
+
+
+class BackgroundModel:
+    """One static camera's background: a running mean of its frames outside the person boxes, at reduced scale.
+
+    `update` every `every`-th call blends the frame in at `rate` where no box is (so a person standing still is
+    never learnt as background); `person_mean` is the mean colour of a box's pixels that differ from the background
+    by more than `threshold` in some channel, or None while the model is young or the box shows too little person.
+    """
+
+    def __init__(self, scale: float = 0.5, rate: float = 0.1, every: int = 2, threshold: float = 30.0,
+                 warmup: int = 10, min_fraction: float = 0.15) -> None:
+        if not (0 < scale <= 1 and 0 < rate <= 1 and every >= 1 and threshold > 0):
+            raise ValueError("background model: scale and rate in (0, 1], every >= 1, threshold > 0")
+        self.scale, self.rate, self.every, self.threshold = scale, rate, every, threshold
+        self.warmup, self.min_fraction = warmup, min_fraction
+        self.background: np.ndarray | None = None  # float32, reduced scale
+        # where the background has been seen free of boxes: what lay under a box in the first frame is unknown
+        # (a person there would be taken for background), and unknown pixels are never called a person's
+        self.known: np.ndarray | None = None
+        self.updates = 0
+        self._calls = 0
+
+    def _small(self, frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        size = (max(int(w * self.scale), 1), max(int(h * self.scale), 1))
+        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    def update(self, frame: np.ndarray, boxes_xyxy: np.ndarray) -> None:
+        self._calls += 1
+        if self.background is not None and self.background.shape[:2] != self._small_shape(frame):
+            self.background, self.updates = None, 0  # the camera's frame size changed: start again
+        if self.background is not None and (self._calls - 1) % self.every:
+            return
+        small = self._small(frame)
+        free = np.ones(small.shape[:2], dtype=np.uint8)
+        for x1, y1, x2, y2 in np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4) * self.scale:
+            # a margin around each box: its edges are blurred into the person
+            free[max(int(y1) - 2, 0):int(y2) + 3, max(int(x1) - 2, 0):int(x2) + 3] = 0
+        if self.background is None:
+            self.background, self.known, self.updates = small, free.astype(bool), 1
+            return
+        # pixels seen free for the first time take the frame as it is; the others blend in at `rate`
+        fresh = (free > 0) & ~self.known
+        self.background[fresh] = small[fresh]
+        cv2.accumulateWeighted(small, self.background, self.rate, mask=free)
+        self.known |= free > 0
+        self.updates += 1
+
+    def _small_shape(self, frame: np.ndarray) -> tuple[int, int]:
+        h, w = frame.shape[:2]
+        return max(int(h * self.scale), 1), max(int(w * self.scale), 1)
+
+    def person_mask(self, frame: np.ndarray, box_xyxy) -> np.ndarray | None:
+        """Boolean mask over the box's crop of `frame`: the pixels unlike the background (None: not known yet)."""
+        if self.background is None or self.updates < self.warmup:
+            return None
+        x1, y1, x2, y2 = _inside(frame, box_xyxy)
+        crop = frame[y1:y2, x1:x2]
+        if crop.size == 0:
+            return None
+        s = self.scale
+        sx1, sy1 = int(x1 * s), int(y1 * s)
+        sx2, sy2 = max(int(np.ceil(x2 * s)), sx1 + 1), max(int(np.ceil(y2 * s)), sy1 + 1)
+        bg = cv2.resize(self.background[sy1:sy2, sx1:sx2], (crop.shape[1], crop.shape[0]),
+                        interpolation=cv2.INTER_LINEAR)
+        known = cv2.resize(self.known[sy1:sy2, sx1:sx2].astype(np.uint8), (crop.shape[1], crop.shape[0]),
+                           interpolation=cv2.INTER_NEAREST) > 0
+        return (np.abs(crop.astype(np.float32) - bg).max(axis=2) > self.threshold) & known
+
+    def person_mean(self, frame: np.ndarray, box_xyxy) -> np.ndarray | None:
+        mask = self.person_mask(frame, box_xyxy)
+        if mask is None or mask.mean() < self.min_fraction:
+            return None
+        x1, y1, x2, y2 = _inside(frame, box_xyxy)
+        return np.asarray(cv2.mean(frame[y1:y2, x1:x2], mask=mask.astype(np.uint8))[:3], dtype=np.float64)
+
+
+def _inside(frame: np.ndarray, box_xyxy) -> tuple[int, int, int, int]:
+    """The box in whole pixels, clipped to the frame (a negative index would wrap around)."""
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = (int(v) for v in box_xyxy)
+    return min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h)
+
+
+def region_of(spec) -> str:
+    """Where a levelled model's camera means were taken: "centre" (box centres) or "person" (person pixels)."""
+    entry = (getattr(spec, "extra", None) or {}).get(SPEC_KEY) or {}
+    region = entry.get("region", CENTRE_REGION) if isinstance(entry, dict) else CENTRE_REGION
+    if region not in (CENTRE_REGION, PERSON_REGION):
+        raise ValueError(f"model spec extra.{SPEC_KEY}.region = {region!r}: expected "
+                         f"{CENTRE_REGION!r} or {PERSON_REGION!r}")
+    return region
+
+
 class CameraLevels:
     """Running per-camera levelling for a live run.
 
@@ -72,7 +176,14 @@ class CameraLevels:
     """
 
     def __init__(self, reference: Sequence[float], prior_crops: float = 50.0,
-                 fixed: dict[str, Sequence[float]] | None = None, horizon: float | None = None) -> None:
+                 fixed: dict[str, Sequence[float]] | None = None, horizon: float | None = None,
+                 region: str = CENTRE_REGION) -> None:
+        if region not in (CENTRE_REGION, PERSON_REGION):
+            raise ValueError(f"colour levelling region {region!r}: expected {CENTRE_REGION!r} or {PERSON_REGION!r}")
+        # "person": a camera's mean is taken over the pixels of its boxes unlike its learnt background
+        # (`see_frame` feeds each camera's background model); "centre": over the boxes' centres
+        self.region = region
+        self.backgrounds: dict[str, BackgroundModel] = {}
         self.reference = np.asarray(reference, dtype=np.float64)
         if self.reference.shape != (3,) or not np.all(self.reference > 0):
             raise ValueError(f"colour levelling reference must be 3 positive BGR values, got {list(reference)}")
@@ -94,6 +205,16 @@ class CameraLevels:
         if crop.size == 0:
             return
         self._add(camera_id, centre_mean(crop), 1.0)
+
+    def see_frame(self, camera_id: str, frame: np.ndarray, boxes_xyxy: np.ndarray) -> None:
+        """Let a camera's background model learn from a frame and the person boxes found in it ("person" only)."""
+        if self.region == PERSON_REGION:
+            self.backgrounds.setdefault(camera_id, BackgroundModel()).update(frame, boxes_xyxy)
+
+    def person_mean(self, camera_id: str, frame: np.ndarray, box_xyxy) -> np.ndarray | None:
+        """The mean colour of a box's person pixels, or None (no background learnt yet, or too little person)."""
+        model = self.backgrounds.get(camera_id)
+        return None if model is None else model.person_mean(frame, box_xyxy)
 
     def _add(self, camera_id: str, total: np.ndarray, n: float) -> None:
         s, k = self._sum.get(camera_id, 0.0) + total, self._n.get(camera_id, 0.0) + n
@@ -123,9 +244,20 @@ class CameraLevels:
         """Each camera's crop count and current gains (the run's closing log)."""
         return {cam: (int(n), self.gains(cam)) for cam, n in self._n.items()}
 
-    def level(self, camera_ids: Sequence[str], crops: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Update each camera's mean with these crops, then level them (one lookup table per camera)."""
-        for cam, crop in zip(camera_ids, crops):
-            self.observe(cam, crop)
+    def level(self, camera_ids: Sequence[str], crops: Sequence[np.ndarray],
+              person_means: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """Update each camera's mean with these crops, then level them (one lookup table per camera).
+
+        Region "person": `person_means` (from `person_mean`, None where unknown) update the means instead; a crop
+        without one is levelled without being counted."""
+        if self.region == PERSON_REGION:
+            if person_means is None or len(person_means) != len(crops):
+                raise ValueError("colour levelling over person pixels needs one person mean (or None) per crop")
+            for cam, mean in zip(camera_ids, person_means):
+                if mean is not None:
+                    self._add(cam, np.asarray(mean, dtype=np.float64), 1.0)
+        else:
+            for cam, crop in zip(camera_ids, crops):
+                self.observe(cam, crop)
         luts = {cam: gain_lut(self.gains(cam)) for cam in set(camera_ids)}
         return [apply_lut(crop, luts[cam]) if crop.size else crop for cam, crop in zip(camera_ids, crops)]
