@@ -261,6 +261,26 @@ def warm_colour_stats(scene: Path, region: str) -> dict[str, tuple[list[float], 
     return out
 
 
+def warm_colour_from_run(warm_scene: Path, work: Path, matcher: dict, reid: dict,
+                         region: str) -> dict[str, tuple[list[float], float]]:
+    """Per camera, the colour statistics the pipeline itself leaves in its store after a run on `warm_scene`
+    (other people, the same cameras; its detections, tracks and crops): the path a site takes, run after run.
+    The identities of that run are dropped; only `<prefix>:camera_colour` is kept (cached in `work`)."""
+    from pipeline.redis_server import RedisServer
+    from pipeline.store import IdentityStore
+
+    if not (warm_scene / "cameras.yaml").is_file():
+        raise SystemExit(f"{warm_scene}: no cameras.yaml; make it with `python -m synth scenes ... --set people_seed=N`")
+    store_dir = work / "out" / "store"
+    if not store_dir.is_dir():
+        run_pipeline(warm_scene, work, matcher, reid)
+    with RedisServer(store_dir) as srv:
+        stats = IdentityStore(srv.client()).camera_colour(region)
+    if not stats:
+        raise SystemExit(f"{store_dir}: the warm-up run left no colour statistics over {region!r}")
+    return stats
+
+
 def model_region(model: str | None) -> str | None:
     """Where a colour-levelled model's camera means are taken ("centre" or "person"); None: not levelled."""
     if model is None:
@@ -312,6 +332,10 @@ def main() -> int:
                          "people (`synth scenes --seed S --set people_seed=N`): each camera's colour statistics "
                          "are taken from it and put in the run's store first, as earlier runs on a site leave "
                          "them (colour-levelled models only)")
+    ap.add_argument("--warm-colour-from", choices=("run", "gt"), default="run",
+                    help="run: the pipeline runs the warm-up scene first with the same model and settings and its "
+                         "store's camera colour statistics are kept (the identities dropped); gt: the statistics are "
+                         "taken from the warm-up scene's ground-truth boxes (every 5th frame, 64 px or taller)")
     ap.add_argument("--workers", type=int, default=1,
                     help="split the cameras over this many `pipeline run` processes sharing one Redis")
     args = ap.parse_args()
@@ -352,8 +376,12 @@ def main() -> int:
                 run_dir = scene.parent / (f"run-{label}{args.label_suffix}" + ("" if args.workers == 1 else f"-{args.workers}workers"))
                 gains = scene_gains(scene) if args.measured_gains else None
                 region = model_region(reid.get("model")) if args.warm_colour else None
-                stats = (warm_colour_stats(Path(args.warm_colour.format(seed=seed)), region), region) \
-                    if region is not None else None
+                stats = None
+                if region is not None:
+                    warm_scene = Path(args.warm_colour.format(seed=seed))
+                    stats = (warm_colour_stats(warm_scene, region) if args.warm_colour_from == "gt" else
+                             warm_colour_from_run(warm_scene, warm_scene.parent / run_dir.name, matcher, reid,
+                                                  region), region)
                 wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers, gains, stats)
                 final, events, alive = read_identities(store_dir)
                 kinds = Counter(e["type"] for e in events)
@@ -379,7 +407,9 @@ def main() -> int:
         print("cameras: colour_gains measured on each camera's ground-truth boxes (benchmarks/levelling_scene_gains.py)")
     if args.warm_colour:
         print(f"cameras: colour statistics of levelled models learnt first from {args.warm_colour} (other people, "
-              "the same cameras; ground-truth boxes), as earlier runs leave them in the store")
+              "the same cameras; " + ("ground-truth boxes" if args.warm_colour_from == "gt" else
+                                      "a pipeline run on it with the same model, identities dropped")
+              + "), as earlier runs leave them in the store")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}")
     print("\n| outfit changes | seed | model | MTMC IDF1 | IDF1, tracks only | HOTA | MOTA | ID sw. | people | identities "
           "| outfit changes (gt) | outfit_changed events (correct) | merges | same id twice in a frame | run s |")

@@ -202,8 +202,9 @@ class MatchStage:
                 tracks.append(tl)  # an ended tracklet is rechecked after it left `live`
             views = {id(t): copy.copy(t) for t in tracks}
             visible = self.visible()
+            held = frozenset(t.tracklet_id for ct in self.cameras for t in ct.live.values())
         view = views[id(tl)]
-        merge = self.matcher.recheck(view, visible, now, list(views.values()))
+        merge = self.matcher.recheck(view, visible, now, list(views.values()), held)
         if merge is None:
             return []
         with self.lock:

@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -255,25 +256,32 @@ class CrossCameraMatcher:
                 return False
         return True
 
-    def _intervals(self, i: int, tracks: list) -> list[tuple[str, float, float]]:
-        """(camera, first seen, last seen) of identity i's tracklets: live ones and recently ended ones."""
-        out = [(t.camera_id, t.started_at, t.last_seen_at) for t in tracks
+    def _intervals(self, i: int, tracks: list, open_ids: frozenset = frozenset()) -> list[tuple[str, float, float, bool]]:
+        """(camera, first seen, last seen, still held by its tracker) of identity i's tracklets: live ones and
+        recently ended ones."""
+        out = [(t.camera_id, t.started_at, t.last_seen_at, t.tracklet_id in open_ids) for t in tracks
                if t.identity_id is not None and self.resolve(t.identity_id) == i]
-        return out + list(self.history.get(i, ()))
+        return out + [(c, s, e, False) for c, s, e in self.history.get(i, ())]
 
-    def _compatible(self, a: int, b: int, live: dict[str, set[int]], now: float, tracks: list = ()) -> bool:
+    def _compatible(self, a: int, b: int, live: dict[str, set[int]], now: float, tracks: list = (),
+                    open_ids: frozenset = frozenset()) -> bool:
         """Could identities a and b be one person? Not if they were ever on screen at the same time in one
         camera or in two cameras that do not overlap, nor one after the other sooner or later than the walk
         between their cameras takes (this worker's tracklets), nor if both are visible right now in such
-        cameras (other workers' reports)."""
-        spans_a, spans_b = self._intervals(a, list(tracks)), self._intervals(b, list(tracks))
-        for ca, sa, ea in spans_a:
-            for cb, sb, eb in spans_b:
-                if sa <= eb and sb <= ea and not self.topology.overlap(ca, cb):
+        cameras (other workers' reports). A tracklet its tracker still holds (`open_ids`, lost ones included)
+        may come back in its camera, so within that camera its span has no end yet: merging it with a track that
+        began there while it was lost would put one identity on two boxes of one frame when it returns."""
+        spans_a, spans_b = self._intervals(a, list(tracks), open_ids), self._intervals(b, list(tracks), open_ids)
+        for ca, sa, ea, open_a in spans_a:
+            for cb, sb, eb, open_b in spans_b:
+                end_a, end_b = ea, eb
+                if ca == cb:
+                    end_a, end_b = (math.inf if open_a else ea), (math.inf if open_b else eb)
+                if sa <= end_b and sb <= end_a and not self.topology.overlap(ca, cb):
                     return False
         # One after the other, as one person's route: where the route passes from one identity's sighting to
         # the other's, the walk between them must fit the transit times a decision obeys (feasible()).
-        route = sorted([(s_, e_, c_, 0) for c_, s_, e_ in spans_a] + [(s_, e_, c_, 1) for c_, s_, e_ in spans_b])
+        route = sorted([(s_, e_, c_, 0) for c_, s_, e_, _ in spans_a] + [(s_, e_, c_, 1) for c_, s_, e_, _ in spans_b])
         for (s1, e1, c1, w1), (s2, e2, c2, w2) in zip(route, route[1:]):
             if w1 != w2 and e1 < s2 and not self.topology.overlap(c1, c2) \
                     and not self.topology.transit_ok(c1, c2, s2 - e1):
@@ -469,9 +477,10 @@ class CrossCameraMatcher:
 
     # -- later evidence ---------------------------------------------------------------------------------
     def recheck(self, tracklet, live: dict[str, set[int]], now: float | None = None,
-                tracks: list = ()) -> MergeDecision | None:
+                tracks: list = (), open_ids: frozenset = frozenset()) -> MergeDecision | None:
         """Does the tracklet's fuller evidence show its identity is another, older one? Merge them if so.
-        `tracks`: this worker's live tracklets (their time spans rule out merging people seen at once)."""
+        `tracks`: this worker's live tracklets (their time spans rule out merging people seen at once);
+        `open_ids`: the tracklet ids among them that their trackers still hold (they may come back)."""
         if self.merge_threshold is None or tracklet.identity_id is None:
             return None
         now = time.time() if now is None else now
@@ -486,7 +495,7 @@ class CrossCameraMatcher:
         for _ in range(self.max_retries):
             cand = self.gallery.candidates(q[None], self.top_k)[0]
             others = [(s, i) for i, s in cand.items() if i != own and s >= threshold
-                      and self._compatible(own, i, live, now, tracks)]
+                      and self._compatible(own, i, live, now, tracks, open_ids)]
             if not others:
                 return None
             sim, other = max(others)

@@ -560,11 +560,31 @@ def _prepare(opts: ExportOptions) -> _Checked:
                     sha256_file(opts.weights))
 
 
+def level_calibration(images: list[np.ndarray], spec: PreprocessSpec) -> list[np.ndarray]:
+    """Calibration images as a colour-levelled model sees them: levelled to its reference as one camera.
+
+    A folder of crops says nothing of their cameras, so the folder's mean is levelled as a whole, over the box
+    centres (a folder need not have masks); INT8 calibration needs the value ranges the model will meet, which a
+    whole-folder gain gives closely enough, and raw images would not for a camera with a strong cast."""
+    from reid.inference.levelling import apply_lut, centre_mean, gain_lut, gains_for, reference_of
+
+    reference = reference_of(spec)
+    if reference is None or not images:
+        return images
+    lut = gain_lut(gains_for(reference, np.mean([centre_mean(img) for img in images], axis=0)))
+    return [apply_lut(img, lut) for img in images]
+
+
+def calibration_images(folder: str | Path, limit: int, spec: PreprocessSpec) -> list[np.ndarray]:
+    """The INT8 calibration images of `folder`, as the model will see such crops (levelled if it is levelled)."""
+    return level_calibration(read_images(image_files(folder, limit)), spec)
+
+
 def run_export(opts: ExportOptions, log=print) -> ExportReport:
     """Write the export `opts` asks for, then check it (`check_export`); the report says whether it passed."""
     t0 = time.perf_counter()
     c = _prepare(opts)
-    calib = read_images(image_files(opts.calib, opts.calib_size)) if opts.int8 else None
+    calib = calibration_images(opts.calib, opts.calib_size, c.spec) if opts.int8 else None
     if isinstance(c.model, OnnxFileReference):
         simplifier = c.model.write_fp32(c.fp32_onnx, c.spec, c.source_sha)
     else:

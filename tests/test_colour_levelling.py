@@ -92,6 +92,20 @@ def test_measured_gains_must_be_sane():
             CameraConfig(id="a", source="x.mp4", colour_gains=bad)
 
 
+def test_int8_calibration_images_are_levelled_for_a_levelled_model(crops, tmp_path):
+    from reid.export import calibration_images
+
+    warm = [_cast(c) for c in crops]
+    for k, img in enumerate(warm):
+        cv2.imwrite(str(tmp_path / f"{k:03d}.png"), img)
+    reference = _mean(crops)
+    levelled = calibration_images(tmp_path, 100, PreprocessSpec(extra={SPEC_KEY: {"reference": list(reference)}}))
+    assert len(levelled) == len(warm)
+    assert np.abs(_mean(levelled) - reference).max() < 2.0
+    # a plain model calibrates on the images as they are
+    assert np.abs(_mean(calibration_images(tmp_path, 100, PreprocessSpec())) - _mean(warm)).max() < 0.01
+
+
 def test_reference_read_from_the_spec_and_bad_entries_fail():
     assert reference_of(PreprocessSpec()) is None
     assert reference_of(PreprocessSpec(extra={SPEC_KEY: {"reference": [100, 110, 120]}})) == [100.0, 110.0, 120.0]

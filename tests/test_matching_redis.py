@@ -525,6 +525,63 @@ def test_one_camera_never_shows_one_identity_on_two_boxes_at_once(server, prefix
     assert matcher.recheck(b, {"cam1": {other.identity_id}}, now=31.0, tracks=[b]) is None
 
 
+def test_stage_keeps_a_lost_tracks_identity_off_a_new_track_of_its_camera(server, prefix):
+    """The stage tells the matcher which tracklets their trackers still hold: no merge into a lost one's
+    identity from a track that began on its camera while it was lost, until the tracker gives it up."""
+    rng = np.random.default_rng(23)
+    store = IdentityStore(server.client(), prefix=prefix, stream=f"{prefix}:events")
+    cams = _cameras("cam1")
+    stage = MatchStage(CrossCameraMatcher(store, threshold=0.95, merge_threshold=0.8), 2, list(cams.values()))
+    person = _unit(rng.normal(size=DIM))
+    now = time.time()
+    lost = Tracklet("cam1:run:1", "cam1", 1, 0, 0, np.zeros(4), 1.0, last_step=1, started_at=now - 30,
+                    last_seen_at=now - 20)
+    for _ in range(4):
+        lost.add_embedding(person, 1.0)
+    cams["cam1"].live[1], cams["cam1"].step = lost, 1
+    assert [e.type for e in stage.step()] == ["identity.created"]
+    t = Tracklet("cam1:run:2", "cam1", 2, 0, 0, np.zeros(4), 1.0, last_step=5, started_at=now - 10, last_seen_at=now)
+    off = _unit(person + 0.45 * _unit(rng.normal(size=DIM)))
+    for _ in range(2):
+        t.add_embedding(off, 1.0)  # a poor start: below the strict link threshold
+    cams["cam1"].live[2], cams["cam1"].step = t, 5
+    assert [e.type for e in stage.step()] == ["identity.created"]
+    for _ in range(6):
+        t.add_embedding(person, 1.0)  # clear views: track 1's person, by the look
+    assert stage.step() == []  # track 1 is still held: it may come back beside track 2
+    assert t.identity_id != lost.identity_id
+    stage.end(cams["cam1"].live.pop(1))  # the tracker gave track 1 up
+    for _ in range(8):
+        t.add_embedding(person, 1.0)
+    assert [(e.type, e.identity_id) for e in stage.step()] == [("identity.merged", lost.identity_id)]
+
+
+def test_no_merge_with_a_track_that_began_while_a_held_track_of_that_camera_was_lost(server, prefix):
+    """Seen on PETS-like crossings in the SynthCC scenes: track 1 is lost behind someone (its tracker still holds
+    it), track 2 begins on the same camera meanwhile and looks like track 1's person. Merging them would show one
+    identity on two boxes of one frame as soon as track 1 comes back; while the tracker holds track 1, its span
+    on that camera stays open. Once the tracker has given it up, the merge is allowed."""
+    store = IdentityStore(server.client(), prefix=prefix)
+    v = _unit(np.arange(DIM, 0, -1, dtype=np.float32))
+    matcher = CrossCameraMatcher(store, threshold=0.97, merge_threshold=0.9)
+    a = _tracklet_vec("cam1", 1, v, started=10.0)
+    a.identity_id = matcher.decide([a], {"cam1": set()}, now=10.5)[0].identity_id
+    a.last_seen_at = 20.0  # lost from t=20 on
+    side = np.random.default_rng(3).normal(size=DIM).astype(np.float32)
+    near = _unit(v + 0.3 * _unit(side - v * float(v @ side)))  # cosine ~0.96: below threshold, above merge
+    assert 0.9 < float(near @ v) < 0.97
+    b = _tracklet_vec("cam1", 2, near, started=25.0)
+    created = matcher.decide([b], {"cam1": set()}, now=25.5)[0]
+    assert created.created  # the strict link threshold: a new identity first
+    b.identity_id, b.last_seen_at = created.identity_id, 30.0
+    live = {"cam1": {created.identity_id}}
+    assert matcher.recheck(b, live, now=31.0, tracks=[a, b], open_ids=frozenset({a.tracklet_id, b.tracklet_id})) is None
+    assert store.resolve(created.identity_id) == created.identity_id
+    # the tracker gave track 1 up (it ended at t=20): track 2 may well be the same person, and is merged
+    merge = matcher.recheck(b, live, now=31.0, tracks=[a, b], open_ids=frozenset({b.tracklet_id}))
+    assert merge is not None and (merge.keep, merge.drop) == (a.identity_id, created.identity_id)
+
+
 def test_tentative_identity_joins_an_older_one_at_the_ordinary_threshold(server, prefix):
     """A tracklet that created an identity from a poor start, and whose fuller evidence matches an older
     identity above `threshold` (not `merge_threshold`), is moved there at its end, with identity.merged;
