@@ -13,8 +13,10 @@ Keys (prefix `pipeline` by default):
                               MAXLEN); workers read it incrementally to keep their in-memory galleries current
   {p}:generation              a random token set when a store is first used: a store that comes back
                               without it (restarted empty, flushed) is a new generation (see `StoreReset`)
-  {p}:camera_colour           hash: camera id -> JSON {"sum": [B, G, R], "n": crops}, each camera's running
-                              colour mean for colour levelling, saved at a run's end, continued by the next
+  {p}:camera_colour           hash: camera id -> JSON {"sum": [B, G, R], "n": crops, "region": "centre" or
+                              "person"}, each camera's running colour mean for colour levelling (taken over
+                              box centres or person pixels; no region: centres), saved at a run's end,
+                              continued by the next run whose model levels over the same region
   <events.stream>             the identity event stream (XADD with approximate MAXLEN)
 Nothing is pickled: vectors are raw bytes, everything else is strings or JSON.
 
