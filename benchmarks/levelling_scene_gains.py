@@ -70,8 +70,8 @@ def camera_means(scene: Path, cam: dict, step: int, min_height: int,
                 recorded.append(centre.reshape(-1, 3).mean(0))
                 neutral.append(cv2.LUT(np.ascontiguousarray(centre), lut).reshape(-1, 3).mean(0))
                 continue
-            mask = background.person_mask(img, box)
-            if mask is None or mask.mean() < background.min_fraction:
+            mask = background.person_pixels(img, box)  # as the pipeline counts a crop
+            if mask is None:
                 continue
             recorded.append(crop[mask].mean(0))
             neutral.append(cv2.LUT(np.ascontiguousarray(crop), lut)[mask].mean(0))

@@ -364,6 +364,8 @@ def main() -> int:
                            + (f"; set here: {forced}" if forced else "")
                            + (f"; outfit model {args.outfit_model} (outfit_threshold and outfit_link_threshold at its "
                               "level unless set here)" if path and args.outfit_model else ""))
+    # where each colour-levelled model takes its camera means (read once per model file)
+    regions = {label: model_region(path) if args.warm_colour else None for label, path in models.items()}
     rows = []
     for changes in args.changes:
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -375,7 +377,7 @@ def main() -> int:
                     matcher = {**matcher, "topology": scene_topology(scene, *args.transit)}
                 run_dir = scene.parent / (f"run-{label}{args.label_suffix}" + ("" if args.workers == 1 else f"-{args.workers}workers"))
                 gains = scene_gains(scene) if args.measured_gains else None
-                region = model_region(reid.get("model")) if args.warm_colour else None
+                region = regions[label]
                 stats = None
                 if region is not None:
                     warm_scene = Path(args.warm_colour.format(seed=seed))

@@ -35,7 +35,7 @@ from pipeline.store import IdentityStore
 from pipeline.store_worker import StoreWorker
 from pipeline.tracklets import CameraTracklets, CropGate, SwapCheck
 from reid.inference.factory import create_embedder
-from reid.inference.levelling import CameraLevels, reference_of, region_of
+from reid.inference.levelling import PERSON_REGION, CameraLevels, reference_of, region_of
 
 log = logging.getLogger("pipeline")
 STAGES = ("detect", "track", "embed", "match", "output")
@@ -167,7 +167,7 @@ class PipelineRunner:
             return None
         log.info("colour levelling: each camera's crops to the model's reference BGR %s, cameras' means over %s",
                  [round(v, 1) for v in reference],
-                 "the boxes' centres" if region == "centre" else "person pixels (against each camera's background)")
+                 "person pixels (against each camera's background)" if region == PERSON_REGION else "the boxes' centres")
         fixed = {c.id: c.colour_gains for c in self.config.cameras if c.colour_gains is not None}
         if fixed:
             log.info("colour levelling: measured gains for camera(s) %s", ", ".join(sorted(fixed)))
@@ -520,7 +520,7 @@ class PipelineRunner:
             for k, dets in zip(due, detector.detect([batch[k][1].image for k in due]) if due else []):
                 detections[k] = dets
             self.stage_s["detect"] += time.perf_counter() - t
-            if self.levels is not None and self.levels.region == "person":
+            if self.levels is not None and self.levels.learns_background:
                 t = time.perf_counter()
                 for (c, frame), dets in zip(batch, detections):
                     if dets is not None:  # each camera's background is learnt outside the boxes it holds
@@ -551,7 +551,7 @@ class PipelineRunner:
                     crop_requests.append(req)
                     crop_images.append(frame.image[y1:y2, x1:x2])
                     crop_where.append((c.camera_id, frame.video_time))
-                    if self.levels is not None and self.levels.region == "person":
+                    if self.levels is not None and self.levels.learns_background:
                         crop_person_means.append(self.levels.person_mean(c.camera_id, frame.image, req.bbox))
                 per_camera_tracks.append((c, frame, tracks))
             self.stage_s["track"] += time.perf_counter() - t

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from reid.datasets.base import EvalSplit, ImageRecord, ReIDDataset
-from reid.inference.levelling import CENTRE_REGION, PERSON_REGION, centre_mean, gains_for
+from reid.inference.levelling import CENTRE_REGION, PERSON_REGION, centre_mean, check_region, gains_for
 
 
 def _camera_key(r: ImageRecord) -> tuple[int, str]:
@@ -48,8 +48,7 @@ def person_mean(r: ImageRecord) -> np.ndarray | None:
 def _means(records: Sequence[ImageRecord], region: str = CENTRE_REGION) -> dict[tuple[int, str], np.ndarray]:
     from reid.transforms import read_bgr
 
-    if region not in (CENTRE_REGION, PERSON_REGION):
-        raise ValueError(f"colour levelling region {region!r}: expected {CENTRE_REGION!r} or {PERSON_REGION!r}")
+    check_region(region)
     groups: dict[tuple[int, str], list[np.ndarray]] = {}
     for r in records:
         m = centre_mean(read_bgr(r.path)) if region == CENTRE_REGION else person_mean(r)

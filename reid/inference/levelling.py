@@ -97,9 +97,8 @@ class BackgroundModel:
         self._calls = 0
 
     def _small(self, frame: np.ndarray) -> np.ndarray:
-        h, w = frame.shape[:2]
-        size = (max(int(w * self.scale), 1), max(int(h * self.scale), 1))
-        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        h, w = self._small_shape(frame)
+        return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
 
     def update(self, frame: np.ndarray, boxes_xyxy: np.ndarray) -> None:
         self._calls += 1
@@ -143,9 +142,14 @@ class BackgroundModel:
                            interpolation=cv2.INTER_NEAREST) > 0
         return (np.abs(crop.astype(np.float32) - bg).max(axis=2) > self.threshold) & known
 
-    def person_mean(self, frame: np.ndarray, box_xyxy) -> np.ndarray | None:
+    def person_pixels(self, frame: np.ndarray, box_xyxy) -> np.ndarray | None:
+        """`person_mask`, or None also when it marks less than `min_fraction` of the box (too little to count)."""
         mask = self.person_mask(frame, box_xyxy)
-        if mask is None or mask.mean() < self.min_fraction:
+        return None if mask is None or mask.mean() < self.min_fraction else mask
+
+    def person_mean(self, frame: np.ndarray, box_xyxy) -> np.ndarray | None:
+        mask = self.person_pixels(frame, box_xyxy)
+        if mask is None:
             return None
         x1, y1, x2, y2 = _inside(frame, box_xyxy)
         return np.asarray(cv2.mean(frame[y1:y2, x1:x2], mask=mask.astype(np.uint8))[:3], dtype=np.float64)
@@ -158,14 +162,17 @@ def _inside(frame: np.ndarray, box_xyxy) -> tuple[int, int, int, int]:
     return min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h)
 
 
+def check_region(region: str, where: str = "colour levelling region") -> str:
+    if region not in (CENTRE_REGION, PERSON_REGION):
+        raise ValueError(f"{where} {region!r}: expected {CENTRE_REGION!r} or {PERSON_REGION!r}")
+    return region
+
+
 def region_of(spec) -> str:
     """Where a levelled model's camera means were taken: "centre" (box centres) or "person" (person pixels)."""
     entry = (getattr(spec, "extra", None) or {}).get(SPEC_KEY) or {}
     region = entry.get("region", CENTRE_REGION) if isinstance(entry, dict) else CENTRE_REGION
-    if region not in (CENTRE_REGION, PERSON_REGION):
-        raise ValueError(f"model spec extra.{SPEC_KEY}.region = {region!r}: expected "
-                         f"{CENTRE_REGION!r} or {PERSON_REGION!r}")
-    return region
+    return check_region(region, f"model spec extra.{SPEC_KEY}.region =")
 
 
 class CameraLevels:
@@ -178,8 +185,7 @@ class CameraLevels:
     def __init__(self, reference: Sequence[float], prior_crops: float = 50.0,
                  fixed: dict[str, Sequence[float]] | None = None, horizon: float | None = None,
                  region: str = CENTRE_REGION) -> None:
-        if region not in (CENTRE_REGION, PERSON_REGION):
-            raise ValueError(f"colour levelling region {region!r}: expected {CENTRE_REGION!r} or {PERSON_REGION!r}")
+        check_region(region)
         # "person": a camera's mean is taken over the pixels of its boxes unlike its learnt background
         # (`see_frame` feeds each camera's background model); "centre": over the boxes' centres
         self.region = region
@@ -206,9 +212,14 @@ class CameraLevels:
             return
         self._add(camera_id, centre_mean(crop), 1.0)
 
+    @property
+    def learns_background(self) -> bool:
+        """Whether the camera means need each camera's frames (`see_frame`) and crops' person means."""
+        return self.region == PERSON_REGION
+
     def see_frame(self, camera_id: str, frame: np.ndarray, boxes_xyxy: np.ndarray) -> None:
         """Let a camera's background model learn from a frame and the person boxes found in it ("person" only)."""
-        if self.region == PERSON_REGION:
+        if self.learns_background:
             self.backgrounds.setdefault(camera_id, BackgroundModel()).update(frame, boxes_xyxy)
 
     def person_mean(self, camera_id: str, frame: np.ndarray, box_xyxy) -> np.ndarray | None:
@@ -250,7 +261,7 @@ class CameraLevels:
 
         Region "person": `person_means` (from `person_mean`, None where unknown) update the means instead; a crop
         without one is levelled without being counted."""
-        if self.region == PERSON_REGION:
+        if self.learns_background:
             if person_means is None or len(person_means) != len(crops):
                 raise ValueError("colour levelling over person pixels needs one person mean (or None) per crop")
             for cam, mean in zip(camera_ids, person_means):
