@@ -31,11 +31,24 @@ PERSON_CLASS = 0
 _STRIDES = (8, 16, 32)
 
 
+def yield_between_runs(options: ort.SessionOptions, spin_wait: bool) -> None:
+    """`spin_wait=False`: the session's worker threads sleep when a run ends instead of spinning for the next.
+
+    ONNX Runtime's default (spinning) suits one model called in a tight loop. In the pipeline a detector run is
+    followed by tracking, by another model (the ReID embedder, OpenVINO or ONNX Runtime) and by decoder threads:
+    spinning threads then take the cores those need (PETS capacity, 8 cameras, 2 cores: embedding 2.7 -> 2.0 ms
+    a camera-frame with spinning off; README, Benchmarks)."""
+    if not spin_wait:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+
+
 def onnx_session_with_dynamic_batch(
-    path: str | Path, threads: int = 0, dynamic_spatial: bool = False
+    path: str | Path, threads: int = 0, dynamic_spatial: bool = False, spin_wait: bool = True
 ) -> ort.InferenceSession:
     """Load an ONNX model with its first input/output axis relabelled as a dynamic batch axis (and, with
-    `dynamic_spatial`, the input's height/width and the output's anchor axis as dynamic too)."""
+    `dynamic_spatial`, the input's height/width and the output's anchor axis as dynamic too). `spin_wait`: see
+    `yield_between_runs`."""
     model = onnx.load(str(path))
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
@@ -54,6 +67,7 @@ def onnx_session_with_dynamic_batch(
     options.log_severity_level = 3  # the official exports carry unused initialisers that warn on every load
     if threads:
         options.intra_op_num_threads = threads
+    yield_between_runs(options, spin_wait)
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
@@ -82,8 +96,8 @@ PRECISIONS = ("auto", "f32", "bf16")
 
 
 class _OnnxRuntimeNet:
-    def __init__(self, model_path: str | Path, threads: int) -> None:
-        self.session = onnx_session_with_dynamic_batch(model_path, threads, dynamic_spatial=True)
+    def __init__(self, model_path: str | Path, threads: int, spin_wait: bool) -> None:
+        self.session = onnx_session_with_dynamic_batch(model_path, threads, dynamic_spatial=True, spin_wait=spin_wait)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -143,7 +157,10 @@ class YoloxOnnxDetector:
         threads: int = 0,
         runtime: str = "onnxruntime",
         precision: str = "auto",
+        spin_wait: bool = True,
     ) -> None:
+        """`spin_wait`: ONNX Runtime's threads spin between runs (its default); False lets other work have the
+        cores (`yield_between_runs`). OpenVINO schedules its own threads and ignores it."""
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown YOLOX runtime {runtime!r}; choose one of {RUNTIMES}")
         if precision not in PRECISIONS:
@@ -151,7 +168,7 @@ class YoloxOnnxDetector:
         if runtime == "onnxruntime" and precision == "bf16":
             raise ValueError("YOLOX precision bf16 needs runtime openvino (ONNX Runtime runs the file in float32)")
         self.runtime = runtime
-        self.net = _OnnxRuntimeNet(model_path, threads) if runtime == "onnxruntime" else \
+        self.net = _OnnxRuntimeNet(model_path, threads, spin_wait) if runtime == "onnxruntime" else \
             _OpenVinoNet(model_path, threads, precision)
         self.input_size = input_size
         self.confidence = confidence

@@ -118,6 +118,9 @@ class DetectorConfig(Strict):
         "AVX-512 BF16 unless precision says f32; benchmarks/mot_pets.py and capacity.py measure both)")
     precision: Literal["auto", "f32", "bf16"] = Field(
         "auto", description="openvino only: auto = OpenVINO's choice for the CPU (bf16 where it has AMX), f32, bf16")
+    spin_wait: bool = Field(
+        False, description="onnxruntime only: its threads spin between runs (its own default, for one model in a "
+        "tight loop); false: they sleep, so the ReID model and the decoders get the cores (README: capacity)")
 
 
 class TrackerConfig(Strict):
@@ -159,6 +162,7 @@ class ReidConfig(Strict):
         "max_crops_per_track is reached or only small crops remain, while its box is near another track's and 2 s "
         "after (0: none)")
     threads: int = Field(0, ge=0, le=1024)
+    spin_wait: bool = Field(False, description="onnxruntime embedders only: as detector.spin_wait")
     # A model trained on colour-levelled cameras (`reid train` with data.colour_levelling) declares its reference
     # colour; its crops must be levelled the same way, per camera, from the crops that camera has given so far.
     colour_levelling: bool = Field(True, description="level each camera's crops to the colour reference the ReID "

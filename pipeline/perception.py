@@ -12,7 +12,8 @@ from trackers import Tracker, create_tracker
 def detector_from_config(det: DetectorConfig) -> Detector:
     return create_detector(det.backend, resolve_model(det.model), input_size=det.input_size,
                            confidence=det.confidence, nms_iou=det.nms_iou, classes=det.classes,
-                           min_height=det.min_height, runtime=det.runtime, precision=det.precision)
+                           min_height=det.min_height, runtime=det.runtime, precision=det.precision,
+                           spin_wait=det.spin_wait)
 
 
 def tracker_from_config(tracker: TrackerConfig) -> Tracker:

@@ -188,7 +188,8 @@ class PipelineRunner:
         """The embedder of the model file named by `reid.<key>`; one that cannot be loaded is a ConfigError."""
         reid = self.config.reid
         try:
-            return create_embedder(resolve_model(getattr(reid, key)), reid.backend, threads=reid.threads)
+            return create_embedder(resolve_model(getattr(reid, key)), reid.backend, threads=reid.threads,
+                                   spin_wait=reid.spin_wait)
         except Exception as exc:
             raise ConfigError(self.config_path or "<config>", f"reid.{key}", _why(exc)) from exc
 

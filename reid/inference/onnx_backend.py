@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from detectors.yolox_onnx import yield_between_runs
 from reid.inference.base import SPEC_METADATA_KEY, EmbeddingBatch, PreprocessSpec, l2_normalise, preprocess_crops
 
 # Third-party ReID files documented by their publishers (see ../shared/models/README.md).
@@ -77,7 +78,8 @@ class OnnxRuntimeEmbedder:
     """Batched ONNX Runtime embedder; the batch axis is made dynamic at load if the file fixed it."""
 
     def __init__(self, model_path: str | Path, threads: int = 0, max_batch: int = 64,
-                 providers: list[str] | str | None = "CPUExecutionProvider") -> None:
+                 providers: list[str] | str | None = "CPUExecutionProvider", spin_wait: bool = True) -> None:
+        """`spin_wait=False`: worker threads sleep between runs (detectors.yolox_onnx.yield_between_runs)."""
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX Runtime embedder: model file {path} not found")
@@ -91,6 +93,7 @@ class OnnxRuntimeEmbedder:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        yield_between_runs(options, spin_wait)
         chosen = choose_providers(providers)
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=chosen)
         self.providers = self.session.get_providers()
