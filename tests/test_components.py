@@ -279,3 +279,31 @@ def test_ultralytics_backend_runs_any_model_file(tmp_path, shared_video):
         assert np.all(d.xyxy[:, 2] <= frames[0].shape[1] + 1) and np.all(d.xyxy[:, 3] <= frames[0].shape[0] + 1)
     with pytest.raises(FileNotFoundError, match="never|not found"):
         create_detector("ultralytics", tmp_path / "yolov8n.pt")
+
+
+def _spins(session) -> bool:
+    """Whether an ONNX Runtime session's worker threads spin between runs (its default when unset)."""
+    try:
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") != "0"
+    except RuntimeError:  # not set: ONNX Runtime spins
+        return True
+
+
+@pytest.mark.parametrize("spin_wait", [None, True])
+def test_pipeline_models_sleep_between_runs_unless_told_to_spin(shared_video, tmp_path, spin_wait):
+    """The runner's detector and ONNX Runtime embedder are built with detector/reid.spin_wait (default: off, so
+    the models and decoders of a run do not take each other's cores; README capacity table)."""
+    from pipeline.config import parse_config
+    from pipeline.runner import PipelineRunner
+
+    raw = {"cameras": [{"id": "a", "source": str(shared_video["pets"])}], "reid": {"backend": "onnxruntime"},
+           "output": {"dir": str(tmp_path)}}
+    if spin_wait is not None:
+        raw["detector"] = {"spin_wait": spin_wait}
+        raw["reid"]["spin_wait"] = spin_wait
+    detector, embedder = PipelineRunner(parse_config(raw), tmp_path)._build_models()
+    expected = bool(spin_wait)
+    assert _spins(detector.net.session) is expected
+    assert _spins(embedder.session) is expected
+    frame = _frames(shared_video["pets"], 1)[0]
+    assert len(detector.detect([frame])[0]) >= 3  # the sessions still run
