@@ -9,6 +9,7 @@ frames, batched as the run batches them (one frame per camera per step), decoded
 
 * pipeline frames/s over all cameras and the real-time cameras it carries at `--camera-fps` (10);
 * ms per camera-frame of each stage (the run's own stage clocks; decode runs in reader threads beside them);
+* the crops embedded, and how many of them were taken only for the swap check (`reid.swap_check_per_second`);
 * detector-only frames/s and the ratio pipeline / detector-only: the detector is most of the work, so the
   ratio says how much the rest costs, and it holds across machines better than frames/s do. With
   `detector.every: k` the pipeline detects one frame in k, so the ratio is taken against k x the detector-only
@@ -71,7 +72,7 @@ def run_pipeline(config, out: Path, frames: int) -> dict:
         raise SystemExit(f"a camera failed: {summary.failed}")
     # The run's wall clock starts after the models are loaded (a one-off) and ends after the store drained.
     return {"frames": summary.frames, "wall_s": summary.wall_s, "fps": summary.frames / summary.wall_s,
-            "stage_ms": summary.stage_ms_per_frame, "crops": summary.crops}
+            "stage_ms": summary.stage_ms_per_frame, "crops": summary.crops, "crops_check": summary.crops_check}
 
 
 def detector_only(config, video: Path, cameras: int, frames: int) -> float:
@@ -109,13 +110,13 @@ def main() -> int:
         row = {"cameras": n, "pipeline_fps": run["fps"], "realtime_cameras": run["fps"] / args.camera_fps,
                "detector_only_fps": det_fps, "detector_every": every, "ratio": run["fps"] / (det_fps * every),
                "stage_ms": run["stage_ms"],
-               "frames": run["frames"], "crops": run["crops"]}
+               "frames": run["frames"], "crops": run["crops"], "crops_check": run["crops_check"]}
         rows.append(row)
         print(f"{n} cameras: pipeline {row['pipeline_fps']:.1f} frames/s ({row['realtime_cameras']:.1f} real-time "
               f"cameras at {args.camera_fps:g} fps), detector only {det_fps:.1f} frames/s (detecting 1 frame in {every}), "
               f"ratio {row['ratio']:.2f}; "
               "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items())
-              + f"; {run['crops']} crops embedded", flush=True)
+              + f"; {run['crops']} crops embedded ({run['crops_check']} of them swap-check crops)", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     import torch  # the pipeline has loaded it already; named so a GPU run's table says which GPU embedded
 

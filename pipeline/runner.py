@@ -68,13 +68,14 @@ class RunSummary:
     wall_s: float
     identities: int
     events: int
-    crops: int
+    crops: int  # crops embedded
     output_dir: Path
     stopped_early: bool
     undelivered: int = 0  # events the store never took (written to undelivered_file)
     undelivered_file: Path | None = None
     store_outages: int = 0
     store_resets: int = 0  # times the store came back without its data (store.reset events)
+    crops_check: int = 0  # of `crops`, those taken only for the swap check (reid.swap_check_per_second)
 
     @property
     def failed(self) -> list[dict]:
@@ -108,6 +109,7 @@ class PipelineRunner:
         self.undelivered = 0
         self.undelivered_file: Path | None = None
         self.crops_embedded = 0
+        self.crops_check = 0
         # (camera, frame index) -> capture wall time of recent frames, for the capture-to-event latency of
         # events the store worker publishes later (bounded: only recent frames can still be decided on)
         self._captured: OrderedDict[tuple[str, int], tuple[float, float]] = OrderedDict()  # -> (wall, video time)
@@ -379,7 +381,7 @@ class PipelineRunner:
             frames=total_frames, wall_s=wall, identities=identities, events=self.link.published,
             crops=self.crops_embedded, output_dir=self.output_dir, stopped_early=self._stop.is_set(),
             undelivered=self.undelivered, undelivered_file=self.undelivered_file, store_outages=self.link.outages,
-            store_resets=self.worker.resets,
+            store_resets=self.worker.resets, crops_check=self.crops_check,
         )
 
     def _publish(self, events: list[IdentityEvent]) -> None:
@@ -594,6 +596,7 @@ class PipelineRunner:
                             log.info("camera %s: track %d split at frame %d (its crops turned to another person)",
                                      tl.camera_id, tl.track_id, tl.last_frame)
                 self.crops_embedded += len(crop_images)
+                self.crops_check += sum(r.check_only for r in crop_requests)
                 if self.snapshots is not None:
                     for req, crop, (cam_id, vt) in zip(crop_requests, crop_images, crop_where):
                         if req.check_only or req.tracklet.split_off:

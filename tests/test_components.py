@@ -307,3 +307,29 @@ def test_pipeline_models_sleep_between_runs_unless_told_to_spin(shared_video, tm
     assert _spins(embedder.session) is expected
     frame = _frames(shared_video["pets"], 1)[0]
     assert len(detector.detect([frame])[0]) >= 3  # the sessions still run
+
+
+def test_run_summary_counts_swap_check_crops_apart(shared_video, tmp_path, monkeypatch):
+    """RunSummary.crops_check: of the crops embedded, those taken only for the swap check (benchmarks/capacity.py
+    prints both), counted against the crop requests the tracklets made."""
+    from pipeline.config import parse_config
+    from pipeline.runner import PipelineRunner
+    from pipeline.tracklets import CameraTracklets
+
+    requested = []
+    update = CameraTracklets.update
+
+    def recording(self, *args, **kwargs):
+        started, requests = update(self, *args, **kwargs)
+        requested.extend(requests)
+        return started, requests
+
+    monkeypatch.setattr(CameraTracklets, "update", recording)
+    raw = {"cameras": [{"id": "a", "source": str(shared_video["pets"])}], "store": "embedded",
+           "output": {"dir": str(tmp_path), "video": False, "snapshots": False},
+           "reid": {"max_crops_per_track": 1, "swap_check_per_second": 2}}
+    summary = PipelineRunner(parse_config(raw), tmp_path, max_frames=80, progress=False).run()
+    checks = sum(r.check_only for r in requested)
+    assert summary.crops == len(requested) and summary.crops_check == checks
+    # with one crop a track, PETS's groups make check crops most of them (and near-but-not-check crops exist)
+    assert 0 < len(requested) - checks < checks and any(r.near and not r.check_only for r in requested)
