@@ -36,8 +36,8 @@ def yield_between_runs(options: ort.SessionOptions, spin_wait: bool) -> None:
 
     ONNX Runtime's default (spinning) suits one model called in a tight loop. In the pipeline a detector run is
     followed by tracking, by another model (the ReID embedder, OpenVINO or ONNX Runtime) and by decoder threads:
-    spinning threads then take the cores those need (PETS capacity, 8 cameras, 2 cores: embedding 2.7 -> 2.0 ms
-    a camera-frame with spinning off; README, Benchmarks)."""
+    spinning threads then take the cores those need (PETS capacity, 8 cameras, 2 cores: embedding 3.5 -> 2.6 ms
+    a camera-frame with the default config; README, Benchmarks, "Threads that wait")."""
     if not spin_wait:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
