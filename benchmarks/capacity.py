@@ -1,6 +1,7 @@
 """How many real-time cameras one machine carries: N copies of a real video as N cameras, whole pipeline.
 
     .venv/bin/python benchmarks/capacity.py [--cameras 4 8] [--frames 150] [--set detector.input_size=640 ...]
+        [--variant NAME[:KEY=VALUE,...] ...] [--repeat R]
 
 For each camera count the script runs `PipelineRunner` (what `python -m pipeline run` runs: decode, detect,
 track, embed, match, the embedded Redis store; annotated video off, as on a server) on N copies of
@@ -14,6 +15,10 @@ frames, batched as the run batches them (one frame per camera per step), decoded
   ratio says how much the rest costs, and it holds across machines better than frames/s do. With
   `detector.every: k` the pipeline detects one frame in k, so the ratio is taken against k x the detector-only
   rate (the detector's time for the frames the run detects): the skipped frames are not counted as free.
+
+`--variant NAME:KEY=VALUE,...` (repeatable) compares configs, and `--repeat R` runs R rounds of all of them, one
+after another within a round, so compared configs meet the same drift of a shared host; the table then gives
+each config's runs and their range.
 
 Frames are read as fast as the run takes them (file sources are not paced), so frames/s is capacity, not the
 cameras' own rate. `--set` overrides any config key (dotted path, YAML value) for every camera count, so each
@@ -88,6 +93,15 @@ def detector_only(config, video: Path, cameras: int, frames: int) -> float:
     return len(images) * cameras / (time.perf_counter() - t)
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """`NAME` or `NAME:KEY=VALUE,KEY=VALUE` -> (name, overrides)."""
+    name, _, rest = text.partition(":")
+    overrides = [item for item in rest.split(",") if item]
+    if not name or any("=" not in item for item in overrides):
+        raise SystemExit(f"--variant expects NAME or NAME:KEY=VALUE,KEY=VALUE, got {text!r}")
+    return name, overrides
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cameras", type=int, nargs="+", default=[4, 8])
@@ -96,43 +110,65 @@ def main() -> int:
     ap.add_argument("--video", type=Path, default=VIDEO)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every run, e.g. detector.input_size=640 (repeatable)")
+    ap.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                    help="a config to compare, on top of --set (repeatable; default: one, named 'config')")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds: each round runs every variant once, so compared variants meet the same drift of "
+                         "a shared host; the table gives each variant's runs and their range")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     if not args.video.is_file():
         raise SystemExit(f"{args.video}: video not found (../shared/data beside the checkout; see README)")
+    variants = [parse_variant(v) for v in args.variants] or [("config", [])]
+    if len({name for name, _ in variants}) != len(variants):
+        raise SystemExit("--variant names must differ")
     rows = []
-    for n in args.cameras:
-        with tempfile.TemporaryDirectory(prefix="capacity-") as tmp:
-            config = build_config(n, args.video.resolve(), Path(tmp) / "out", args.overrides)
-            run = run_pipeline(config, Path(tmp) / "out", args.frames)
-        det_fps = detector_only(config, args.video, n, args.frames)
-        every = config.detector.every
-        row = {"cameras": n, "pipeline_fps": run["fps"], "realtime_cameras": run["fps"] / args.camera_fps,
-               "detector_only_fps": det_fps, "detector_every": every, "ratio": run["fps"] / (det_fps * every),
-               "stage_ms": run["stage_ms"],
-               "frames": run["frames"], "crops": run["crops"], "crops_check": run["crops_check"]}
-        rows.append(row)
-        print(f"{n} cameras: pipeline {row['pipeline_fps']:.1f} frames/s ({row['realtime_cameras']:.1f} real-time "
-              f"cameras at {args.camera_fps:g} fps), detector only {det_fps:.1f} frames/s (detecting 1 frame in {every}), "
-              f"ratio {row['ratio']:.2f}; "
-              "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items())
-              + f"; {run['crops']} crops embedded ({run['crops_check']} of them swap-check crops)", flush=True)
+    for round_ in range(1, max(args.repeat, 1) + 1):
+        for n in args.cameras:
+            for name, extra in variants:
+                with tempfile.TemporaryDirectory(prefix="capacity-") as tmp:
+                    config = build_config(n, args.video.resolve(), Path(tmp) / "out", args.overrides + extra)
+                    run = run_pipeline(config, Path(tmp) / "out", args.frames)
+                det_fps = detector_only(config, args.video, n, args.frames)
+                every = config.detector.every
+                row = {"variant": name, "round": round_, "cameras": n, "pipeline_fps": run["fps"],
+                       "realtime_cameras": run["fps"] / args.camera_fps, "detector_only_fps": det_fps,
+                       "detector_every": every, "ratio": run["fps"] / (det_fps * every), "stage_ms": run["stage_ms"],
+                       "frames": run["frames"], "crops": run["crops"], "crops_check": run["crops_check"]}
+                rows.append(row)
+                print(f"round {round_}, {name}, {n} cameras: pipeline {row['pipeline_fps']:.1f} frames/s "
+                      f"({row['realtime_cameras']:.1f} real-time cameras at {args.camera_fps:g} fps), detector only "
+                      f"{det_fps:.1f} frames/s (detecting 1 frame in {every}), ratio {row['ratio']:.2f}; "
+                      "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items())
+                      + f"; {run['crops']} crops embedded ({run['crops_check']} of them swap-check crops)", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     import torch  # the pipeline has loaded it already; named so a GPU run's table says which GPU embedded
 
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"
     print(f"\n`python benchmarks/capacity.py --cameras {' '.join(map(str, args.cameras))} --frames {args.frames}"
-          + "".join(f" --set {o}" for o in args.overrides) + f"` ({machine}, {date.today()})")
-    print("| cameras | pipeline frames/s | real-time cameras | detector-only frames/s | ratio | "
-          + " | ".join(f"{k} ms" for k in rows[0]["stage_ms"]) + " |")
-    print("|---" * (5 + len(rows[0]["stage_ms"])) + "|")
-    for r in rows:
-        print(f"| {r['cameras']} | {r['pipeline_fps']:.1f} | {r['realtime_cameras']:.1f} | {r['detector_only_fps']:.1f} | "
-              f"{r['ratio']:.2f} | " + " | ".join(f"{v:.1f}" for v in r["stage_ms"].values()) + " |")
+          + "".join(f" --set {o}" for o in args.overrides) + "".join(f" --variant {v}" for v in args.variants)
+          + (f" --repeat {args.repeat}" if args.repeat > 1 else "") + f"` ({machine}, {date.today()})")
+    stages = list(rows[0]["stage_ms"])
+    print("| variant | cameras | pipeline frames/s (runs) | real-time cameras | detector-only frames/s | ratio | "
+          + " | ".join(f"{k} ms" for k in stages) + " |")
+    print("|---" * (6 + len(stages)) + "|")
+
+    def spread(values, fmt: str) -> str:
+        lo, hi = format(min(values), fmt), format(max(values), fmt)
+        return lo if lo == hi else f"{lo}–{hi}"
+
+    for name, _ in variants:
+        for n in args.cameras:
+            runs = [r for r in rows if r["variant"] == name and r["cameras"] == n]
+            print(f"| {name} | {n} | " + ", ".join(f"{r['pipeline_fps']:.1f}" for r in runs)
+                  + f" | {spread([r['realtime_cameras'] for r in runs], '.1f')}"
+                  + f" | {spread([r['detector_only_fps'] for r in runs], '.1f')}"
+                  + " | " + ", ".join(f"{r['ratio']:.2f}" for r in runs) + " | "
+                  + " | ".join(spread([r["stage_ms"][k] for r in runs], ".1f") for k in stages) + " |")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "date": str(date.today()), "overrides": args.overrides,
-                                         "rows": rows}, indent=2))
+                                         "variants": args.variants, "repeat": args.repeat, "rows": rows}, indent=2))
     return 0
 
 
