@@ -18,7 +18,6 @@ import numpy as np
 import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
-
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
 from reid.inference.base import (SPEC_METADATA_KEY, EmbeddingBatch, PreprocessSpec, l2_normalise, normalisation_affine,
@@ -47,7 +46,7 @@ def read_openvino_spec(model: ov.Model, path: Path) -> PreprocessSpec:
 def fold_normalisation(model: ov.Model, spec: PreprocessSpec) -> ov.Model:
     """The model with uint8 BGR NHWC input: the cast to float, the colour order, the layout and the spec's
     normalisation (`normalisation_affine`) run in the plugin, fused with the first layers, instead of as a float32
-    copy of every batch in NumPy (that copy was a tenth of the embedder's time on 2 cores; README capacity)."""
+    copy of every batch in NumPy (that copy was about a seventh of the embedder's time on 2 cores; README capacity)."""
     gain, offset, flip = normalisation_affine(spec)
     ppp = PrePostProcessor(model)
     tensor = ppp.input(0).tensor()
