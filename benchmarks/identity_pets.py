@@ -38,6 +38,7 @@ from tests.test_identity_pets import (HALF, REENTRIES, _write_half, global_idf1,
 DATA = ROOT.parent / "shared" / "data" / "pets09-s2l1"
 ROWS = {  # name -> (what, config sections merged into each camera's config)
     "default": ("pipeline defaults", {}),
+    "every-1": ("detector.every 1 (every frame; the default stride is 2)", {"detector": {"every": 1}}),
     "openvino": ("YOLOX in OpenVINO, the CPU's default precision (bf16 with AMX)", {"detector": {"runtime": "openvino"}}),
     "crops-4": ("reid.max_crops_per_track 4", {"reid": {"max_crops_per_track": 4}}),
     "openvino-crops-4": ("both", {"detector": {"runtime": "openvino"}, "reid": {"max_crops_per_track": 4}}),
@@ -46,6 +47,10 @@ ROWS = {  # name -> (what, config sections merged into each camera's config)
     "every-2": ("detector.every 2", {"detector": {"every": 2}}),
     "every-2-reid-int8": ("detector.every 2, 0267 in INT8", {"detector": {"every": 2},
                           "reid": {"model": "person-reidentification-retail-0267-int8.xml"}}),
+    # the low-score association with plain IoU (the library's; the default grows the boxes by 0.3)
+    "low-buffer-0": ("tracker.params.low_score_iou_buffer 0", {"tracker": {"params": {"low_score_iou_buffer": 0}}}),
+    "every-2-low-buffer-0": ("detector.every 2, low_score_iou_buffer 0",
+                             {"detector": {"every": 2}, "tracker": {"params": {"low_score_iou_buffer": 0}}}),
 }
 
 

@@ -72,7 +72,7 @@ def generate(preset: str, seed: int, knobs: list[str], out: Path) -> None:
 
 def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: int = 1,
                  colour_gains: dict[str, list[float]] | None = None,
-                 colour_stats: tuple[dict, str] | None = None) -> tuple[float, Path]:
+                 colour_stats: tuple[dict, str] | None = None, detector_every: int = 1) -> tuple[float, Path]:
     """Run the scene's cameras through `python -m pipeline run`; returns (wall seconds, store directory).
 
     With `workers` > 1 the cameras are split round-robin over that many `pipeline run` processes started
@@ -110,7 +110,8 @@ def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: in
         for k, group in enumerate(groups):
             config = work / f"run{k}.yaml"
             config.write_text(yaml.safe_dump({"cameras": group, "store": store, "output": {"video": False},
-                                              "matcher": matcher, "reid": reid}))
+                                              "matcher": matcher, "reid": reid,
+                                              "detector": {"every": detector_every}}))
             out = work / ("out" if workers == 1 else f"out{k}")
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "run", str(config), "--output-dir", str(out),
@@ -262,7 +263,7 @@ def warm_colour_stats(scene: Path, region: str) -> dict[str, tuple[list[float], 
 
 
 def warm_colour_from_run(warm_scene: Path, work: Path, matcher: dict, reid: dict,
-                         region: str) -> dict[str, tuple[list[float], float]]:
+                         region: str, detector_every: int = 1) -> dict[str, tuple[list[float], float]]:
     """Per camera, the colour statistics the pipeline itself leaves in its store after a run on `warm_scene`
     (other people, the same cameras; its detections, tracks and crops): the path a site takes, run after run.
     The identities of that run are dropped; only `<prefix>:camera_colour` is kept (cached in `work`)."""
@@ -273,7 +274,7 @@ def warm_colour_from_run(warm_scene: Path, work: Path, matcher: dict, reid: dict
         raise SystemExit(f"{warm_scene}: no cameras.yaml; make it with `python -m synth scenes ... --set people_seed=N`")
     store_dir = work / "out" / "store"
     if not store_dir.is_dir():
-        run_pipeline(warm_scene, work, matcher, reid)
+        run_pipeline(warm_scene, work, matcher, reid, detector_every=detector_every)
     with RedisServer(store_dir) as srv:
         stats = IdentityStore(srv.client()).camera_colour(region)
     if not stats:
@@ -336,6 +337,9 @@ def main() -> int:
                     help="run: the pipeline runs the warm-up scene first with the same model and settings and its "
                          "store's camera colour statistics are kept (the identities dropped); gt: the statistics are "
                          "taken from the warm-up scene's ground-truth boxes (every 5th frame, 64 px or taller)")
+    ap.add_argument("--detector-every", type=int, default=1,
+                    help="detector.every: 1 (every frame, as every scene figure in the README was measured; the "
+                         "pipeline's default stride came later) or the pipeline's stride to compare")
     ap.add_argument("--workers", type=int, default=1,
                     help="split the cameras over this many `pipeline run` processes sharing one Redis")
     args = ap.parse_args()
@@ -383,8 +387,9 @@ def main() -> int:
                     warm_scene = Path(args.warm_colour.format(seed=seed))
                     stats = (warm_colour_stats(warm_scene, region) if args.warm_colour_from == "gt" else
                              warm_colour_from_run(warm_scene, warm_scene.parent / run_dir.name, matcher, reid,
-                                                  region), region)
-                wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers, gains, stats)
+                                                  region, args.detector_every), region)
+                wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers, gains, stats,
+                                               args.detector_every)
                 final, events, alive = read_identities(store_dir)
                 kinds = Counter(e["type"] for e in events)
                 seq_len, dup = build_sequence(scene, run_dir / "mot", final, run_dir / "eval")
@@ -400,7 +405,7 @@ def main() -> int:
                 print(f"done: outfit changes {changes}, seed {seed}, model {label}: IDF1 {scores['IDF1']:.1f}",
                       file=sys.stderr, flush=True)
     print(f"SynthCC scenes, preset {args.preset}, seeds {args.seeds}; pipeline defaults (YOLOX-nano, ByteTrack), "
-          f"reid.min_height {args.min_height}; {args.workers} worker process(es); matcher clock: video (files); "
+          f"detector.every {args.detector_every}; reid.min_height {args.min_height}; {args.workers} worker process(es); matcher clock: video (files); "
           + (f"transit {args.transit[0]:g}-{args.transit[1]:g} s between any two cameras" if args.transit
              else "no topology"))
     for label, (_, reid, shown) in settings.items():

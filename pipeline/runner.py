@@ -58,6 +58,7 @@ class CameraRun:
     frame_size: tuple[int, int] | None = None  # (width, height) the tracker's coordinates refer to
     tracker_restarts: int = 0
     tracks_split: int = 0  # tracks ended at an identity swap and continued under a new id (reid.swap_threshold)
+    detect_phase: int = 0  # with detector.every n: the frames k with (k + detect_phase) % n == 0 are detected
 
 
 @dataclass
@@ -86,6 +87,7 @@ class PipelineRunner:
     def __init__(self, config: PipelineConfig, output_dir: Path, max_frames: int | None = None,
                  mot_dir: Path | None = None, progress: bool = True, config_path: Path | None = None) -> None:
         self.config = config
+        self._cameras_made = 0  # cameras made so far: each takes the next detection phase of the stride
         self.config_path = config_path  # re-read on SIGHUP / reload(): the camera set follows it
         self.sources = CameraSet()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()  # camera add/remove/reload, applied by the loop
@@ -209,6 +211,9 @@ class PipelineRunner:
                         r.swap_check_per_second if r.swap_threshold is not None else 0.0)
         run = CameraRun(cam.id, self.sources.reader(cam, self.max_frames), tracker,
                         CameraTracklets(cam.id, self.run_id, gate, tracker.max_lost_frames))
+        if self.config.detector.stagger:
+            run.detect_phase = self._cameras_made % self.config.detector.every
+        self._cameras_made += 1
         if self.mot_dir:
             self.mot_dir.mkdir(parents=True, exist_ok=True)
             run.mot = open(self.mot_dir / f"{cam.id}.txt", "w")
@@ -518,7 +523,7 @@ class PipelineRunner:
                     self._captured.popitem(last=False)
             t = time.perf_counter()
             # detector.every > 1: a camera's frames between detections are tracked by motion alone (None).
-            due = [k for k, (c, _) in enumerate(batch) if c.frames % every == 0]
+            due = [k for k, (c, _) in enumerate(batch) if (c.frames + c.detect_phase) % every == 0]
             detections: list = [None] * len(batch)
             for k, dets in zip(due, detector.detect([batch[k][1].image for k in due]) if due else []):
                 detections[k] = dets

@@ -10,7 +10,7 @@ from detectors import MinHeightFilter, create_detector
 from detectors.base import Detections
 from detectors.yolox_onnx import input_shape
 from reid.inference.factory import create_embedder
-from trackers import STATIC_CAMERA_PARAMS, create_tracker, ultralytics_tracker_params
+from trackers import STATIC_CAMERA_PARAMS, create_tracker, default_tracker_params, ultralytics_tracker_params
 
 
 def _frames(path, n):
@@ -184,6 +184,41 @@ def test_buffered_iou_keeps_a_fast_small_person_and_two_neighbours_apart():
     assert len(set().union(*frames)) == 2  # the same two ids all along
     with pytest.raises(ValueError, match="iou_buffer"):
         create_tracker("bytetrack", {"iou_buffer": -0.1})
+
+
+def _half_hidden_walk(tracker, shift: float) -> list[dict[int, float]]:
+    """A 30x80 walker, 10 px a frame, detected at 0.9 on frames 0-5, 7 and 9 (6 and 8 skipped, as with
+    `detector.every`); on frame 7 it is half hidden: a low-score (0.3) box `shift` px ahead of its path.
+    Each frame's reported {track id: x1}."""
+    frame = np.zeros((300, 600, 3), np.uint8)
+    reported = []
+    for k in range(10):
+        if k in (6, 8):
+            tracks = tracker.predict(frame)
+        else:
+            x = 10 + 10 * k + (shift if k == 7 else 0)
+            dets = Detections(np.array([[x, 50, x + 30, 130]], np.float32),
+                              np.array([0.3 if k == 7 else 0.9], np.float32), np.zeros(1, np.int32))
+            tracks = tracker.update(dets, frame)
+        reported.append({int(i): float(b[0]) for i, b in zip(tracks.track_id, tracks.xyxy)})
+    return reported
+
+
+def test_low_score_association_keeps_a_half_hidden_walker_after_a_skipped_frame():
+    """The second (low-score) association takes buffered IoU (`low_score_iou_buffer`, default 0.3): the half-hidden
+    walker's box, 12 px off the track's two-frame prediction, overlaps it by IoU < 0.5, so plain IoU (the library's)
+    loses the track on frames 7-8, a person on screen with no box; grown boxes keep it. Within the library's margin
+    (6 px) both keep it, and far off (16 px) neither takes a stray low box."""
+    plain = _half_hidden_walk(create_tracker("bytetrack", {"low_score_iou_buffer": 0}), 12)
+    buffered = _half_hidden_walk(create_tracker("bytetrack"), 12)
+    assert plain[7] == {} and plain[8] == {} and list(plain[9]) == [1], plain
+    assert all(list(f) == [1] for f in buffered), buffered
+    assert buffered[7][1] > plain[6][1] + 15  # it followed the hidden person's box
+    assert all(list(f) == [1] for f in _half_hidden_walk(create_tracker("bytetrack", {"low_score_iou_buffer": 0}), 6))
+    assert _half_hidden_walk(create_tracker("bytetrack"), 16)[7] == {}
+    assert default_tracker_params("botsort")["low_score_iou_buffer"] == 0  # BoT-SORT keeps the library's IoU
+    with pytest.raises(ValueError, match="low_score_iou_buffer"):
+        create_tracker("bytetrack", {"low_score_iou_buffer": -0.1})
 
 
 def _skipped_frame_lag(tracker, speed: float = 10.0, frames: int = 8) -> list[float]:

@@ -147,6 +147,25 @@ def test_detector_every_n_frames_tracks_the_frames_between(tmp_path, shared_vide
     assert guessed_ids and guessed_ids <= set(rows[detected, 1].astype(int)), "guesses keep the detected tracks' ids"
 
 
+@pytest.mark.parametrize("stagger", [True, False])
+def test_a_staggered_stride_spreads_cameras_over_the_phases(tmp_path, shared_video, stagger):
+    """`detector.every: 2` with `stagger` (the default): the first camera is detected on frames 1, 3, 5, ... and
+    the second on 2, 4, 6, ..., so each step detects one of the two; `stagger: false` detects both on 1, 3, 5."""
+    cfg = tmp_path / "cams.yaml"
+    cfg.write_text(f"cameras:\n  - {{id: a, source: {shared_video['pets']}}}\n"
+                   f"  - {{id: b, source: {shared_video['pets']}}}\nstore: embedded\n"
+                   f"detector: {{every: 2, stagger: {str(stagger).lower()}}}\noutput: {{video: false}}\n")
+    proc = _run("run", cfg, "--max-frames", 21, "--output-dir", tmp_path / "out", "--mot-dir", tmp_path / "mot",
+                "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for camera, phase in (("a", 0), ("b", 1 if stagger else 0)):
+        rows = _check_mot(tmp_path / "mot" / f"{camera}.txt", 21)
+        frames = rows[:, 0].astype(int)
+        detected = (frames - 1 + phase) % 2 == 0
+        assert np.all(rows[detected, 6] > 0) and np.all(rows[~detected, 6] == 0), (camera, rows[:, [0, 6]])
+        assert set(frames) >= set(range(4, 22)), camera  # every frame has its tracked people
+
+
 @pytest.mark.slow
 def test_an_outfit_model_fills_the_outfit_descriptors(tmp_path, shared_video, shared_models, redis_server):
     """reid.outfit_model: the second model's feature (OMZ 0267: 256 floats) is what the store keeps as each
