@@ -544,6 +544,8 @@ class PipelineRunner:
                 if c.frame_size is not None and size != c.frame_size:
                     self._restart_tracking(c, size)
                 c.frame_size = size
+                if c.frames == 0 and (slow := slow_stride(c.reader.camera.fps, c.reader.source_fps, every)):
+                    log.warning("camera %s: %s", c.camera_id, slow)
                 c.frames += 1
                 tracks = c.tracker.update(dets, frame.image) if dets is not None else c.tracker.predict(frame.image)
                 with stage.lock:  # tracklets are shared with the store worker's decisions
@@ -666,6 +668,21 @@ class PipelineRunner:
         if c.video is not None:
             c.video.close()
             c.video = None
+
+
+# The slowest detection rate a stride was measured to track at: PETS09-S2L1 at 7 fps, one frame in 2 (README,
+# Benchmarks: "A stride by default").
+MIN_DETECTIONS_PER_S = 3.5
+
+
+def slow_stride(camera_fps: float | None, source_fps: float, every: int) -> str | None:
+    """Why `detector.every` is too coarse for a camera processed at min(its `fps`, its source's rate), or None."""
+    rate = min(r for r in (camera_fps, source_fps) if r) if (camera_fps or source_fps) else 0.0
+    if every <= 1 or rate <= 0 or rate / every >= MIN_DETECTIONS_PER_S:
+        return None
+    return (f"detector.every {every} at {rate:g} frames a second detects {rate / every:.2g} frames a second, below "
+            f"the {MIN_DETECTIONS_PER_S:g} the tracker was measured at, so tracks may break at crossings: set "
+            f"detector.every to {max(1, int(rate // MIN_DETECTIONS_PER_S))} or less for this camera's rate")
 
 
 def _camera_info(c: CameraRun, frames: LiveFrames | None) -> dict:

@@ -164,6 +164,24 @@ def test_a_staggered_stride_spreads_cameras_over_the_phases(tmp_path, shared_vid
         detected = (frames - 1 + phase) % 2 == 0
         assert np.all(rows[detected, 6] > 0) and np.all(rows[~detected, 6] == 0), (camera, rows[:, [0, 6]])
         assert set(frames) >= set(range(4, 22)), camera  # every frame has its tracked people
+    assert "frames a second, below" not in proc.stderr  # 7 fps at one frame in 2: the measured rate
+
+
+def test_a_stride_too_coarse_for_a_slow_camera_is_named_in_the_log(tmp_path, shared_video):
+    """PETS processed at 3 frames a second with the default stride of 2 detects 1.5 frames a second, below the
+    3.5 the tracker was measured at: the run says so, for that camera, and still runs."""
+    from pipeline.runner import slow_stride
+
+    cfg = tmp_path / "cams.yaml"
+    cfg.write_text(f"cameras:\n  - {{id: slow, source: {shared_video['pets']}, fps: 3}}\n"
+                   f"  - {{id: full, source: {shared_video['pets']}}}\nstore: embedded\noutput: {{video: false}}\n")
+    proc = _run("run", cfg, "--max-frames", 6, "--output-dir", tmp_path / "out", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warnings = [line for line in proc.stderr.splitlines() if "frames a second, below" in line]
+    assert len(warnings) == 1 and "camera slow: detector.every 2 at 3 frames a second detects 1.5" in warnings[0], \
+        proc.stderr[-2000:]
+    assert slow_stride(None, 25.0, 2) is None and slow_stride(None, 7.0, 2) is None
+    assert slow_stride(10.0, 25.0, 3) is not None and slow_stride(5.0, 0.0, 1) is None
 
 
 @pytest.mark.slow
