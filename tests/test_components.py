@@ -217,8 +217,9 @@ def test_low_score_association_keeps_a_half_hidden_walker_after_a_skipped_frame(
     assert all(list(f) == [1] for f in _half_hidden_walk(create_tracker("bytetrack", {"low_score_iou_buffer": 0}), 6))
     assert _half_hidden_walk(create_tracker("bytetrack"), 16)[7] == {}
     assert default_tracker_params("botsort")["low_score_iou_buffer"] == 0  # BoT-SORT keeps the library's IoU
-    with pytest.raises(ValueError, match="low_score_iou_buffer"):
-        create_tracker("bytetrack", {"low_score_iou_buffer": -0.1})
+    for bad in (-0.1, "0.3", True):
+        with pytest.raises(ValueError, match="low_score_iou_buffer"):
+            create_tracker("bytetrack", {"low_score_iou_buffer": bad})
 
 
 def _skipped_frame_lag(tracker, speed: float = 10.0, frames: int = 8) -> list[float]:

@@ -156,8 +156,9 @@ class UltralyticsTracker:
             # "auto" makes Ultralytics reuse detector features it never receives here.
             raise ValueError("botsort with_reid needs an explicit ReID model file in tracker.params.model")
         for key in ("iou_buffer", "low_score_iou_buffer"):
-            if cfg.get(key, 0.0) < 0:
-                raise ValueError(f"{key} must be >= 0 (a share of the box size), got {cfg[key]}")
+            value = cfg.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ValueError(f"{key} must be a number >= 0 (a share of the box size, e.g. 0.3), got {value!r}")
         for key in ("std_weight_position", "std_weight_velocity"):
             value = cfg[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
