@@ -6,7 +6,8 @@
 For each camera count the script runs `PipelineRunner` (what `python -m pipeline run` runs: decode, detect,
 track, embed, match, the embedded Redis store; annotated video off, as on a server) on N copies of
 PETS09-S2L1 (768x576, ../shared/data) for `--frames` frames each, then times the detector alone on the same
-frames, batched as the run batches them (one frame per camera per step), decoded beforehand. It prints:
+frames, batched as the run batches them (one frame per camera per step; with a staggered stride, the cameras
+of one phase), decoded beforehand. It prints:
 
 * pipeline frames/s over all cameras and the real-time cameras it carries at `--camera-fps` (10);
 * ms per camera-frame of each stage (the run's own stage clocks; decode runs in reader threads beside them);
