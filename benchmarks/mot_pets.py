@@ -168,13 +168,14 @@ def track_all(tracker_cfg: TrackerConfig, detections: list, frames: list[np.ndar
     return 1000 * spent / len(frames)
 
 
-def trackeval_scores(gt_dir: Path, trackers_dir: Path, names: list[str], seq_len: int) -> dict[str, dict]:
-    """HOTA, IDF1, MOTA and ID switches per tracker folder (TrackEval, MOT15 protocol)."""
+def trackeval_results(gt_dir: Path, trackers_dir: Path, names: list[str], seq_info: dict[str, int]) -> dict[str, dict]:
+    """TrackEval's combined pedestrian results (HOTA, CLEAR, Identity) per tracker folder, MOT15 protocol;
+    `seq_info`: sequence name -> length. benchmarks/tracking_synthcc.py scores with it too."""
     import trackeval
 
     dataset_cfg = trackeval.datasets.MotChallenge2DBox.get_default_dataset_config()
     dataset_cfg.update(GT_FOLDER=str(gt_dir), TRACKERS_FOLDER=str(trackers_dir), BENCHMARK="MOT15",
-                       SEQ_INFO={SEQ: seq_len}, SKIP_SPLIT_FOL=True, TRACKERS_TO_EVAL=names, PRINT_CONFIG=False)
+                       SEQ_INFO=seq_info, SKIP_SPLIT_FOL=True, TRACKERS_TO_EVAL=names, PRINT_CONFIG=False)
     eval_cfg = trackeval.Evaluator.get_default_eval_config()
     eval_cfg.update(PRINT_RESULTS=False, PRINT_CONFIG=False, OUTPUT_SUMMARY=False, OUTPUT_DETAILED=False,
                     PLOT_CURVES=False, OUTPUT_EMPTY_CLASSES=False, TIME_PROGRESS=False, DISPLAY_LESS_PROGRESS=True,
@@ -182,9 +183,13 @@ def trackeval_scores(gt_dir: Path, trackers_dir: Path, names: list[str], seq_len
     with contextlib.redirect_stdout(io.StringIO()):  # TrackEval prints its progress and each metric's config
         metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR(), trackeval.metrics.Identity()]
         res, _ = trackeval.Evaluator(eval_cfg).evaluate([trackeval.datasets.MotChallenge2DBox(dataset_cfg)], metrics)
+    return {name: res["MotChallenge2DBox"][name]["COMBINED_SEQ"]["pedestrian"] for name in names}
+
+
+def trackeval_scores(gt_dir: Path, trackers_dir: Path, names: list[str], seq_len: int) -> dict[str, dict]:
+    """HOTA, IDF1, MOTA and ID switches per tracker folder (TrackEval, MOT15 protocol)."""
     out = {}
-    for name in names:
-        r = res["MotChallenge2DBox"][name]["COMBINED_SEQ"]["pedestrian"]
+    for name, r in trackeval_results(gt_dir, trackers_dir, names, {SEQ: seq_len}).items():
         out[name] = {"HOTA": float(np.mean(r["HOTA"]["HOTA"])), "IDF1": float(r["Identity"]["IDF1"]),
                      "MOTA": float(r["CLEAR"]["MOTA"]), "IDSW": int(r["CLEAR"]["IDSW"])}
     return out

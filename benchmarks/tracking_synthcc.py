@@ -14,8 +14,6 @@ reuses its detections, as `mot_pets.py` does). Scenes come from `python -m synth
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import platform
 import shutil
 import sys
@@ -30,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mot_pets import trackeval_results  # noqa: E402  (benchmarks/ is this script's own folder)
 from pipeline.annotate import write_mot_rows  # noqa: E402
 from pipeline.config import DetectorConfig, TrackerConfig  # noqa: E402
 from pipeline.perception import detector_from_config, tracker_from_config  # noqa: E402
@@ -101,27 +100,15 @@ def main() -> int:
                             frame = np.zeros(shape, np.uint8)  # the tracker reads only the frame's size
                             due = i < phase or (i - phase) % every == 0
                             write_mot_rows(fh, i, tracker.update(dets, frame) if due else tracker.predict(frame))
-        import trackeval
-
-        dataset = trackeval.datasets.MotChallenge2DBox.get_default_dataset_config()
-        dataset.update(GT_FOLDER=str(tmp / "gt"), TRACKERS_FOLDER=str(tmp / "trackers"), BENCHMARK="MOT15",
-                       SEQ_INFO={seq: len(shapes) for seq, shapes, _ in cameras}, SKIP_SPLIT_FOL=True,
-                       TRACKERS_TO_EVAL=[r for rs in runs.values() for r in rs], PRINT_CONFIG=False)
-        evaluation = trackeval.Evaluator.get_default_eval_config()
-        evaluation.update(PRINT_RESULTS=False, PRINT_CONFIG=False, OUTPUT_SUMMARY=False, OUTPUT_DETAILED=False,
-                          PLOT_CURVES=False, OUTPUT_EMPTY_CLASSES=False, TIME_PROGRESS=False,
-                          DISPLAY_LESS_PROGRESS=True, USE_PARALLEL=False)
-        with contextlib.redirect_stdout(io.StringIO()):  # TrackEval prints its progress and configs
-            res, _ = trackeval.Evaluator(evaluation).evaluate(
-                [trackeval.datasets.MotChallenge2DBox(dataset)],
-                [trackeval.metrics.CLEAR(), trackeval.metrics.Identity()])
+        res = trackeval_results(tmp / "gt", tmp / "trackers", [r for rs in runs.values() for r in rs],
+                                {seq: len(shapes) for seq, shapes, _ in cameras})
     print(f"`python benchmarks/tracking_synthcc.py --scenes {' '.join(map(str, args.scenes))} "
           + " ".join(f"--option {o}" for o in args.options) + f"` ({platform.machine()}, {date.today()})")
     print(f"{len(cameras)} cameras; a stride's cells give each phase")
     print("| option | IDF1 | MOTA | ID switches | false positives | misses |")
     print("|---|---|---|---|---|---|")
     for name, rs in runs.items():
-        rows = [res["MotChallenge2DBox"][r]["COMBINED_SEQ"]["pedestrian"] for r in rs]
+        rows = [res[r] for r in rs]
         cells = [", ".join(fmt(r) for r in rows) for fmt in (
             lambda r: f"{100 * r['Identity']['IDF1']:.1f}", lambda r: f"{100 * r['CLEAR']['MOTA']:.1f}",
             lambda r: str(int(r["CLEAR"]["IDSW"])), lambda r: str(int(r["CLEAR"]["CLR_FP"])),
