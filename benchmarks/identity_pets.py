@@ -117,6 +117,21 @@ def contact_sheet(out: Path, tiles: int = 6) -> None:
     print(f"wrote {out}: {len(rows)} people of gt_dev.txt, {tiles} crops each")
 
 
+def _settings_row(items: list[str], option: str) -> tuple[str, dict]:
+    """(what, config sections) of a row made of KEY=VALUE items (dotted keys, YAML values)."""
+    extra: dict = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key or not value:
+            raise SystemExit(f"{option} {item!r}: expected KEY=VALUE, e.g. matcher.threshold=0.65")
+        node = extra
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    return ", ".join(f"`{item.partition('=')[0]}: {item.partition('=')[2]}`" for item in items), extra
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ROWS))
@@ -125,19 +140,19 @@ def main() -> None:
                     "the re-entry pairs) and exit")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra row 'set:KEY=VALUE' with that config key (dotted path, YAML value); repeatable")
+    ap.add_argument("--row", action="append", default=[], metavar="NAME:KEY=VALUE,KEY=VALUE",
+                    help="an extra row NAME with several config keys at once; repeatable")
     args = ap.parse_args()
     for item in args.set:
-        key, _, value = item.partition("=")
-        if not key or not value:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. matcher.threshold=0.65")
-        extra: dict = {}
-        node = extra
-        *path, last = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
-        ROWS[f"set:{item}"] = (f"`{key}: {value}`", extra)
+        ROWS[f"set:{item}"] = _settings_row([item], "--set")
         args.rows += f",set:{item}"
+    for item in args.row:
+        name, _, rest = item.partition(":")
+        if not name or not rest or name in ROWS:
+            raise SystemExit(f"--row {item!r}: expected a new NAME:KEY=VALUE,KEY=VALUE, e.g. "
+                             "lean:reid.max_crops_per_track=4,reid.swap_check_per_second=0.5")
+        ROWS[name] = _settings_row(rest.split(","), "--row")
+        args.rows += f",{name}"
     if args.sheet:
         contact_sheet(Path(args.sheet))
         return

@@ -312,6 +312,8 @@ def main() -> int:
                     help="matcher.outfit_threshold for models that carry no calibrated thresholds")
     ap.add_argument("--matcher", nargs="*", default=[], metavar="KEY=VALUE",
                     help="matcher settings for every model (they win over a model file's calibrated thresholds)")
+    ap.add_argument("--reid", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="reid settings for every model, e.g. swap_check_per_second=0 (crop selection, swap split)")
     ap.add_argument("--outfit-model", metavar="FILE",
                     help="reid.outfit_model for every LABEL=FILE model (not `default`): a same-clothes model whose "
                          "feature is the outfit descriptor and links a known outfit on its own (e.g. "
@@ -357,7 +359,7 @@ def main() -> int:
         forced = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.matcher)}
         matcher.update(forced)
         shown = {**(calibrated or {}), **matcher}
-        reid = {"min_height": args.min_height}
+        reid = {"min_height": args.min_height, **{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.reid)}}
         if path:
             reid["model"] = str(Path(path).resolve())
             if args.outfit_model:
@@ -408,6 +410,8 @@ def main() -> int:
           f"detector.every {args.detector_every}; reid.min_height {args.min_height}; {args.workers} worker process(es); matcher clock: video (files); "
           + (f"transit {args.transit[0]:g}-{args.transit[1]:g} s between any two cameras" if args.transit
              else "no topology"))
+    if args.reid:
+        print(f"reid settings for every model: {', '.join(args.reid)}")
     for label, (_, reid, shown) in settings.items():
         print(f"model {label}: {reid.get('model', 'the default (OMZ 0267)')}; matcher {shown}")
     if args.measured_gains:
