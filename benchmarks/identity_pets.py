@@ -4,6 +4,7 @@ tests/test_identity_pets.py, whose functions this script calls), scored with Tra
 gt_dev.txt. Nothing here reads the held-back frames 401-795.
 
     .venv/bin/python benchmarks/identity_pets.py [--rows default,openvino,crops-4] [--list]
+        [--set KEY=VALUE ...] [--row NAME:KEY=VALUE,KEY=VALUE ...]
 
 Prints per row: global IDF1 (identities as ids over the 400 frames), IDF1 of each camera on its own frames and
 track ids ("per camera": what linking must not lose), the same tracks without identities ("tracks only"), the

@@ -3,6 +3,7 @@ scored with global ids over all cameras as one sequence (TrackEval: IDF1, HOTA, 
 
     .venv/bin/python benchmarks/mtmc_synthcc.py [--preset tiny|bench] [--seeds 0,1] [--work DIR]
         [--models default cal=runs/cc_models/cal.safetensors ...] [--matcher threshold=0.5 ...]
+        [--reid swap_check_per_second=0.5 ...]
 
 `--models` compares ReID models on the same scenes and the same detections and tracks: `default` is the
 pipeline's default same-clothes model (matcher thresholds from `--threshold` / `--outfit-threshold`), LABEL=FILE
