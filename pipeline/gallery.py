@@ -183,7 +183,7 @@ class PrototypeGallery:
         self._row_of_key[self._next_key:self._next_key + n] = np.arange(self.size, self.size + n)
         self._next_key += n
         if self._ann is not None:
-            self._ann.add(self._key[sl], self._vectors[sl])
+            self._ann.add(self._key[sl], self._vectors[sl], threads=1)
         self.size += n
 
     def remove_identity(self, identity_id: int) -> None:
@@ -330,7 +330,9 @@ class PrototypeGallery:
 
         self._ann = Index(ndim=self.dim, metric="ip", dtype="f16", connectivity=ANN_CONNECTIVITY,
                           expansion_add=ANN_EXPANSION_ADD, expansion_search=ANN_EXPANSION_SEARCH)
-        self._ann.add(self._key[: self.size], self._vectors[: self.size])
+        # One thread, as for the search: the cores are the detector's and the embedder's; and one thread builds the
+        # same graph every time, so a gallery's index and the recall check that admits it do not vary between runs
+        self._ann.add(self._key[: self.size], self._vectors[: self.size], threads=1)
 
     def _check_ann(self) -> None:
         """Measure how often the index finds the exact search's best identity; widen its search until that
