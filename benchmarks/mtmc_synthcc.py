@@ -228,6 +228,17 @@ def scene_topology(scene: Path, min_s: float, max_s: float) -> dict:
                          for k, a in enumerate(ids) for b in ids[k + 1:]], "revisit_after_s": max_s}
 
 
+def key_values(items: list[str], option: str) -> dict:
+    """`KEY=VALUE` items (YAML values) of a command-line option as a mapping."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            raise SystemExit(f"{option} {item!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def model_thresholds(model: str | None) -> dict | None:
     """The calibrated matcher thresholds a model file carries, if any."""
     if model is None:
@@ -346,6 +357,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1,
                     help="split the cameras over this many `pipeline run` processes sharing one Redis")
     args = ap.parse_args()
+    forced, reid_settings = key_values(args.matcher, "--matcher"), key_values(args.reid, "--reid")
     work = Path(args.work)
     models: dict[str, str | None] = {}
     for item in args.models:
@@ -357,10 +369,9 @@ def main() -> int:
         matcher = {} if calibrated else {"threshold": args.threshold, "outfit_threshold": args.outfit_threshold}
         if path and args.outfit_model:
             matcher.pop("outfit_threshold", None)  # the outfit model's level (pipeline.matcher.thresholds_from_model)
-        forced = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.matcher)}
         matcher.update(forced)
         shown = {**(calibrated or {}), **matcher}
-        reid = {"min_height": args.min_height, **{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.reid)}}
+        reid = {"min_height": args.min_height, **reid_settings}
         if path:
             reid["model"] = str(Path(path).resolve())
             if args.outfit_model:
