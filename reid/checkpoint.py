@@ -10,7 +10,7 @@ rebuilt from the file alone with `load_checkpoint`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,33 @@ def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str,
     return tensors, sd["param_groups"]
 
 
+# (integer view, exponent bits, mantissa bits) of each float type: a denormal has a zero exponent and a non-zero
+# mantissa. Read from the bits, as comparing floats is itself flushed where flush-to-zero is on.
+_FLOAT_BITS = {torch.float32: (torch.int32, 0x7F800000, 0x007FFFFF), torch.float64: (torch.int64, 0x7FF << 52, (1 << 52) - 1),
+               torch.float16: (torch.int16, 0x7C00, 0x03FF), torch.bfloat16: (torch.int16, 0x7F80, 0x007F)}
+
+
+def zero_denormals(tensors: Iterable[torch.Tensor]) -> int:
+    """Set denormal floats (below the type's smallest normal, not zero) to zero in place; returns how many.
+
+    Tiny gradients and weight decay leave weights and optimiser moments as denormals, and CPUs compute with
+    those at a fraction of their speed: ONNX Runtime ran a SynthCC CRE + BSGA model 5x slower a batch (70
+    against 14 ms, 2026-12-05), PyTorch's backward pass 7.7x. Zero is what those values mean."""
+    count = 0
+    for t in tensors:
+        bits = _FLOAT_BITS.get(t.dtype)
+        if bits is None or t.numel() == 0:
+            continue
+        itype, exponent, mantissa = bits
+        raw = t.detach().view(itype)
+        tiny = ((raw & exponent) == 0) & ((raw & mantissa) != 0)
+        n = int(tiny.sum())
+        if n:
+            raw.masked_fill_(tiny, 0)
+            count += n
+    return count
+
+
 def save_checkpoint(path: str | Path, model: ReIDModel, spec: PreprocessSpec, *, inference_only: bool,
                     optimizers: dict[str, torch.optim.Optimizer] | None = None,
                     train_state: dict[str, Any] | None = None, heads: torch.nn.Module | None = None) -> None:
@@ -48,6 +75,10 @@ def save_checkpoint(path: str | Path, model: ReIDModel, spec: PreprocessSpec, *,
         weights = model.state_dict()
         arch = arch.model_copy(update={"pretrained": None, "pretrained_sha256": None})
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in weights.items()}
+    if inference_only:
+        # a model file is for inference: no denormal weights (a training checkpoint keeps its exact state)
+        tensors = {k: v.clone() for k, v in tensors.items()}
+        zero_denormals(tensors.values())
     if heads is not None and not inference_only:
         tensors.update({f"heads.{k}": v.detach().cpu().contiguous() for k, v in heads.state_dict().items()})
     meta = {SPEC_METADATA_KEY: spec.to_json(), ARCH_KEY: arch.model_dump_json()}
@@ -103,6 +134,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         arch = ArchConfig.model_validate({**arch.model_dump(), "feature": feature})
     model = build_model(arch)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    zero_denormals(state.values())  # files written before model files were flushed, or by other tools
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), PreprocessSpec.from_json(meta[SPEC_METADATA_KEY])
 
