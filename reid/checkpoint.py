@@ -37,8 +37,10 @@ def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str,
 
 # (integer view, exponent bits, mantissa bits) of each float type: a denormal has a zero exponent and a non-zero
 # mantissa. Read from the bits, as comparing floats is itself flushed where flush-to-zero is on.
-_FLOAT_BITS = {torch.float32: (torch.int32, 0x7F800000, 0x007FFFFF), torch.float64: (torch.int64, 0x7FF << 52, (1 << 52) - 1),
-               torch.float16: (torch.int16, 0x7C00, 0x03FF), torch.bfloat16: (torch.int16, 0x7F80, 0x007F)}
+_FLOAT_BITS = {torch.float32: (torch.int32, 0x7F800000, 0x007FFFFF),
+               torch.float64: (torch.int64, 0x7FF << 52, (1 << 52) - 1),
+               torch.float16: (torch.int16, 0x7C00, 0x03FF),
+               torch.bfloat16: (torch.int16, 0x7F80, 0x007F)}
 
 
 def zero_denormals(tensors: Iterable[torch.Tensor]) -> int:

@@ -252,8 +252,7 @@ class Trainer:
         tensors = [*self.model.parameters(), *self.method.heads.parameters()]
         for opt in self.optimizers.values():
             tensors += [v for state in opt.state.values() for v in state.values() if torch.is_tensor(v)]
-        with torch.no_grad():
-            return zero_denormals(tensors)
+        return zero_denormals(tensors)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         r = self.r
