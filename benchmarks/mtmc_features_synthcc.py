@@ -9,6 +9,14 @@ same scene. The distributions say which thresholds can work: `matcher.threshold`
 person" from "different people" on the identity embedding, `matcher.outfit_threshold` "same outfit" from
 "new outfit" on the descriptor. Scenes come from `python -m synth scenes` (e.g. the ones
 benchmarks/mtmc_synthcc.py leaves under runs/mtmc_synthcc/*/scene).
+
+A model trained on colour-levelled crops (its spec's `extra.colour_levelling`) gets each camera's crops levelled
+to its reference by the mean box-centre colour of the crops taken from that camera (the pipeline estimates the
+same mean as it runs). `--calibrate` also runs `reid calibrate`'s rules (reid/calibrate.py) on these sightings,
+so a model's rates on still crops (`python -m reid calibrate --root <synth people set>`) and on video crops
+of scenes can be set side by side; sightings of different scenes count as different people.
+
+    .venv/bin/python benchmarks/mtmc_features_synthcc.py S1/scene S2/scene --reid-model model.safetensors --calibrate
 """
 
 from __future__ import annotations
@@ -28,32 +36,46 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def sighting_features(scene: Path, embedder) -> list[tuple]:
+def camera_crops(scene: Path, cam: str, sightings: list[dict], reference=None) -> list[tuple[dict, list]]:
+    """Up to 8 ground-truth crops (visibility > 0.8, >= 50 px tall) of each of the camera's sightings that has 2."""
+    from reid.inference.levelling import apply_lut, centre_mean, gain_lut, gains_for
+
+    by_sighting = []
+    gt = np.loadtxt(scene / "gt" / f"{cam}.txt", delimiter=",", ndmin=2)
+    cap = cv2.VideoCapture(str(next(scene.glob(f"{cam}.*"))))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    for s in (s for s in sightings if s["camera"] == cam):
+        rows = gt[(gt[:, 1] == s["global_id"]) & (gt[:, 8] > 0.8) & (gt[:, 5] >= 50)
+                  & (gt[:, 0] >= s["first_frame"]) & (gt[:, 0] <= s["last_frame"])]
+        crops = []
+        for r in rows[::3][:8]:
+            x, y, w, h = r[2:6].astype(int)
+            c = frames[int(r[0]) - 1][max(y, 0):y + h, max(x, 0):x + w]
+            if c.size:
+                crops.append(c)
+        if len(crops) < 2:
+            continue
+        by_sighting.append((s, crops))
+    if reference is not None:  # every crop of a camera levelled by that camera's mean box-centre colour
+        lut = gain_lut(gains_for(reference, np.mean([centre_mean(c) for _, cs in by_sighting for c in cs], axis=0)))
+        by_sighting = [(s, [apply_lut(c, lut) for c in cs]) for s, cs in by_sighting]
+    return by_sighting
+
+
+def sighting_features(scene: Path, embedder, reference=None) -> list[tuple]:
+    """(person, outfit uid, camera, unit identity feature, unit outfit descriptor) of each sighting."""
     from reid.inference.outfit import outfit_descriptors
 
     sightings = json.loads((scene / "sightings.json").read_text())["sightings"]
     out = []
     for cam in sorted({s["camera"] for s in sightings}):
-        gt = np.loadtxt(scene / "gt" / f"{cam}.txt", delimiter=",", ndmin=2)
-        cap = cv2.VideoCapture(str(next(scene.glob(f"{cam}.*"))))
-        frames = []
-        while True:
-            ok, f = cap.read()
-            if not ok:
-                break
-            frames.append(f)
-        cap.release()
-        for s in (s for s in sightings if s["camera"] == cam):
-            rows = gt[(gt[:, 1] == s["global_id"]) & (gt[:, 8] > 0.8) & (gt[:, 5] >= 50)
-                      & (gt[:, 0] >= s["first_frame"]) & (gt[:, 0] <= s["last_frame"])]
-            crops = []
-            for r in rows[::3][:8]:
-                x, y, w, h = r[2:6].astype(int)
-                c = frames[int(r[0]) - 1][max(y, 0):y + h, max(x, 0):x + w]
-                if c.size:
-                    crops.append(c)
-            if len(crops) < 2:
-                continue
+        for s, crops in camera_crops(scene, cam, sightings, reference):
             e = embedder.embed(crops).identity.mean(0)
             lk = outfit_descriptors(crops).mean(0)
             out.append((s["global_id"], s["outfit_uid"], cam, e / np.linalg.norm(e), lk / np.linalg.norm(lk)))
@@ -64,16 +86,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenes", nargs="+", type=Path)
     ap.add_argument("--reid-model", default="person-reidentification-retail-0267.ort.onnx")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="also print what `reid calibrate` measures and suggests, on these sightings")
     args = ap.parse_args()
     from pipeline.models import resolve_model
     from reid.inference.factory import create_embedder
+    from reid.inference.levelling import reference_of
 
     embedder = create_embedder(resolve_model(args.reid_model), "auto", threads=1)
+    reference = reference_of(embedder.spec)
     groups: dict[str, dict[str, list[float]]] = {k: {"identity": [], "outfit": []} for k in
                                                  ("same person, same outfit", "same person, new outfit",
                                                   "different people")}
-    for scene in args.scenes:
-        feats = sighting_features(scene, embedder)
+    every = []
+    for n, scene in enumerate(args.scenes):
+        feats = sighting_features(scene, embedder, reference)
+        every += [(n, *f) for f in feats]
         for i, a in enumerate(feats):
             for b in feats[i + 1:]:
                 if a[2] == b[2]:
@@ -83,7 +111,8 @@ def main() -> int:
                 groups[key]["identity"].append(float(a[3] @ b[3]))
                 groups[key]["outfit"].append(float(a[4] @ b[4]))
     print(f"SynthCC ground-truth crops, {len(args.scenes)} scene(s): {', '.join(str(s) for s in args.scenes)}; "
-          f"ReID {Path(args.reid_model).name}")
+          f"ReID {Path(args.reid_model).name}" + (f"; cameras levelled to {[round(v, 1) for v in reference]}"
+                                                  if reference is not None else ""))
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}\n")
     print("| pairs of sightings in two cameras | n | feature | p10 | median | p90 | max |")
     print("|---|---|---|---|---|---|---|")
@@ -93,6 +122,18 @@ def main() -> int:
             if len(v):
                 print(f"| {key} | {len(v)} | {feat} cosine | {np.percentile(v, 10):.2f} | {np.median(v):.2f} | "
                       f"{np.percentile(v, 90):.2f} | {v.max():.2f} |")
+    if args.calibrate:
+        from reid.calibrate import Sightings, calibrate_sightings, format_calibration
+
+        # people and cameras numbered per scene: another scene's people are other people
+        person = np.array([n * 100_000 + p for n, p, *_ in every])
+        outfit = np.unique([f"{n}:{o}" for n, _, o, *_ in every], return_inverse=True)[1]
+        camera = np.unique([f"{n}:{c}" for n, _, _, c, *_ in every], return_inverse=True)[1]
+        sightings = Sightings(person, outfit, camera, np.stack([f[4] for f in every]), np.stack([f[5] for f in every]))
+        print()
+        print(format_calibration(calibrate_sightings(sightings, Path(args.reid_model).name,
+                                                     f"ground-truth crops of {len(args.scenes)} scene(s)",
+                                                     "hand-made outfit descriptor")))
     return 0
 
 

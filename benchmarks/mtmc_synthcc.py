@@ -28,7 +28,8 @@ each frame's position in its file, from the worker's start), so workers started 
 within their start-up difference, whatever pace each decodes at.
 
 Also printed: identities created vs people in the scene, `identity.outfit_changed` events vs outfit
-changes in the ground truth, merges.
+changes in the ground truth, merges, and every identity decision judged against the truth it had then
+(`synth.truth.decision_kinds`: links made and missed through an outfit change, strangers joined).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from synth.truth import outfit_event_check, track_people  # noqa: E402
+from synth.truth import DECISION_KINDS, decision_kinds, outfit_event_check, track_people  # noqa: E402
 
 SEQ = "synthcc-mtmc"
 
@@ -412,10 +413,12 @@ def main() -> int:
                 # ReID + matcher stage adds over per-camera tracking alone.
                 build_sequence(scene, run_dir / "mot", {}, run_dir / "eval-tracks-only")
                 scores["IDF1_tracks_only"] = trackeval_scores(run_dir / "eval-tracks-only", seq_len)["IDF1"]
-                outfit_events, correct = outfit_event_check(events, final, track_people(scene, run_dir / "mot"))
+                people_of_tracks = track_people(scene, run_dir / "mot")
+                outfit_events, correct = outfit_event_check(events, final, people_of_tracks)
                 rows.append({"changes": changes, "seed": seed, "model": label, **scores, "people": people,
                              "identities": alive, "gt_changes": gt_changes, "outfit_events": outfit_events,
-                             "outfit_correct": correct, "merges": kinds["identity.merged"], "wall": wall, "dup": dup})
+                             "outfit_correct": correct, "merges": kinds["identity.merged"], "wall": wall, "dup": dup,
+                             "decisions": decision_kinds(events, people_of_tracks)})
                 print(f"done: outfit changes {changes}, seed {seed}, model {label}: IDF1 {scores['IDF1']:.1f}",
                       file=sys.stderr, flush=True)
     print(f"SynthCC scenes, preset {args.preset}, seeds {args.seeds}; pipeline defaults (YOLOX-nano, ByteTrack), "
@@ -453,6 +456,16 @@ def main() -> int:
                   f"{mean_std([r['IDF1_tracks_only'] for r in sel])} | "
                   f"{np.mean([r['identities'] / r['people'] for r in sel]):.2f} | "
                   f"{sum(r['outfit_correct'] for r in sel)} / {sum(r['gt_changes'] for r in sel)} |")
+    # Where the identity errors come from (synth.truth.decision_kinds): each track's first decision judged
+    # against the truth at that moment, summed over seeds.
+    print("\ndecisions, summed over seeds (synth.truth.decision_kinds):\n")
+    print("| outfit changes | model | " + " | ".join(DECISION_KINDS) + " |")
+    print("|---|---|" + "---|" * len(DECISION_KINDS))
+    for changes in args.changes:
+        for label in settings:
+            sel = [r for r in rows if r["changes"] == changes and r["model"] == label]
+            print(f"| {changes} | {label} | " + " | ".join(str(sum(r["decisions"][k] for r in sel))
+                                                       for k in DECISION_KINDS) + " |")
     if len(settings) > 1:
         labels = list(settings)
         base = labels[0]

@@ -1,6 +1,6 @@
 """Ground truth of a SynthCC scene against what a pipeline run made of it: which person and outfit each local
-track followed, and whether an `identity.outfit_changed` event was right. Used by the MTMC benchmark and the
-end-to-end clothes-change test, so both score a run the same way."""
+track followed, whether an `identity.outfit_changed` event was right, and what kind each identity decision was.
+Used by the MTMC benchmark and the end-to-end clothes-change test, so both score a run the same way."""
 
 from __future__ import annotations
 
@@ -60,3 +60,65 @@ def outfit_event_check(events: list[dict], final: dict, people: dict) -> tuple[i
             decided.add(key)
             seen.setdefault(final[key], []).append(people[key])
     return total, correct
+
+
+DECISION_KINDS = ("new person", "missed: same outfit", "missed: other outfit", "right: same outfit",
+                  "right: other outfit", "wrong: first sighting", "wrong: known person", "merge right", "merge wrong")
+
+
+def decision_kinds(events: list[dict], people: dict) -> Counter:
+    """Each identity decision of a run, in event order, judged against the truth it had then: where the
+    identities a run gets wrong come from (a link through an outfit change not made, a stranger joined...).
+
+    A track's first decision (`identity.created` / `identity.assigned`; later ones are re-decisions) on a
+    person (`track_people`):
+    * created: "new person" when no earlier track of the person holds an identity, else a missed link, "same
+      outfit" when an earlier track of the person wore this outfit, "other outfit" when none did;
+    * assigned: right when most tracks of the identity so far are this person ("same outfit" when one of them
+      is the person in this outfit, "other outfit": linked through a change), else wrong ("first sighting"
+      when the person had no identity yet: a stranger joined; "known person": the person's own identity lost).
+    `identity.merged` (merged_from into identity_id) joins the two identities' tracks from then on: "merge
+    right" when both had the same person most often."""
+    alias: dict[int, int] = {}
+
+    def resolve(ident: int) -> int:
+        while ident in alias:
+            ident = alias[ident]
+        return ident
+
+    members: dict[int, list[tuple[int, str]]] = {}  # identity -> (person, outfit) of its decided tracks
+    held: dict[int, list[str]] = {}  # person -> outfits of their decided tracks
+    decided: set[tuple[str, int]] = set()
+    out: Counter = Counter({k: 0 for k in DECISION_KINDS})
+
+    def majority(ident: int) -> int | None:
+        got = Counter(p for p, _ in members.get(ident, [])).most_common(1)
+        return got[0][0] if got else None
+
+    for e in events:
+        if e["type"] == "identity.merged" and e.get("merged_from") is not None:
+            into, gone = resolve(e["identity_id"]), resolve(e["merged_from"])
+            if into == gone:
+                continue
+            a, b = majority(into), majority(gone)
+            out["merge right" if a is not None and a == b else "merge wrong"] += 1
+            alias[gone] = into
+            members.setdefault(into, []).extend(members.pop(gone, []))
+            continue
+        key = (e.get("camera_id"), e.get("track_id"))
+        if e["type"] not in ("identity.created", "identity.assigned") or key in decided or key not in people:
+            continue
+        decided.add(key)
+        person, outfit = people[key]
+        ident = resolve(e["identity_id"])
+        before = held.get(person, [])
+        if e["type"] == "identity.created":
+            out["new person" if not before else
+                "missed: same outfit" if outfit in before else "missed: other outfit"] += 1
+        elif majority(ident) == person:
+            out["right: same outfit" if (person, outfit) in members[ident] else "right: other outfit"] += 1
+        else:
+            out["wrong: known person" if before else "wrong: first sighting"] += 1
+        members.setdefault(ident, []).append((person, outfit))
+        held.setdefault(person, []).append(outfit)
+    return out

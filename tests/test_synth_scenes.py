@@ -207,6 +207,40 @@ def test_outfit_events_are_scored_against_tracks_decided_before_them() -> None:
     assert outfit_event_check(events[1:], final, people) == (3, 0)
 
 
+def test_decisions_are_judged_against_the_truth_at_their_time() -> None:
+    """`decision_kinds`: each track's first decision is new / missed (same or other outfit) / right (same or other
+    outfit) / wrong (a stranger's first sighting or a known person), against what was decided before it; merges
+    join identities from then on and are right when both sides were one person."""
+    from synth.truth import decision_kinds
+
+    people = {("c1", 1): (1, "a"), ("c2", 2): (1, "b"), ("c2", 3): (2, "x"), ("c1", 4): (1, "a"), ("c1", 7): (1, "a"),
+              ("c3", 5): (1, "c"), ("c3", 6): (2, "x"), ("c4", 8): (3, "z"), ("c4", 9): (1, "c"),
+              ("c2", 10): (3, "z")}
+
+    def ev(kind, cam, tid, ident, **kw):
+        return {"type": kind, "camera_id": cam, "track_id": tid, "identity_id": ident, **kw}
+
+    events = [ev("identity.created", "c1", 1, 10),     # new person
+              ev("identity.assigned", "c2", 2, 10),    # right: other outfit (person 1 through a change)
+              ev("identity.assigned", "c2", 3, 10),    # wrong: a stranger's first sighting
+              ev("identity.created", "c1", 4, 11),     # missed: person 1 was seen in outfit a
+              ev("identity.assigned", "c1", 7, 11),    # right: same outfit
+              ev("identity.created", "c3", 5, 12),     # missed: person 1 never wore c before
+              ev("identity.assigned", "c3", 6, 11),    # wrong: person 2 is known (identity 10)
+              ev("identity.assigned", "c1", 1, 11),    # a re-decision: not counted
+              ev("identity.assigned", "c9", 1, 10),    # a track on nobody: not counted
+              ev("identity.created", "c4", 8, 13),     # new person
+              ev("identity.created", "c2", 10, 14),    # missed: person 3 in the same outfit z
+              ev("identity.merged", None, None, 10, merged_from=12),  # both person 1: right
+              ev("identity.merged", None, None, 10, merged_from=13),  # person 3 into person 1: wrong
+              ev("identity.assigned", "c4", 9, 12),    # 12 now is 10, which holds person 1 in c: right, same outfit
+              ev("track.ended", "c1", 1, 10)]
+    got = decision_kinds(events, people)
+    assert dict(got) == {"new person": 2, "missed: same outfit": 2, "missed: other outfit": 1,
+                         "right: same outfit": 2, "right: other outfit": 1, "wrong: first sighting": 1,
+                         "wrong: known person": 1, "merge right": 1, "merge wrong": 1}
+
+
 def test_scene_crops_cut_each_labelled_person_from_its_own_frame(tiny_scene: Path, tmp_path: Path) -> None:
     """`synth crops`: every crop is the ground-truth box of its frame in the decoded video (an off-by-one frame
     or a shifted box changes the pixels of a walking person), labels follow sightings.json, scenes never share
