@@ -62,7 +62,7 @@ def camera_crops(scene: Path, cam: str, sightings: list[dict], reference=None) -
         if len(crops) < 2:
             continue
         by_sighting.append((s, crops))
-    if reference is not None:  # every crop of a camera levelled by that camera's mean box-centre colour
+    if reference is not None and by_sighting:  # every crop of a camera levelled by its mean box-centre colour
         lut = gain_lut(gains_for(reference, np.mean([centre_mean(c) for _, cs in by_sighting for c in cs], axis=0)))
         by_sighting = [(s, [apply_lut(c, lut) for c in cs]) for s, cs in by_sighting]
     return by_sighting
