@@ -218,6 +218,10 @@ class MatcherConfig(Strict):
         None, ge=-1, le=1, description="outfit-descriptor cosine to a known outfit of an identity that links a tracklet "
         "to it even below `threshold` (with reid.outfit_model: that model's same-clothes threshold when unset); "
         "null: the identity feature alone decides who")
+    outfit_merge_threshold: float | None = Field(
+        None, ge=-1, le=1, description="with reid.outfit_model: outfit-descriptor cosine to a known outfit of "
+        "another identity that merges a tracklet's identity into it (opt-in, e.g. 0.8; merges need merge_threshold "
+        "set); null: merges are decided on the identity feature alone")
     window_threshold: float | None = Field(None, ge=-1, le=1, description="cosine a link needs when the identity "
                                            "was last seen on another camera inside a transit window of `topology` "
                                            "(few people can be the one arriving); null: threshold")

@@ -9,6 +9,9 @@
   (`reid.outfit_model`), a tracklet whose descriptor reaches that cosine with a known outfit of an identity
   may join it even when the clothes-changing feature is below `threshold`: a same-clothes model recognises a
   person in the same outfit better than a clothes-changing one, which gives up some of that to link changes.
+* Outfit merge (`outfit_merge_threshold`, opt-in): with such a descriptor, later evidence also merges a
+  tracklet's identity into another one that holds its outfit at that descriptor cosine (e.g. the same-clothes
+  model's merge level), instead of waiting for the clothes-changing feature to reach `merge_threshold`.
 * Joint assignment: the tracklets decided in the same step are assigned together with the Hungarian
   method (scipy's linear_sum_assignment) maximising the summed similarity above the threshold, so two
   simultaneous tracklets never take the same identity (unless their cameras overlap).
@@ -79,8 +82,12 @@ class CrossCameraMatcher:
                  top_k: int = 16, presence_ttl_s: float = 3.0, topology: Topology | None = None,
                  max_retries: int = 100, retention_s: float | None = None, index: str = "exact",
                  ann_min_rows: int = 50_000, same_outfit_threshold: float | None = None,
-                 window_threshold: float | None = None, outfit_link_threshold: float | None = None) -> None:
+                 window_threshold: float | None = None, outfit_link_threshold: float | None = None,
+                 outfit_merge_threshold: float | None = None) -> None:
         self.store = store
+        # Descriptor cosine to a known outfit of another identity that merges the tracklet's identity into it
+        # (`recheck`); None: merges are decided on the identity feature alone.
+        self.outfit_merge_threshold = outfit_merge_threshold
         # Descriptor cosine to a known outfit that links a tracklet to that identity on its own (the identity
         # feature need not reach `threshold`); None: the identity feature alone decides who.
         self.outfit_link_threshold = outfit_link_threshold
@@ -490,15 +497,26 @@ class CrossCameraMatcher:
         # yet, is tentative: the fuller evidence may move it to an existing identity at the ordinary
         # matching threshold (announced as a merge). Identities with other evidence need merge_threshold.
         threshold = self.merge_threshold
+        look_threshold = self.outfit_merge_threshold
+        look = tracklet.look() if look_threshold is not None else None
         if tracklet.created_identity and self._only_evidence(own, tracklet, tracks):
             threshold = min(self.threshold, self.merge_threshold)
+            if look is not None and self.outfit_link_threshold is not None:
+                look_threshold = min(look_threshold, self.outfit_link_threshold)
         for _ in range(self.max_retries):
             cand = self.gallery.candidates(q[None], self.top_k)[0]
-            others = [(s, i) for i, s in cand.items() if i != own and s >= threshold
-                      and self._compatible(own, i, live, now, tracks, open_ids)]
+            # (margin over what the merge needs, identity, identity-feature cosine), as in `_plan`
+            margin = {i: (s - threshold, s) for i, s in cand.items() if s >= threshold}
+            if look is not None:
+                for i, osim in self.gallery.look_candidates([look], look_threshold)[0].items():
+                    m = osim - look_threshold
+                    if m > margin.get(i, (-np.inf,))[0]:
+                        margin[i] = (m, cand[i] if i in cand else self.gallery.identity_similarity(i, q))
+            others = [(m, i, s) for i, (m, s) in margin.items()
+                      if i != own and self._compatible(own, i, live, now, tracks, open_ids)]
             if not others:
                 return None
-            sim, other = max(others)
+            _, other, sim = max(others)
             keep, drop = min(own, other), max(own, other)
             ops = StoreOp()
             ops.merge(keep, drop, now)
@@ -598,7 +616,8 @@ def thresholds_from_model(cfg, spec, outfit_model: bool = False, outfit_spec=Non
     With an outfit model (reid.outfit_model; `outfit_spec` its spec) the descriptor is that model's feature: unset
     `outfit_threshold` and `outfit_link_threshold` become its calibrated `threshold`, or the default model's
     `threshold` default when it carries none (a same-clothes model's link level), never the identity model's
-    `outfit_threshold`, which was measured on another descriptor."""
+    `outfit_threshold`, which was measured on another descriptor. `outfit_merge_threshold` is never filled in:
+    merging on the outfit descriptor is opt-in (README, "Scene crops in training": it did not pay there)."""
     suggested = (getattr(spec, "extra", None) or {}).get("matcher") or {}
     names = MODEL_THRESHOLDS if not outfit_model else tuple(k for k in MODEL_THRESHOLDS if k != "outfit_threshold")
     taken = {k: float(suggested[k]) for k in names
@@ -620,5 +639,5 @@ def matcher_from_config(store: IdentityStore, cfg) -> CrossCameraMatcher:
         presence_ttl_s=cfg.presence_ttl_s, topology=topology_from_config(cfg.topology), retention_s=cfg.retention_s,
         index=cfg.index, ann_min_rows=cfg.ann_min_rows, same_outfit_threshold=cfg.same_outfit_threshold,
         window_threshold=cfg.window_threshold if cfg.topology is not None else None,
-        outfit_link_threshold=cfg.outfit_link_threshold,
+        outfit_link_threshold=cfg.outfit_link_threshold, outfit_merge_threshold=cfg.outfit_merge_threshold,
     )

@@ -18,6 +18,9 @@ class _Strict(BaseModel):
 class ExtraTrainData(_Strict):
     dataset: str
     root: str
+    # True: this set's training images have no part masks (e.g. `synth crops` of scene videos); CRE erases
+    # nothing in them and BSGA gives them no weight, while every other loss trains on them as usual.
+    unmasked: bool = False
 
 
 class DataConfig(_Strict):

@@ -164,8 +164,13 @@ class Trainer:
         set_determinism(recipe.seed, self.device)
         self.dataset = load_dataset(recipe.data.dataset, recipe.data.root)
         if recipe.data.extra_train:
-            self.dataset = with_extra_training(self.dataset, [load_dataset(e.dataset, e.root)
-                                                              for e in recipe.data.extra_train])
+            from reid.datasets.masks import without_masks
+
+            extras = [load_dataset(e.dataset, e.root) for e in recipe.data.extra_train]
+            extras = [without_masks(d) if e.unmasked else d for d, e in zip(extras, recipe.data.extra_train)]
+            self.dataset = with_extra_training(self.dataset, extras)
+            self.dataset.notes += [f"extra training set at {e.root} declared unmasked: CRE and BSGA skip its images"
+                                   for e in recipe.data.extra_train if e.unmasked]
         if recipe.data.masks:
             from reid.datasets.masks import attach_masks
 

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     cr.add_argument("--min-height", type=float, default=48.0, help="smallest box height (px) taken")
     cr.add_argument("--min-visibility", type=float, default=0.6, help="smallest visible share of the body taken")
     cr.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    cr.add_argument("--no-masks", dest="masks", action="store_false",
+                    help="no part masks (for scenes that cannot be redrawn: drawn over --backgrounds)")
     sh = sub.add_parser("sheet", help="contact sheet PNG of one identity from a people data set")
     sh.add_argument("--root", type=Path, required=True)
     sh.add_argument("--pid", type=int, required=True)
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             from .scene_crops import write_scene_crops
 
             write_scene_crops(args.train, args.test, args.out, per_sighting=args.per_sighting,
-                              min_height=args.min_height, min_visibility=args.min_visibility, force=args.force)
+                              min_height=args.min_height, min_visibility=args.min_visibility, force=args.force,
+                              masks=args.masks)
         else:
             from .sheet import contact_sheet
 

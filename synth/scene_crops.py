@@ -11,11 +11,19 @@ so `python -m reid train` takes them as they are.
 Which crops: every sighting (a person's walk through one camera, in one outfit) gives `per_sighting` crops at
 evenly spaced frames among its ground-truth boxes that are tall and visible enough (`min_height`,
 `min_visibility`), cut from the decoded video at the ground-truth box and resized to the people preset's
-128x64. Person ids are renumbered over all scenes; an outfit is (scene, person, clothes index). Test scenes
+128x64. Person ids are renumbered over all scenes; an outfit is (scene, person, clothes index). Cameras are
+numbered over all scenes too (each scene's cameras are other cameras, with their own colour cast: colour
+levelling keys on the camera number), and images.csv names each one's scene camera. Test scenes
 give query and gallery: each sighting's middle crop is a query, its other crops gallery, so every query has
 same-outfit images in another camera when the person wears that outfit twice, and other-outfit images always
 (scenes with `change_prob` 1). Training and test scenes must be different scene seeds: a scene's people are
 drawn from its seed, so different seeds never share a body.
+
+Part masks (masks/<split>/<name>, SynthCC's labels, as `synth people` writes them): each picked frame is drawn
+again from the scene's own description (sightings.json: config, seed, script; `synth.scenes.world_of`), and
+the crop's person's visible pixels get their part label, everything else (background, occluders, other people)
+background. The redrawn ground-truth box must equal the file's, or the scene cannot be redrawn (drawn over
+--backgrounds): an error then, and `masks=False` (`--no-masks`) cuts crops without masks.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import numpy as np
 
 from .io import prepare_out, write_json, write_png
 
-VERSION = 1
+VERSION = 2  # 2: cameras numbered over all scenes, images.csv scene_camera, part masks
 
 
 @dataclass(frozen=True)
@@ -38,8 +46,10 @@ class _Pick:
     frame: int  # 1-based, as the gt
     box: tuple[float, float, float, float]  # x, y, w, h
     pid: int  # renumbered over all scenes
+    gid: int  # the person's global id in its scene
     clothes: int  # 1-based index within the person, over all scenes
-    cam: int
+    cam: int  # numbered over all scenes
+    scene_cam: str  # the camera's id in its scene (cam01 ...)
     outfit_uid: int
     split: str  # train / query / test
     visibility: float
@@ -71,6 +81,7 @@ def plan_crops(scenes: list[tuple[Path, str]], per_sighting: int, min_height: fl
     """Per (scene, camera): the crops to cut. `scenes` pairs each scene folder with its role (train / test)."""
     plan = []
     next_pid = 1
+    next_cam = 1
     stats = {"sightings": 0, "sightings_without_crops": 0}
     for root, role in scenes:
         meta, gts = _read_scene(root)
@@ -79,6 +90,11 @@ def plan_crops(scenes: list[tuple[Path, str]], per_sighting: int, min_height: fl
             pid_of[g] = next_pid
             next_pid += 1
         per_cam: dict[str, list[_Pick]] = {c["id"]: [] for c in meta["cameras"]}
+        cam_no = {c["id"]: next_cam + k for k, c in enumerate(meta["cameras"])}
+        next_cam += len(meta["cameras"])
+        if next_cam > 100:
+            raise ValueError("more than 99 cameras over all scenes: the file names hold a two-digit camera; "
+                             "cut crops from fewer scenes")
         for s in meta["sightings"]:
             stats["sightings"] += 1
             rows = gts[s["camera"]]
@@ -90,12 +106,12 @@ def plan_crops(scenes: list[tuple[Path, str]], per_sighting: int, min_height: fl
                 stats["sightings_without_crops"] += 1
                 continue
             query_row = len(chosen) // 2 if role == "test" and len(chosen) >= 2 else -1
-            cam = int(s["camera"][3:])
             for j, r in enumerate(chosen):
                 split = "train" if role == "train" else ("query" if j == query_row else "test")
                 per_cam[s["camera"]].append(_Pick(int(r[0]), (float(r[2]), float(r[3]), float(r[4]), float(r[5])),
-                                                  pid_of[s["global_id"]], int(s["clothes"]), cam,
-                                                  int(s["outfit_uid"]), split, float(r[8])))
+                                                  pid_of[s["global_id"]], int(s["global_id"]), int(s["clothes"]),
+                                                  cam_no[s["camera"]],
+                                                  s["camera"], int(s["outfit_uid"]), split, float(r[8])))
         for cam in meta["cameras"]:
             picks = sorted(per_cam[cam["id"]], key=lambda p: p.frame)
             plan.append((root / cam["video"], cam["id"], picks))
@@ -112,9 +128,43 @@ def _cut(frame: np.ndarray, box: tuple[float, float, float, float], crop_hw: tup
     return cv2.resize(crop, (crop_hw[1], crop_hw[0]), interpolation=interp)
 
 
+def _cut_mask(owner: np.ndarray, parts: np.ndarray, person: int, box, crop_hw: tuple[int, int]) -> np.ndarray:
+    x, y, w, h = box
+    H, W = owner.shape
+    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+    x1, y1 = min(W, int(np.ceil(x + w))), min(H, int(np.ceil(y + h)))
+    mine = np.where(owner[y0:y1, x0:x1] == person, parts[y0:y1, x0:x1], 0).astype(np.uint8)
+    return cv2.resize(mine, (crop_hw[1], crop_hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+class _Redrawn:
+    """Owner and part maps of the frames a camera's picks need, drawn again from the scene's world."""
+
+    def __init__(self, world, root: Path, cam_id: str):
+        self.root, self.cam_id = root, cam_id
+        self.world = world
+        self.c = int(cam_id[3:])
+        self.mine = self.world.camera_visits(self.c)
+        self.frame = -1
+        self.maps = None
+
+    def mask(self, pick: _Pick, crop_hw: tuple[int, int]) -> np.ndarray:
+        if pick.frame != self.frame:
+            _, gt, owner, parts = self.world.compose(pick.frame - 1, self.c, self.mine, labels=True)
+            self.frame, self.maps = pick.frame, (gt, owner, parts)
+        gt, owner, parts = self.maps
+        hit = [(i, b) for i, b in gt if self.mine[i].gid == pick.gid]
+        if not hit or max(abs(a - b) for a, b in zip(hit[0][1][:4], pick.box)) > 0.011:
+            raise ValueError(f"{self.root}: frame {pick.frame} of {self.cam_id} drawn again from sightings.json does "
+                             f"not give person {pick.gid}'s ground-truth box {pick.box} (got "
+                             f"{hit[0][1][:4] if hit else 'no box'}); a scene drawn over --backgrounds cannot be "
+                             "redrawn for part masks: cut its crops with --no-masks")
+        return _cut_mask(owner, parts, hit[0][0], pick.box, crop_hw)
+
+
 def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Path, per_sighting: int = 8,
                       min_height: float = 48.0, min_visibility: float = 0.6, crop_hw: tuple[int, int] = (128, 64),
-                      force: bool = False, log=print) -> dict:
+                      force: bool = False, log=print, masks: bool = True) -> dict:
     if not train_scenes or not test_scenes:
         raise ValueError("need at least one training scene and one test scene (--train / --test)")
     overlap = {p.resolve() for p in train_scenes} & {p.resolve() for p in test_scenes}
@@ -133,13 +183,23 @@ def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Pa
     prepare_out(out, force)
     for sub in ("train", "query", "test"):
         (out / sub).mkdir(exist_ok=True)
+        if masks:
+            (out / "masks" / sub).mkdir(parents=True, exist_ok=True)
     plan, stats = plan_crops([(p, "train") for p in train_scenes] + [(p, "test") for p in test_scenes],
                              per_sighting, min_height, min_visibility)
-    rows = ["file,split,pid,clothes,cam,outfit_uid,person_px,visibility,scene_frame"]
+    rows = ["file,split,pid,clothes,cam,outfit_uid,person_px,visibility,scene_frame,scene_camera"]
     idx = 0
+    worlds: dict[Path, object] = {}
     for video, cam_id, picks in plan:
         if not picks:
             continue
+        redrawn = None
+        if masks:
+            from .scenes import world_of
+
+            if video.parent not in worlds:
+                worlds[video.parent] = world_of(video.parent)
+            redrawn = _Redrawn(worlds[video.parent], video.parent, cam_id)
         cap = cv2.VideoCapture(str(video))
         if not cap.isOpened():
             raise RuntimeError(f"OpenCV cannot open {video}")
@@ -155,8 +215,10 @@ def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Pa
                 while pick is not None and pick.frame == f:
                     name = f"{pick.split}/{pick.pid:04d}_{pick.clothes:02d}_c{pick.cam:02d}_{idx:06d}.png"
                     write_png(out / name, _cut(frame, pick.box, crop_hw))
+                    if redrawn is not None:
+                        write_png(out / "masks" / name, redrawn.mask(pick, crop_hw))
                     rows.append(f"{name},{pick.split},{pick.pid},{pick.clothes},{pick.cam},{pick.outfit_uid},"
-                                f"{pick.box[3]:.1f},{pick.visibility:.3f},{pick.frame}")
+                                f"{pick.box[3]:.1f},{pick.visibility:.3f},{pick.frame},{pick.scene_cam}")
                     idx += 1
                     pick = next(want, None)
         finally:
@@ -167,7 +229,7 @@ def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Pa
         "preset": "scene-crops", "seed": sorted(seeds), "version": VERSION,
         "train_scenes": [str(p) for p in train_scenes], "test_scenes": [str(p) for p in test_scenes],
         "per_sighting": per_sighting, "min_height": min_height, "min_visibility": min_visibility,
-        "crop_hw": list(crop_hw), "images": counts, **stats,
+        "crop_hw": list(crop_hw), "images": counts, "masks": masks, **stats,
     })
     secs = time.perf_counter() - t0
     log(f"synth crops -> {out}: train {counts['train']}, query {counts['query']}, gallery {counts['test']} images "

@@ -262,22 +262,38 @@ def _scripted_plan(script: SceneScript, cfg: SceneConfig, seed: int, geos: dict[
     return visits
 
 
-def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custom",
-                    backgrounds: list[Path] | None = None, force: bool = False, log=print,
-                    script: SceneScript | None = None) -> dict:
+@dataclass
+class SceneWorld:
+    """Everything a scene's frames are drawn from (people, outfits, cameras, walks), rebuilt from its seed."""
+
+    cfg: SceneConfig
+    bodies: dict[int, Body]
+    wardrobes: list
+    cams: dict[int, Camera]
+    geos: dict[int, _Geometry]
+    occs: dict[int, list[_Occluder]]
+    banks: dict[int, np.ndarray]
+    visits: list[_Visit]
+
+    def camera_visits(self, c: int) -> list[_Visit]:
+        return [v for v in self.visits if v.cam == c]
+
+    def compose(self, f: int, c: int, mine: list[_Visit], labels: bool = False):
+        """Frame f (0-based) of camera c: (float RGB frame, gt) or, with `labels`, (frame, gt, owner, parts):
+        owner per pixel (index into `mine`, -1 occluder, -2 nobody) and each visible person pixel's part label."""
+        return _compose(f, mine, self.cams[c], self.geos[c], self.occs[c], self.bodies, self.wardrobes,
+                        self.cfg.width, self.cfg.height, labels)
+
+
+def build_world(cfg: SceneConfig, seed: int, backgrounds: list[Path] | None = None,
+                script: SceneScript | None = None, noise: bool = True) -> SceneWorld:
+    """The scene's people, outfits, cameras and walks (the random draws of `generate_scenes`, in its order).
+    `noise=False` skips the cameras' sensor-noise banks (their last draw, and most of the time), which only the
+    video needs."""
     if script is not None:
         cfg = replace(cfg, n_people=script.people, outfits_per_person=script.outfits_per_person)
         script.validate(cfg)
     cfg.validate()
-    t_start = time.perf_counter()
-    prepare_out(out, force)
-    # With --force, clear only what an earlier scene run wrote here.
-    for sub in ("gt", "seqinfo"):
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
-        (out / sub).mkdir()
-    for old in list(out.glob("cam[0-9][0-9].mp4")) + list(out.glob("cam[0-9][0-9].avi")):
-        old.unlink()
     W, H = cfg.width, cfg.height
     pseed = seed if cfg.people_seed < 0 else cfg.people_seed
     bodies = {g: sample_body(R.rng_for(pseed, R.SCENE_PEOPLE, g), cfg.body_distinct) for g in range(1, cfg.n_people + 1)}
@@ -300,9 +316,45 @@ def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custo
         cams[c] = replace(sample_camera(rng, c, (W, H), backgrounds), jpeg_quality=0)
         geos[c] = _geometry(rng, W, H)
         occs[c] = _occluders(rng, geos[c], W, H, cfg.occluders)
-        banks[c] = noise_bank(rng, cams[c], H, W)
+        if noise:
+            banks[c] = noise_bank(rng, cams[c], H, W)
     visits = (_scripted_plan(script, cfg, pseed, geos, bodies) if script is not None
               else _ensure_change(_plan(cfg, pseed, geos, bodies), cfg))
+    return SceneWorld(cfg, bodies, wardrobes, cams, geos, occs, banks, visits)
+
+
+def world_of(root: Path) -> SceneWorld:
+    """The world of a `synth scenes` output, rebuilt from its sightings.json (config, seed, script). Scenes
+    drawn over --backgrounds cannot be rebuilt this way (their cameras drew from the videos)."""
+    import json
+
+    meta = json.loads((Path(root) / "sightings.json").read_text())
+    raw = meta.get("script")
+    script = None
+    if raw:
+        script = SceneScript(int(raw["people"]), int(raw["outfits_per_person"]),
+                             tuple(ScriptedVisit(**v) for v in raw["visits"]),
+                             tuple(tuple(x) for x in raw.get("shared") or ()),
+                             tuple((int(p), tuple(tuple(kv) for kv in params)) for p, params in raw.get("bodies") or ()))
+    return build_world(SceneConfig(**meta["config"]), int(meta["seed"]), script=script, noise=False)
+
+
+def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custom",
+                    backgrounds: list[Path] | None = None, force: bool = False, log=print,
+                    script: SceneScript | None = None) -> dict:
+    world = build_world(cfg, seed, backgrounds, script)
+    cfg = world.cfg
+    t_start = time.perf_counter()
+    prepare_out(out, force)
+    # With --force, clear only what an earlier scene run wrote here.
+    for sub in ("gt", "seqinfo"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+        (out / sub).mkdir()
+    for old in list(out.glob("cam[0-9][0-9].mp4")) + list(out.glob("cam[0-9][0-9].avi")):
+        old.unlink()
+    W, H = cfg.width, cfg.height
+    bodies, wardrobes, cams, banks = world.bodies, world.wardrobes, world.cams, world.banks
 
     sightings = []
     cam_meta = []
@@ -313,11 +365,11 @@ def generate_scenes(cfg: SceneConfig, seed: int, out: Path, preset: str = "custo
         writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*_FOURCC[cfg.video_ext]), cfg.fps, (W, H))
         if not writer.isOpened():
             raise RuntimeError(f"OpenCV could not open a {cfg.video_ext} writer for {video} (codec {_FOURCC[cfg.video_ext]})")
-        mine = [v for v in visits if v.cam == c]
+        mine = world.camera_visits(c)
         rows: list[str] = []
         seen: dict[int, list[int]] = {i: [] for i in range(len(mine))}
         for f in range(cfg.frames):
-            frame, gt = _compose(f, mine, cams[c], geos[c], occs[c], bodies, wardrobes, W, H)
+            frame, gt = world.compose(f, c, mine)
             frng = R.rng_for(seed, R.SCENE_FRAME, c, f)
             bgr = apply_camera(frame, cams[c], frng, gain_jitter=0.01, noise=bank_noise(banks[c], frng))
             writer.write(bgr)
@@ -374,10 +426,12 @@ def _count_changes(sightings: list[dict]) -> int:
     return sum(1 for ss in by.values() for a, b in zip(ss, ss[1:]) if a["clothes"] != b["clothes"])
 
 
-def _compose(f, visits, cam, geo, occluders, bodies, wardrobes, W, H):
-    """One frame (float RGB) and its gt: list of (visit index, (x, y, w, h, visibility))."""
+def _compose(f, visits, cam, geo, occluders, bodies, wardrobes, W, H, labels: bool = False):
+    """One frame (float RGB) and its gt: list of (visit index, (x, y, w, h, visibility)); with `labels` also
+    the owner map and the part label (synth.render.LABELS) of every person pixel."""
     frame = cam.background.copy()
     owner = np.full((H, W), -2, np.int32)  # -2 nobody, -1 occluder, i person
+    parts = np.zeros((H, W), np.uint8) if labels else None
     items = []  # (foot_y, kind, payload)
     for i, v in enumerate(visits):
         j = f - v.t0
@@ -419,6 +473,9 @@ def _compose(f, visits, cam, geo, occluders, bodies, wardrobes, W, H):
         a = sp.alpha[Y0 - oy : Y1 - oy, X0 - ox : X1 - ox, None]
         frame[Y0:Y1, X0:X1] = frame[Y0:Y1, X0:X1] * (1.0 - a) + sp.rgb[Y0 - oy : Y1 - oy, X0 - ox : X1 - ox] * a
         owner[Y0:Y1, X0:X1][full[Y0 - oy : Y1 - oy, X0 - ox : X1 - ox]] = i
+        if parts is not None:
+            on = full[Y0 - oy : Y1 - oy, X0 - ox : X1 - ox]
+            parts[Y0:Y1, X0:X1][on] = sp.labels[Y0 - oy : Y1 - oy, X0 - ox : X1 - ox][on]
     gt = []
     for i, (box, n_full) in placed.items():
         bx0, by0, bx1, by1 = box
@@ -428,4 +485,6 @@ def _compose(f, visits, cam, geo, occluders, bodies, wardrobes, W, H):
             continue  # mostly outside the frame
         vis = float((owner == i).sum()) / max(1, n_full)
         gt.append((i, (float(cx0), float(cy0), float(cx1 - cx0), float(cy1 - cy0), min(1.0, vis))))
+    if labels:
+        return frame, gt, owner, parts
     return frame, gt

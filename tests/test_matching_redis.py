@@ -328,6 +328,45 @@ def test_a_known_outfit_links_on_the_outfit_model_alone(server, prefix):
     assert clash.created
 
 
+def test_a_known_outfit_merges_on_the_outfit_model_alone(server, prefix):
+    """`outfit_merge_threshold`: later evidence whose outfit descriptor reaches it with a known outfit of an older
+    identity merges the tracklet's identity into it although the clothes-changing feature stays below
+    `merge_threshold`; without the setting, with a descriptor that matches no outfit, or with the older identity
+    on screen in a camera that does not overlap, nothing is merged."""
+    rng = np.random.default_rng(23)
+    person, stranger, outfit_a, outfit_b = (_unit(rng.normal(size=DIM)) for _ in range(4))
+    noise = _unit(rng.normal(size=DIM) - person * float(person @ rng.normal(size=DIM)))
+    weak = _unit(person + 1.5 * noise)
+    assert 0.3 < float(weak @ person) < 0.8
+    seen_again = _unit(outfit_a + 0.2 * _unit(rng.normal(size=DIM)))
+    assert float(seen_again @ outfit_a) > 0.9
+
+    def fresh(tag, outfit_merge, look):
+        store = IdentityStore(server.client(), prefix=f"{prefix}:{tag}", stream=f"{prefix}:{tag}:events")
+        matcher = CrossCameraMatcher(store, threshold=0.9, merge_threshold=0.9, outfit_threshold=0.8,
+                                     outfit_merge_threshold=outfit_merge)
+        first = matcher.assign(person, "cam1", busy=set(), ts=1.0, look=outfit_a)
+        matcher.assign(stranger, "cam1", busy=set(), ts=2.0, look=outfit_b)
+        second = matcher.assign(weak, "cam2", busy=set(), ts=100.0, look=_unit(rng.normal(size=DIM)))
+        assert second.created
+        t = Tracklet("cam2:r:9", "cam2", 9, 0, 0, np.zeros(4), 1.0, identity_id=second.identity_id, outfit_id=1)
+        t.add_embedding(weak, 1.0, look)
+        return matcher, store, first, second, t
+
+    matcher, store, first, second, t = fresh("merge", 0.8, seen_again)
+    merge = matcher.recheck(t, {"cam2": {second.identity_id}}, now=101.0)
+    assert merge is not None and (merge.keep, merge.drop) == (first.identity_id, second.identity_id)
+    assert merge.similarity == pytest.approx(float(weak @ person), abs=1e-5)  # the identity cosine is reported
+    assert store.resolve(second.identity_id) == first.identity_id
+    matcher, store, first, second, t = fresh("off", None, seen_again)
+    assert matcher.recheck(t, {"cam2": {second.identity_id}}, now=101.0) is None
+    matcher, store, first, second, t = fresh("unknown-outfit", 0.8, _unit(rng.normal(size=DIM)))
+    assert matcher.recheck(t, {"cam2": {second.identity_id}}, now=101.0) is None
+    matcher, store, first, second, t = fresh("live", 0.8, seen_again)
+    assert matcher.recheck(t, {"cam1": {first.identity_id}, "cam2": {second.identity_id}}, now=101.0) is None
+    assert store.resolve(second.identity_id) == second.identity_id
+
+
 def test_people_seen_at_once_in_cameras_that_do_not_overlap_are_two(server, prefix):
     rng = np.random.default_rng(11)
     store = IdentityStore(server.client(), prefix=prefix)

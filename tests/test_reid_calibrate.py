@@ -146,10 +146,13 @@ def test_an_outfit_model_sets_the_descriptor_thresholds_from_its_own_level():
     assert MatcherConfig.model_fields["threshold"].default == 0.55
     cfg, taken = thresholds_from_model(MatcherConfig(), spec, True, with_thresholds(SPEC, {**SUGGESTED, "threshold": 0.6}))
     assert (cfg.outfit_threshold, cfg.outfit_link_threshold, cfg.threshold) == (0.6, 0.6, 0.42)
+    assert cfg.outfit_merge_threshold is None  # merging on the outfit descriptor is opt-in
     cfg, taken = thresholds_from_model(MatcherConfig.model_validate({"outfit_link_threshold": 0.7}), spec, True, SPEC)
     assert (cfg.outfit_threshold, cfg.outfit_link_threshold) == (0.55, 0.7) and "outfit_link_threshold" not in taken
-    cfg, _ = thresholds_from_model(MatcherConfig(), spec)  # no outfit model: no outfit links
-    assert cfg.outfit_link_threshold is None and cfg.outfit_threshold == 0.61
+    cfg, taken = thresholds_from_model(MatcherConfig.model_validate({"outfit_merge_threshold": 0.8}), spec, True, SPEC)
+    assert cfg.outfit_merge_threshold == 0.8 and "outfit_merge_threshold" not in taken  # the config's, kept
+    cfg, _ = thresholds_from_model(MatcherConfig(), spec)  # no outfit model: no outfit links or merges
+    assert cfg.outfit_link_threshold is None and cfg.outfit_threshold == 0.61 and cfg.outfit_merge_threshold is None
 
 
 @pytest.fixture(scope="module")

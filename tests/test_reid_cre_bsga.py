@@ -20,7 +20,7 @@ from PIL import Image
 from reid.config import RecipeError, load_recipe
 from reid.datasets import load_dataset
 from reid.datasets.base import DatasetLayoutError
-from reid.datasets.masks import CLOTHES_ROLES, IGNORE, attach_masks, read_mask
+from reid.datasets.masks import BODY_ROLES, CLOTHES_ROLES, IGNORE, attach_masks, read_mask
 from reid.inference.base import PreprocessSpec
 from reid.losses import CrossClothesTripletLoss
 from reid.methods.base import MethodConfigError
@@ -324,6 +324,38 @@ def test_recipe_needing_masks_on_a_data_set_without_them_fails_at_start(synth_ro
                     {"data.root": str(root), "model.pretrained": None, "model.backbone": "resnet_lite"})
     with pytest.raises(MethodConfigError, match="data set ltcc .*set data.masks"):
         Trainer(r, log=lambda *_: None, progress=False)
+
+
+def test_an_extra_set_without_masks_trains_only_when_declared_unmasked(synth_root, tmp_path):
+    """data.extra_train [{..., unmasked: true}] (crops of scene videos have no part masks): its images train
+    with an all-unreadable mask, so CRE erases nothing there and is not counted as erasing, BSGA gives them no
+    weight; undeclared, a set without masks still stops the run at start."""
+    import shutil
+
+    from reid.datasets.masks import UNREADABLE
+
+    bare = tmp_path / "bare"
+    shutil.copytree(synth_root, bare, ignore=shutil.ignore_patterns("masks"))
+    with pytest.raises(MethodConfigError, match="data.masks"):
+        _trainer(synth_root, tmp_path / "a", **{"data.extra_train": [{"dataset": "synthcc", "root": str(bare)}]})
+    t = _trainer(synth_root, tmp_path / "b", **{
+        "data.extra_train": [{"dataset": "synthcc", "root": str(bare), "unmasked": True}],
+        "loss.cre_bsga.cre_p": 1.0})
+    records = t.train_set.records
+    unmasked = [i for i, r in enumerate(records) if r.mask_path == UNREADABLE]
+    assert len(unmasked) == len(records) // 2 and all(str(bare) in records[i].path for i in unmasked)
+    for i in (unmasked[0], unmasked[-1]):
+        assert (t.train_set[i][4] == IGNORE).all()
+    masked = next(i for i in range(len(records)) if i not in set(unmasked))
+    assert (t.train_set[masked][4] != IGNORE).any()
+    # every image drawn for CRE (p = 1), but only the masked half has clothes pixels to erase
+    assert 0.2 < t.train_epoch(0)["cre_share"] < 0.8
+    x = torch.randn(2, 3, 64, 32)
+    masks = torch.stack([t.train_set[unmasked[0]][4], t.train_set[masked][4]])
+    y, chosen = erase_clothes(x, masks, CLOTHES_ROLES, 1.0, "mean", SPEC.mean, SPEC.std)
+    assert chosen.tolist() == [False, True] and torch.equal(y[0], x[0])
+    loss, _ = bsga_loss(torch.randn(1, 1, 8, 4), masks[:1], BODY_ROLES)
+    assert loss == 0  # no readable cell: no weight
 
 
 def _palette_png(path: Path, classes: np.ndarray) -> None:

@@ -261,8 +261,13 @@ def test_scene_crops_cut_each_labelled_person_from_its_own_frame(tiny_scene: Pat
     metas = {p: json.loads((p / "sightings.json").read_text()) for p in (tiny_scene, other)}
     pid_to_gid: dict[tuple[Path, int], int] = {}
     checked = 0
-    for file, split, pid, clothes, cam, outfit_uid, px, vis, frame in rows:
-        root, pid, clothes, cam, frame = scenes[split], int(pid), int(clothes), int(cam), int(frame)
+    cam_of: dict[int, tuple[Path, str]] = {}
+    for file, split, pid, clothes, cam_no, outfit_uid, px, vis, frame, cam_id in rows:
+        root, pid, clothes, frame = scenes[split], int(pid), int(clothes), int(frame)
+        cam = int(cam_id[3:])
+        # one camera number is one camera of one scene (colour levelling keys on it)
+        assert cam_of.setdefault(int(cam_no), (root, cam_id)) == (root, cam_id), file
+        assert f"_c{int(cam_no):02d}_" in file
         gt = np.loadtxt(root / "gt" / f"cam{cam:02d}.txt", delimiter=",", ndmin=2)
         here = gt[gt[:, 0] == frame]
         # the crop's person: the sighting of that camera whose outfit it carries, at that frame
@@ -297,6 +302,34 @@ def test_scene_crops_cut_each_labelled_person_from_its_own_frame(tiny_scene: Pat
     assert len(data.train) == sum(r[1] == "train" for r in rows)
     assert data.num_train_pids == len(train_pids)
     assert not any("WARNING" in n for n in data.notes)
+    # part masks, redrawn from each scene's description: one per crop, the crop's own person
+    assert all(r.mask_path for r in data.train)
+    spans = 0
+    for file, split, pid, clothes, cam_no, outfit_uid, px, vis, frame, cam_id in rows:
+        m = cv2.imread(str(out / "masks" / file), cv2.IMREAD_UNCHANGED)
+        assert m is not None and m.shape == (128, 64) and m.max() <= 7, file
+        assert (m > 0).mean() > 0.1 and np.isin(m, (3, 4, 5, 6)).any(), file  # a person, in clothes
+        if float(vis) >= 0.99:  # a whole person: the box is theirs, so their pixels reach its four sides
+            ys, xs = np.nonzero(m)
+            assert ys.min() <= 3 and ys.max() >= 124 and xs.min() <= 4 and xs.max() >= 59, file
+            spans += 1
+    assert spans >= 10
+
+
+def test_scene_crops_of_a_scene_that_cannot_be_redrawn_need_no_masks(tiny_scene: Path, tmp_path: Path) -> None:
+    """A scene drawn over real backdrops cannot be redrawn from sightings.json (its cameras drew from the video):
+    asking for part masks is an error that names --no-masks, and without masks its crops are cut as usual."""
+    from synth.scene_crops import write_scene_crops
+
+    assert PETS.is_file(), f"real background video {PETS} missing: put the shared folder beside the checkout"
+    backdrop = tmp_path / "backdrop"
+    generate_scenes(replace(SCENE_PRESETS["tiny"], frames=40), 7, backdrop, backgrounds=[PETS], log=lambda m: None)
+    with pytest.raises(ValueError, match="--no-masks"):
+        write_scene_crops([backdrop], [tiny_scene], tmp_path / "masked", per_sighting=2, min_height=16,
+                          log=lambda m: None)
+    got = write_scene_crops([backdrop], [tiny_scene], tmp_path / "bare", per_sighting=2, min_height=16,
+                            log=lambda m: None, masks=False)
+    assert got["train"] > 0 and not (tmp_path / "bare" / "masks").exists()
 
 
 def test_scene_crops_refuse_one_scene_seed_twice(tiny_scene: Path, tmp_path: Path) -> None:

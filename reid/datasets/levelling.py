@@ -30,7 +30,9 @@ def person_mean(r: ImageRecord) -> np.ndarray | None:
 
     from reid.transforms import read_bgr
 
-    if r.mask_path is None:
+    from reid.datasets.masks import UNREADABLE
+
+    if r.mask_path is None or r.mask_path == UNREADABLE:
         raise ValueError(f"{r.path}: colour levelling over person pixels needs a parts mask, and this image has "
                          "none; use data.colour_levelling: centre for data sets without masks")
     mask = cv2.imread(r.mask_path, cv2.IMREAD_UNCHANGED)

@@ -25,6 +25,9 @@ import numpy as np
 from reid.datasets.base import DatasetLayoutError, ReIDDataset
 
 IGNORE = 255  # mask value of pixels no role can be read from (random erasing put other pixels there)
+# `ImageRecord.mask_path` of a training image that has no parsing map on purpose (an extra set declared
+# `unmasked`): read as all IGNORE, so CRE erases nothing there and BSGA gives it no weight.
+UNREADABLE = "<no mask: every pixel unreadable>"
 ROLES = {0: "background", 1: "skin", 2: "hair", 3: "top", 4: "bottom", 5: "shoes", 6: "outerwear/bag",
          7: "accessory"}
 CLOTHES_ROLES = (3, 4, 5, 6)
@@ -49,8 +52,12 @@ def role_lut(layout: str) -> np.ndarray:
 
 
 def read_mask(path: str, layout: str = "synthcc") -> np.ndarray:
-    """A label map file -> HxW uint8 roles. Grey and palette PNGs hold class indices; colour images are refused."""
+    """A label map file -> HxW uint8 roles. Grey and palette PNGs hold class indices; colour images are refused.
+    `UNREADABLE` -> a 1x1 IGNORE map (the caller resizes it to the image)."""
     from PIL import Image
+
+    if path == UNREADABLE:
+        return np.full((1, 1), IGNORE, np.uint8)
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"cannot read mask {path} (missing)")
@@ -76,6 +83,9 @@ def attach_masks(dataset: ReIDDataset, masks: str | Path) -> ReIDDataset:
                                  f"(e.g. {masks}/train/<image name>.png)")
     train, missing = [], []
     for r in dataset.train:
+        if r.mask_path == UNREADABLE:
+            train.append(r)
+            continue
         try:
             rel = Path(r.path).relative_to(root)
         except ValueError:
@@ -94,3 +104,10 @@ def attach_masks(dataset: ReIDDataset, masks: str | Path) -> ReIDDataset:
 
 def missing_masks(records) -> int:
     return sum(1 for r in records if not r.mask_path)
+
+
+def without_masks(dataset: ReIDDataset) -> ReIDDataset:
+    """`dataset` whose training images are declared to have no part masks (`UNREADABLE`)."""
+    dataset.train = [replace(r, mask_path=UNREADABLE) for r in dataset.train]
+    dataset.notes.append("training images without part masks (CRE and BSGA skip them)")
+    return dataset

@@ -37,6 +37,8 @@ def erase_clothes(images: torch.Tensor, masks: torch.Tensor, labels, p: float, f
     n = images.shape[0]
     chosen = torch.rand(n) < p
     region = torch.isin(masks, torch.as_tensor(list(labels), dtype=masks.dtype, device=masks.device))
+    # an image without clothes pixels (e.g. an unmasked one, all IGNORE) is not counted as erased
+    chosen &= region.flatten(1).any(1).cpu()
     region &= chosen.to(masks.device)[:, None, None]
     if fill == "mean":
         value = torch.zeros((), dtype=images.dtype, device=images.device)
@@ -90,7 +92,8 @@ class CreBsga(Method):
                 raise MethodConfigError(
                     f"recipe {recipe.name}: {parts} need per-image part masks, but data set {dataset.name} at "
                     f"{dataset.root} has none for {missing} of {len(dataset.train)} training images; set data.masks "
-                    f"to a folder of human-parsing maps that mirrors the data set (data.mask_layout: lip or atr)")
+                    f"to a folder of human-parsing maps that mirrors the data set (data.mask_layout: lip or atr), "
+                    f"or declare a data.extra_train set without masks `unmasked: true`")
         if c.xtri_weight > 0 and any(r.clothes < 0 for r in dataset.train):
             raise MethodConfigError(f"recipe {recipe.name}: the cross-clothes triplet (loss.cre_bsga.xtri_weight) "
                                     f"needs clothes labels, which data set {dataset.name} does not have; set it to 0")
