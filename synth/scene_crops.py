@@ -180,26 +180,28 @@ def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Pa
     if per_sighting < 2:
         raise ValueError("per_sighting must be >= 2 (a test sighting gives one query and keeps gallery crops)")
     t0 = time.perf_counter()
+    plan, stats = plan_crops([(p, "train") for p in train_scenes] + [(p, "test") for p in test_scenes],
+                             per_sighting, min_height, min_visibility)
+    worlds: dict[Path, object] = {}
+    if masks:
+        from .scenes import world_of
+
+        # Every scene must redraw to its own ground truth before anything is written (one mask per scene).
+        for video, cam_id, picks in plan:
+            if picks and video.parent not in worlds:
+                worlds[video.parent] = world_of(video.parent)
+                _Redrawn(worlds[video.parent], video.parent, cam_id).mask(picks[0], crop_hw)
     prepare_out(out, force)
     for sub in ("train", "query", "test"):
         (out / sub).mkdir(exist_ok=True)
         if masks:
             (out / "masks" / sub).mkdir(parents=True, exist_ok=True)
-    plan, stats = plan_crops([(p, "train") for p in train_scenes] + [(p, "test") for p in test_scenes],
-                             per_sighting, min_height, min_visibility)
     rows = ["file,split,pid,clothes,cam,outfit_uid,person_px,visibility,scene_frame,scene_camera"]
     idx = 0
-    worlds: dict[Path, object] = {}
     for video, cam_id, picks in plan:
         if not picks:
             continue
-        redrawn = None
-        if masks:
-            from .scenes import world_of
-
-            if video.parent not in worlds:
-                worlds[video.parent] = world_of(video.parent)
-            redrawn = _Redrawn(worlds[video.parent], video.parent, cam_id)
+        redrawn = _Redrawn(worlds[video.parent], video.parent, cam_id) if masks else None
         cap = cv2.VideoCapture(str(video))
         if not cap.isOpened():
             raise RuntimeError(f"OpenCV cannot open {video}")

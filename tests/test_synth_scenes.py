@@ -318,7 +318,8 @@ def test_scene_crops_cut_each_labelled_person_from_its_own_frame(tiny_scene: Pat
 
 def test_scene_crops_of_a_scene_that_cannot_be_redrawn_need_no_masks(tiny_scene: Path, tmp_path: Path) -> None:
     """A scene drawn over real backdrops cannot be redrawn from sightings.json (its cameras drew from the video):
-    asking for part masks is an error that names --no-masks, and without masks its crops are cut as usual."""
+    asking for part masks is an error that names --no-masks, raised before anything is written, and without
+    masks its crops are cut as usual."""
     from synth.scene_crops import write_scene_crops
 
     assert PETS.is_file(), f"real background video {PETS} missing: put the shared folder beside the checkout"
@@ -327,6 +328,7 @@ def test_scene_crops_of_a_scene_that_cannot_be_redrawn_need_no_masks(tiny_scene:
     with pytest.raises(ValueError, match="--no-masks"):
         write_scene_crops([backdrop], [tiny_scene], tmp_path / "masked", per_sighting=2, min_height=16,
                           log=lambda m: None)
+    assert not (tmp_path / "masked").exists()  # stopped before writing anything
     got = write_scene_crops([backdrop], [tiny_scene], tmp_path / "bare", per_sighting=2, min_height=16,
                             log=lambda m: None, masks=False)
     assert got["train"] > 0 and not (tmp_path / "bare" / "masks").exists()
