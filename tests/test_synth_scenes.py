@@ -190,6 +190,29 @@ def test_a_scripted_scene_plays_its_script_with_bodies_no_people_set_has(tmp_pat
     assert bad.returncode == 2 and "cameras 1-2" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_scripted_scene_redraws_from_its_sightings(tmp_path: Path) -> None:
+    """`world_of` rebuilds a scripted scene (visits, shared outfits, body parameters) from sightings.json alone:
+    its redrawn frames give the ground-truth boxes the file holds (what `synth crops` relies on for masks)."""
+    from synth.scenes import SceneScript, world_of
+
+    (tmp_path / "plan.yaml").write_text(SCRIPT)
+    cfg = replace(SCENE_PRESETS["tiny"], n_cameras=2, frames=120, outfit_share=0.0, occluders=0)
+    generate_scenes(cfg, 3, tmp_path / "scene", script=SceneScript.load(tmp_path / "plan.yaml"), log=lambda m: None)
+    world = world_of(tmp_path / "scene")
+    checked = 0
+    for c in (1, 2):
+        gt = np.loadtxt(tmp_path / "scene" / "gt" / f"cam{c:02d}.txt", delimiter=",", ndmin=2)
+        mine = world.camera_visits(c)
+        for f in sorted({int(r[0]) for r in gt})[::7]:
+            _, boxes, owner, parts = world.compose(f - 1, c, mine, labels=True)
+            got = sorted((mine[i].gid, *np.round(b[:4], 2)) for i, b in boxes)
+            want = sorted((int(r[1]), *r[2:6]) for r in gt[gt[:, 0] == f])
+            assert np.allclose(got, want, atol=0.011), (c, f)
+            assert (parts[owner >= 0] > 0).all() and (parts[owner < 0] == 0).all()
+            checked += 1
+    assert checked >= 10
+
+
 def test_outfit_events_are_scored_against_tracks_decided_before_them() -> None:
     """A right `identity.outfit_changed`: an earlier-decided track of the same identity is the same person in
     another outfit, even while that earlier track is still held by its tracker (not ended yet)."""

@@ -28,9 +28,8 @@ def person_mean(r: ImageRecord) -> np.ndarray | None:
     """Mean BGR of the image's person pixels by its mask (None when the mask marks none)."""
     import cv2
 
-    from reid.transforms import read_bgr
-
     from reid.datasets.masks import UNREADABLE
+    from reid.transforms import read_bgr
 
     if r.mask_path is None or r.mask_path == UNREADABLE:
         raise ValueError(f"{r.path}: colour levelling over person pixels needs a parts mask, and this image has "

@@ -109,5 +109,4 @@ def missing_masks(records) -> int:
 def without_masks(dataset: ReIDDataset) -> ReIDDataset:
     """`dataset` whose training images are declared to have no part masks (`UNREADABLE`)."""
     dataset.train = [replace(r, mask_path=UNREADABLE) for r in dataset.train]
-    dataset.notes.append("training images without part masks (CRE and BSGA skip them)")
     return dataset
