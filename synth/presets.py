@@ -118,6 +118,9 @@ class SceneConfig:
     # Seed of the people, their outfits and walks (-1: the scene's seed): another people seed films other people
     # with the same cameras (layout, colour, background), e.g. the footage a site's colour is learnt from.
     people_seed: int = -1
+    # Seed of the wardrobes and of which outfit each walk wears (-1: the people seed): the same people in other
+    # outfits, so scenes cut for training show each person in many outfits instead of repeating a few.
+    outfit_seed: int = -1
 
     def validate(self) -> None:
         if self.n_people < 1 or self.n_cameras < 1:

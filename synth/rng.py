@@ -26,6 +26,7 @@ PERSON = 12  # v2 people sets: bodies keyed by (split code, index within the spl
 WARDROBE = 13  # v2 people sets: a person's outfits, keyed like PERSON
 ACCESSORY = 14  # v2 people sets: accessories a person keeps across outfits, keyed like PERSON
 CAMERA_RANGE = 15  # v2 people sets: which cameras are near and which far
+SCENE_OUTFIT_PLAN = 16  # scenes with an outfit seed: which outfit each walk wears, keyed by person
 
 # Split codes for the v2 keys: a training body and a test body never share a key, whatever the set sizes.
 SPLIT_TRAIN = 0

@@ -11,13 +11,17 @@ so `python -m reid train` takes them as they are.
 Which crops: every sighting (a person's walk through one camera, in one outfit) gives `per_sighting` crops at
 evenly spaced frames among its ground-truth boxes that are tall and visible enough (`min_height`,
 `min_visibility`), cut from the decoded video at the ground-truth box and resized to the people preset's
-128x64. Person ids are renumbered over all scenes; an outfit is (scene, person, clothes index). Cameras are
+128x64. Person ids are renumbered over all scenes, one id per body: scenes of one people seed
+(`--set people_seed=N`) film the same people, who keep their id in every such scene, and an outfit is (outfit
+seed, person, clothes index), numbered per person (the scene's own index for a person's first outfit seed, the
+next ones after it), so the same people filmed with other outfit seeds (`--set outfit_seed=M`) add outfits to
+them (a person shown in many outfits instead of a few). Cameras are
 numbered over all scenes too (each scene's cameras are other cameras, with their own colour cast: colour
 levelling keys on the camera number), and images.csv names each one's scene camera. Test scenes
 give query and gallery: each sighting's middle crop is a query, its other crops gallery, so every query has
 same-outfit images in another camera when the person wears that outfit twice, and other-outfit images always
-(scenes with `change_prob` 1). Training and test scenes must be different scene seeds: a scene's people are
-drawn from its seed, so different seeds never share a body.
+(scenes with `change_prob` 1). No body may be in both a training and a test scene (same people seed: an
+error), and no scene may be given twice.
 
 Part masks (masks/<split>/<name>, SynthCC's labels, as `synth people` writes them): each picked frame is drawn
 again from the scene's own description (sightings.json: config, seed, script; `synth.scenes.world_of`), and
@@ -38,7 +42,7 @@ import numpy as np
 
 from .io import prepare_out, write_json, write_png
 
-VERSION = 2  # 2: cameras numbered over all scenes, images.csv scene_camera, part masks
+VERSION = 3  # 2: cameras numbered over all scenes, images.csv scene_camera, part masks; 3: one id per body over scenes
 
 
 @dataclass(frozen=True)
@@ -76,19 +80,46 @@ def _choose(rows: np.ndarray, k: int) -> np.ndarray:
     return rows[idx]
 
 
+def people_key(meta: dict, root: Path) -> tuple:
+    """What a scene's bodies are drawn from: its people seed (its own seed unless `people_seed` is set). A
+    scripted scene may set body parameters, so its people are its own."""
+    cfg = meta.get("config") or {}
+    pseed = int(cfg.get("people_seed", -1))
+    pseed = int(meta["seed"]) if pseed < 0 else pseed
+    return ("script", str(root.resolve())) if meta.get("script") else ("seed", pseed)
+
+
+def outfit_key(meta: dict, root: Path) -> tuple:
+    """What a scene's wardrobes are drawn from (`outfit_seed`, else the people's seed)."""
+    oseed = int((meta.get("config") or {}).get("outfit_seed", -1))
+    return people_key(meta, root) if oseed < 0 else ("seed", oseed)
+
+
 def plan_crops(scenes: list[tuple[Path, str]], per_sighting: int, min_height: float,
                min_visibility: float) -> tuple[list[tuple[Path, str, list[_Pick]]], dict]:
     """Per (scene, camera): the crops to cut. `scenes` pairs each scene folder with its role (train / test)."""
     plan = []
-    next_pid = 1
     next_cam = 1
     stats = {"sightings": 0, "sightings_without_crops": 0}
+    pid_of: dict[tuple, int] = {}  # (people key, person) -> id over all scenes
+    # Per id: where each outfit key's clothes indices start, and how many outfits it has over all scenes. A
+    # person of one scene keeps the scene's clothes index; other outfit seeds' wardrobes follow on.
+    clothes_base: dict[int, dict[tuple, int]] = {}
+    n_clothes: dict[int, int] = {}
     for root, role in scenes:
         meta, gts = _read_scene(root)
-        pid_of: dict[int, int] = {}
+        pkey, okey = people_key(meta, root), outfit_key(meta, root)
+        wardrobe = max([int((meta.get("config") or {}).get("outfits_per_person", 1)),
+                        *(int(s["clothes"]) for s in meta["sightings"])])
         for g in sorted({s["global_id"] for s in meta["sightings"]}):
-            pid_of[g] = next_pid
-            next_pid += 1
+            pid = pid_of.setdefault((pkey, g), len(pid_of) + 1)
+            bases = clothes_base.setdefault(pid, {})
+            if okey not in bases:
+                bases[okey] = n_clothes.get(pid, 0)
+                n_clothes[pid] = bases[okey] + wardrobe
+                if n_clothes[pid] > 99:
+                    raise ValueError(f"person {g} of {root} wears more than 99 outfits over the scenes: the file "
+                                     "names hold a two-digit outfit; cut crops from fewer scenes")
         per_cam: dict[str, list[_Pick]] = {c["id"]: [] for c in meta["cameras"]}
         cam_no = {c["id"]: next_cam + k for k, c in enumerate(meta["cameras"])}
         next_cam += len(meta["cameras"])
@@ -106,10 +137,12 @@ def plan_crops(scenes: list[tuple[Path, str]], per_sighting: int, min_height: fl
                 stats["sightings_without_crops"] += 1
                 continue
             query_row = len(chosen) // 2 if role == "test" and len(chosen) >= 2 else -1
+            pid = pid_of[(pkey, s["global_id"])]
+            clothes = clothes_base[pid][okey] + int(s["clothes"])
             for j, r in enumerate(chosen):
                 split = "train" if role == "train" else ("query" if j == query_row else "test")
                 per_cam[s["camera"]].append(_Pick(int(r[0]), (float(r[2]), float(r[3]), float(r[4]), float(r[5])),
-                                                  pid_of[s["global_id"]], int(s["global_id"]), int(s["clothes"]),
+                                                  pid, int(s["global_id"]), clothes,
                                                   cam_no[s["camera"]],
                                                   s["camera"], int(s["outfit_uid"]), split, float(r[8])))
         for cam in meta["cameras"]:
@@ -170,13 +203,21 @@ def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Pa
     overlap = {p.resolve() for p in train_scenes} & {p.resolve() for p in test_scenes}
     if overlap:
         raise ValueError(f"scene(s) {sorted(map(str, overlap))} given as both training and test scene")
-    seeds: dict[int, Path] = {}
-    for root in [*train_scenes, *test_scenes]:
-        seed = _read_meta(root)["seed"]
-        if seed in seeds:
-            raise ValueError(f"{root} and {seeds[seed]} are the same scene seed {seed}: their people would be "
-                             "the same bodies; give scenes of different seeds")
-        seeds[seed] = root
+    seeds: dict[tuple, Path] = {}
+    people: dict[str, dict[tuple, Path]] = {"train": {}, "test": {}}
+    for root, role in [*((p, "train") for p in train_scenes), *((p, "test") for p in test_scenes)]:
+        meta = _read_meta(root)
+        draws = (meta["seed"], people_key(meta, root), outfit_key(meta, root))
+        if draws in seeds:
+            raise ValueError(f"{root} and {seeds[draws]} are the same scene (seed {meta['seed']}, same people "
+                             "and outfits): give each scene once")
+        seeds[draws] = root
+        people[role].setdefault(people_key(meta, root), root)
+    for key, root in people["test"].items():
+        if key in people["train"]:
+            raise ValueError(f"test scene {root} films the people of training scene {people['train'][key]} "
+                             f"(people seed {key[1]}): test people must be bodies no training scene shows; give "
+                             "the test scene another seed or --set people_seed")
     if per_sighting < 2:
         raise ValueError("per_sighting must be >= 2 (a test sighting gives one query and keeps gallery crops)")
     t0 = time.perf_counter()
@@ -228,7 +269,7 @@ def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Pa
     (out / "images.csv").write_text("\n".join(rows) + "\n")
     counts = {s: sum(1 for r in rows[1:] if r.split(",")[1] == s) for s in ("train", "query", "test")}
     write_json(out / "meta.json", {
-        "preset": "scene-crops", "seed": sorted(seeds), "version": VERSION,
+        "preset": "scene-crops", "seed": sorted({d[0] for d in seeds}), "version": VERSION,
         "train_scenes": [str(p) for p in train_scenes], "test_scenes": [str(p) for p in test_scenes],
         "per_sighting": per_sighting, "min_height": min_height, "min_visibility": min_visibility,
         "crop_hw": list(crop_hw), "images": counts, "masks": masks, **stats,

@@ -129,6 +129,8 @@ def _plan(cfg: SceneConfig, seed: int, geos: dict[int, _Geometry], bodies: dict[
     visits: list[_Visit] = []
     for gid in range(1, cfg.n_people + 1):
         rng = R.rng_for(seed, R.SCENE_ROUTE, gid)
+        # Without an outfit seed the outfits come from the route's stream (scenes made before it stay identical).
+        outfit_rng = rng if cfg.outfit_seed < 0 else R.rng_for(cfg.outfit_seed, R.SCENE_OUTFIT_PLAN, gid)
         cams = [int(c) + 1 for c in rng.permutation(cfg.n_cameras)[: cfg.cams_per_person]]
         walks = [_walk(rng, geos[c], cfg.width, cfg.height, bodies[gid], cfg.fps) for c in cams]
         gaps = [int(rng.uniform(0.5, 2.5) * cfg.fps) for _ in cams]
@@ -137,10 +139,10 @@ def _plan(cfg: SceneConfig, seed: int, geos: dict[int, _Geometry], bodies: dict[
         lo = -len(walks[0]) // 2
         hi = max(lo + 1, cfg.frames - total // 2)
         t = int(rng.integers(lo, hi))
-        clothes = 1
+        clothes = 1 if cfg.outfit_seed < 0 else 1 + int(outfit_rng.integers(0, cfg.outfits_per_person))
         for j, (c, wk) in enumerate(zip(cams, walks)):
-            if j > 0 and cfg.outfits_per_person > 1 and rng.uniform() < cfg.change_prob:
-                clothes = 1 + (clothes + int(rng.integers(0, cfg.outfits_per_person - 1))) % cfg.outfits_per_person
+            if j > 0 and cfg.outfits_per_person > 1 and outfit_rng.uniform() < cfg.change_prob:
+                clothes = 1 + (clothes + int(outfit_rng.integers(0, cfg.outfits_per_person - 1))) % cfg.outfits_per_person
             visits.append(_Visit(gid, c, clothes, t, wk))
             t += len(wk) + gaps[j]
     return visits
@@ -299,9 +301,10 @@ def build_world(cfg: SceneConfig, seed: int, backgrounds: list[Path] | None = No
     bodies = {g: sample_body(R.rng_for(pseed, R.SCENE_PEOPLE, g), cfg.body_distinct) for g in range(1, cfg.n_people + 1)}
     if script is not None:
         bodies = {g: script.body(g, b) for g, b in bodies.items()}
+    oseed = pseed if cfg.outfit_seed < 0 else cfg.outfit_seed
     wardrobes = sample_wardrobes(
         cfg.n_people, cfg.outfits_per_person, cfg.outfit_share, max(3, cfg.n_people * cfg.outfits_per_person // 3),
-        lambda i: R.rng_for(pseed, R.OUTFIT, 1_000_000 + i), lambda j: R.rng_for(pseed, R.OUTFIT_POOL, 1_000_000 + j),
+        lambda i: R.rng_for(oseed, R.OUTFIT, 1_000_000 + i), lambda j: R.rng_for(oseed, R.OUTFIT_POOL, 1_000_000 + j),
     )
     if script is not None:
         for p, o, q, r in script.shared:
