@@ -207,12 +207,13 @@ def write_scene_crops(train_scenes: list[Path], test_scenes: list[Path], out: Pa
     people: dict[str, dict[tuple, Path]] = {"train": {}, "test": {}}
     for root, role in [*((p, "train") for p in train_scenes), *((p, "test") for p in test_scenes)]:
         meta = _read_meta(root)
-        draws = (meta["seed"], people_key(meta, root), outfit_key(meta, root))
+        pkey = people_key(meta, root)
+        draws = (meta["seed"], pkey, outfit_key(meta, root))
         if draws in seeds:
             raise ValueError(f"{root} and {seeds[draws]} are the same scene (seed {meta['seed']}, same people "
                              "and outfits): give each scene once")
         seeds[draws] = root
-        people[role].setdefault(people_key(meta, root), root)
+        people[role].setdefault(pkey, root)
     for key, root in people["test"].items():
         if key in people["train"]:
             raise ValueError(f"test scene {root} films the people of training scene {people['train'][key]} "
