@@ -183,6 +183,10 @@ class ReidConfig(Strict):
     outfit_model: str | None = Field(
         None, description="a same-clothes ReID model whose feature is the outfit descriptor (instead of the model's "
         "appearance output or the colour/texture descriptor); its threshold also links a known outfit on its own")
+    # The stills' evaluation scores every model on flip-summed features (reid/inference/flip.py); the pipeline's
+    # thresholds must then be calibrated the same way (`reid calibrate --flip-sum`).
+    flip_sum: bool = Field(False, description="embed each crop with its mirror image and sum the features (reid.model "
+                           "only; twice the embedding work); calibrate its thresholds with `reid calibrate --flip-sum`")
 
 
 class TransitConfig(Strict):

@@ -193,7 +193,7 @@ class PipelineRunner:
         reid = self.config.reid
         try:
             return create_embedder(resolve_model(getattr(reid, key)), reid.backend, threads=reid.threads,
-                                   spin_wait=reid.spin_wait)
+                                   spin_wait=reid.spin_wait, flip_sum=reid.flip_sum and key == "model")
         except Exception as exc:
             raise ConfigError(self.config_path or "<config>", f"reid.{key}", _why(exc)) from exc
 
@@ -316,6 +316,13 @@ class PipelineRunner:
                              calibration.get("calibrated_on", "none recorded"),
                              " and the outfit model" if self.outfit_embedder is not None else "",
                              ", ".join(f"{k} {v:.3f}" for k, v in taken.items()))
+                    if bool(calibration.get("flip_sum", False)) != self.config.reid.flip_sum:
+                        log.warning("the model file's thresholds were calibrated %s flip-summed features but "
+                                    "reid.flip_sum is %s: links will be decided at the wrong cosines; run `reid "
+                                    "calibrate --write` again %s --flip-sum, or set the matcher thresholds in the config",
+                                    "on" if calibration.get("flip_sum") else "without",
+                                    str(self.config.reid.flip_sum).lower(),
+                                    "with" if self.config.reid.flip_sum else "without")
                 store = IdentityStore(client, self.config.key_prefix, self.config.events.stream,
                                       self.config.events.maxlen, gallery_log_maxlen=m.gallery_log_maxlen,
                                       retention_s=m.retention_s or 0)

@@ -39,7 +39,7 @@ unset. Only `.safetensors` and `.onnx` files are rewritten in place.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -99,6 +99,7 @@ class Calibration:
     same_outfit_threshold: Cut
     window_people: int = WINDOW_PEOPLE
     window_threshold: Cut | None = None
+    flip_sum: bool = False  # measured on flip-summed features (reid.flip_sum): the pipeline must embed the same way
 
     @property
     def crowded(self) -> bool:
@@ -110,6 +111,7 @@ class Calibration:
         window = {} if self.window_threshold is None else {"window_threshold": round(self.window_threshold.value, 3)}
         return {"threshold": round(self.threshold.value, 3), "outfit_threshold": round(self.outfit_threshold.value, 3),
                 "merge_threshold": round(self.merge_threshold.value, 3), **window,
+                **({"flip_sum": True} if self.flip_sum else {}),
                 "calibrated_on": f"{self.data} ({self.people} people, {self.sightings} sightings), {date.today()}"}
 
     def to_json(self) -> str:
@@ -254,19 +256,20 @@ def calibrate_sightings(s: Sightings, model: str, data: str, descriptor: str, ga
 
 def calibrate(weights: str | Path, dataset: str, root: str | Path, backend: str = "auto", threads: int = 0,
               gallery_people: int = GALLERY_PEOPLE, returning_share: float = RETURNING_SHARE,
-              window_people: int = WINDOW_PEOPLE) -> Calibration:
+              window_people: int = WINDOW_PEOPLE, flip_sum: bool = False) -> Calibration:
     from reid.datasets.levelling import load_for_model
     from reid.inference.factory import create_embedder
 
-    embedder = create_embedder(weights, backend, threads=threads)
+    embedder = create_embedder(weights, backend, threads=threads, flip_sum=flip_sum)
     data = load_for_model(dataset, root, embedder.spec)  # levelled as the model's training cameras were
     records = [r for split in data.eval_splits for r in (*split.query, *split.gallery)]
     records = list({r.path: r for r in records}.values())  # splits may share images
     if not records:
         raise ValueError(f"{root}: the {dataset} data set has no test images to calibrate on")
     sightings, descriptor = embed_sightings(embedder, records)
-    return calibrate_sightings(sightings, str(weights), f"{dataset} {root}", descriptor, gallery_people, returning_share,
-                               window_people)
+    result = calibrate_sightings(sightings, str(weights), f"{dataset} {root}", descriptor, gallery_people,
+                                 returning_share, window_people)
+    return replace(result, flip_sum=flip_sum)
 
 
 def format_calibration(c: Calibration) -> str:

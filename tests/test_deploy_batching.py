@@ -115,3 +115,37 @@ def test_factory_wraps_with_batching(onnx_model, crops):
         assert emb.embed(crops[:5]).identity.shape == (5, 128)
     finally:
         emb.close()
+
+
+def test_flip_sum_adds_each_crop_and_its_mirror_in_one_batch(onnx_model, crops):
+    plain = create_embedder(onnx_model, "onnxruntime", threads=1)
+    flipped = create_embedder(onnx_model, "onnxruntime", threads=1, flip_sum=True)
+    recording = Recording(plain)
+    flipped.inner = recording  # count the batches the wrapper asks for
+    few = crops[:6]
+    mirrors = [np.ascontiguousarray(c[:, ::-1]) for c in few]
+    got = flipped.embed(few)
+    assert recording.sizes == [12]  # crops and mirrors in one batch, not two calls
+    a, b = plain.embed(few), plain.embed(mirrors)
+    want = a.identity + b.identity
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(got.identity, want, atol=1e-5)
+    # A mirrored crop is another input to the plain model but the same one to the flip-summed embedder.
+    assert float(np.min(np.sum(a.identity * b.identity, axis=1))) < 0.9999
+    np.testing.assert_allclose(flipped.embed(mirrors).identity, got.identity, atol=1e-5)
+    assert flipped.embed([]).identity.shape[0] == 0 and flipped.spec == plain.spec
+
+
+def test_reid_flip_sum_applies_to_the_identity_model_only(onnx_model, tmp_path):
+    from pipeline.config import PipelineConfig
+    from pipeline.runner import PipelineRunner
+    from reid.inference.flip import FlipSumEmbedder
+
+    reid = {"model": str(onnx_model), "outfit_model": str(onnx_model), "backend": "onnxruntime", "threads": 1}
+    runner = PipelineRunner(PipelineConfig.model_validate(
+        {"cameras": [{"id": "a", "source": "a.mp4"}], "reid": {**reid, "flip_sum": True}}), tmp_path)
+    assert isinstance(runner._embedder("model"), FlipSumEmbedder)
+    assert not isinstance(runner._embedder("outfit_model"), FlipSumEmbedder)
+    runner = PipelineRunner(PipelineConfig.model_validate({"cameras": [{"id": "a", "source": "a.mp4"}], "reid": reid}),
+                            tmp_path)
+    assert not isinstance(runner._embedder("model"), FlipSumEmbedder)  # off unless asked: twice the work

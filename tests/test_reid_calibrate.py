@@ -212,3 +212,16 @@ def test_a_run_takes_the_model_files_thresholds_unless_its_config_sets_them(chec
     assert "threshold 0.420, outfit_threshold 0.610, merge_threshold 0.770" in log
     log = run("matcher: {threshold: 0.3}\n")
     assert "outfit_threshold 0.610, merge_threshold 0.770" in log and "threshold 0.420" not in log
+
+
+def test_calibrating_flip_summed_features_says_so_in_the_thresholds(checkpoint, tmp_path):
+    from reid.calibrate import calibrate
+    from tests.reid_fixtures import make_synthcc
+
+    root = make_synthcc(tmp_path / "synthcc", n_train=2, n_test=4, size=(64, 32))
+    plain = calibrate(checkpoint, "synthcc", root, backend="torch", threads=1, gallery_people=2)
+    mirrored = calibrate(checkpoint, "synthcc", root, backend="torch", threads=1, gallery_people=2, flip_sum=True)
+    assert "flip_sum" not in plain.suggested()  # files calibrated before the setting existed read the same
+    assert mirrored.suggested()["flip_sum"] is True
+    # The features were embedded the other way, not just labelled: the cosine distributions differ.
+    assert plain.identity[2].quantiles != mirrored.identity[2].quantiles

@@ -72,14 +72,15 @@ def resolve_backend(model_path: str | Path, backend: str = "auto") -> tuple[str,
 
 def create_embedder(model_path: str | Path, backend: str = "auto", threads: int = 0, *, max_batch: int = 64,
                     device: str = "auto", precision: str = "auto", batch_wait_ms: float | None = None,
-                    spin_wait: bool = True) -> Embedder:
+                    spin_wait: bool = True, flip_sum: bool = False) -> Embedder:
     """Build the embedder; with `batch_wait_ms` it is wrapped in a `BatchingEmbedder` (see batching.py).
 
     `precision`: "auto" is the fastest precision that `reid export` parity-checks: OpenVINO's plugin default
     (bfloat16 on AMX/AVX512-BF16 CPUs, checked at cosine >= 0.995), FP16 for TensorRT, FP32 for torch and
     ONNX Runtime (an INT8 or FP16 file runs as exported). "f32" pins exact FP32 everywhere; "f16" runs torch
     on CUDA in half precision. `spin_wait=False`: ONNX Runtime's threads sleep between runs (the other backends
-    schedule their own).
+    schedule their own). `flip_sum`: each crop's features summed with its mirror image's (reid/inference/flip.py;
+    the embedding work doubles).
     """
     if precision not in ("auto", "f32", "bf16", "f16"):
         raise ValueError(f"precision must be auto, f32, bf16 or f16, got {precision!r}")
@@ -108,6 +109,10 @@ def create_embedder(model_path: str | Path, backend: str = "auto", threads: int 
         embedder = OnnxRuntimeEmbedder(path, threads=threads, max_batch=max_batch,
                                        providers="auto" if device != "cpu" else "CPUExecutionProvider",
                                        spin_wait=spin_wait)
+    if flip_sum:
+        from reid.inference.flip import FlipSumEmbedder
+
+        embedder = FlipSumEmbedder(embedder)
     if batch_wait_ms is not None:
         from reid.inference.batching import BatchingEmbedder
 
