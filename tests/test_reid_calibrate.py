@@ -197,12 +197,13 @@ def test_calibrate_cli_says_what_is_wrong(checkpoint, tmp_path):
 def test_a_run_takes_the_model_files_thresholds_unless_its_config_sets_them(checkpoint, shared_video, tmp_path):
     write_thresholds(checkpoint, SUGGESTED)
 
-    def run(matcher: str) -> str:
-        cfg = tmp_path / f"cams{len(matcher)}.yaml"
+    def run(matcher: str, reid: str = "") -> str:
+        name = f"{len(matcher)}-{len(reid)}"
+        cfg = tmp_path / f"cams{name}.yaml"
         cfg.write_text(f"cameras:\n  - {{id: pets, source: {shared_video['pets']}}}\n"
-                       f"reid: {{model: {checkpoint}}}\noutput: {{video: false}}\n{matcher}")
+                       f"reid: {{model: {checkpoint}{reid}}}\noutput: {{video: false}}\n{matcher}")
         proc = subprocess.run([sys.executable, "-m", "pipeline", "run", str(cfg), "--max-frames", "5",
-                               "--output-dir", str(tmp_path / f"out{len(matcher)}"), "--no-progress"],
+                               "--output-dir", str(tmp_path / f"out{name}"), "--no-progress"],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stderr
@@ -210,6 +211,11 @@ def test_a_run_takes_the_model_files_thresholds_unless_its_config_sets_them(chec
     log = run("")
     assert "matcher thresholds from the model file's calibration (test)" in log
     assert "threshold 0.420, outfit_threshold 0.610, merge_threshold 0.770" in log
+    assert "flip-summed" not in log  # calibrated as the run embeds
+    # Thresholds measured on unmirrored features, a run that flip-sums: said, with the fix.
+    log = run("", ", flip_sum: true")
+    assert "calibrated without flip-summed features but reid.flip_sum is true" in log
+    assert "again with --flip-sum" in log
     log = run("matcher: {threshold: 0.3}\n")
     assert "outfit_threshold 0.610, merge_threshold 0.770" in log and "threshold 0.420" not in log
 
