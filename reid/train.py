@@ -77,14 +77,15 @@ def extract_features(model: ReIDModel | Embedder, records, spec: PreprocessSpec,
 
 
 def _embedder_features(embedder: Embedder, records, batch_size: int, flip: bool, progress: bool) -> np.ndarray:
+    if flip:  # the pipeline's reid.flip_sum: one statement of the rule for both
+        from reid.inference.flip import FlipSumEmbedder
+
+        embedder = FlipSumEmbedder(embedder)
     out = []
     for s in tqdm(range(0, len(records), batch_size), desc="features", disable=not progress, leave=False,
                   file=sys.stderr):
         crops = [read_record(r) for r in records[s:s + batch_size]]
-        f = embedder.embed(crops).identity
-        if flip:
-            f = f + embedder.embed([np.ascontiguousarray(c[:, ::-1]) for c in crops]).identity
-        out.append(l2_normalise(f))
+        out.append(l2_normalise(embedder.embed(crops).identity))
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
