@@ -68,18 +68,60 @@ def camera_crops(scene: Path, cam: str, sightings: list[dict], reference=None) -
     return by_sighting
 
 
-def sighting_features(scene: Path, embedder, reference=None) -> list[tuple]:
-    """(person, outfit uid, camera, unit identity feature, unit outfit descriptor) of each sighting."""
+def sighting_features(scene: Path, embedder, reference=None, centre: str = "none") -> list[tuple]:
+    """(person, outfit uid, camera, unit identity feature, unit outfit descriptor) of each sighting.
+
+    `centre`: "camera" subtracts the mean identity feature of every crop a camera saw before a sighting's crops
+    are averaged, "scene" the mean over all the scene's crops, "none" nothing (what the pipeline does)."""
     from reid.inference.outfit import outfit_descriptors
 
     sightings = json.loads((scene / "sightings.json").read_text())["sightings"]
-    out = []
+    rows = []  # (sighting, camera, unit crop features, unit outfit descriptor)
     for cam in sorted({s["camera"] for s in sightings}):
         for s, crops in camera_crops(scene, cam, sightings, reference):
-            e = embedder.embed(crops).identity.mean(0)
             lk = outfit_descriptors(crops).mean(0)
-            out.append((s["global_id"], s["outfit_uid"], cam, e / np.linalg.norm(e), lk / np.linalg.norm(lk)))
+            rows.append((s, cam, embedder.embed(crops).identity, lk / np.linalg.norm(lk)))
+    if centre != "none" and rows:  # each crop minus its camera's (the scene's) mean crop, renormalised
+        from reid.inference.centring import centre_by_camera
+
+        cams = [r[1] if centre == "camera" else "scene" for r in rows for _ in range(len(r[2]))]
+        centred = centre_by_camera(np.concatenate([r[2] for r in rows]), cams)
+        ends = np.cumsum([len(r[2]) for r in rows])
+        rows = [(s, cam, centred[end - len(f):end], lk) for (s, cam, f, lk), end in zip(rows, ends)]
+    out = []
+    for s, cam, feats, lk in rows:
+        e = feats.mean(0)
+        out.append((s["global_id"], s["outfit_uid"], cam, e / np.linalg.norm(e), lk))
     return out
+
+
+def cross_outfit_rank1(every: list[tuple]) -> tuple[int, int]:
+    """Of the sightings whose person was also seen in another outfit on another camera of the same scene, how
+    many have that person nearest among every other-camera sighting in another outfit (strangers included)."""
+    scene = np.array([e[0] for e in every])
+    person = np.array([e[1] for e in every])
+    outfit = np.array([f"{e[0]}:{e[2]}" for e in every])
+    camera = np.array([f"{e[0]}:{e[3]}" for e in every])
+    feats = np.stack([e[4] for e in every])
+    sim = feats @ feats.T
+    hits = total = 0
+    for i in range(len(every)):
+        cand = (scene == scene[i]) & (camera != camera[i]) & (outfit != outfit[i])
+        if not (cand & (person == person[i])).any():
+            continue
+        total += 1
+        j = np.flatnonzero(cand)[np.argmax(sim[i, cand])]
+        hits += int(person[j] == person[i])
+    return hits, total
+
+
+def separation_auc(pos: list[float], neg: list[float]) -> float:
+    """P(a same-person pair in another outfit scores above a pair of different people): the ROC area."""
+    if not pos or not neg:
+        return float("nan")
+    both = np.concatenate([np.asarray(pos), np.asarray(neg)])
+    ranks = both.argsort().argsort() + 1.0
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def main() -> int:
@@ -88,19 +130,22 @@ def main() -> int:
     ap.add_argument("--reid-model", default="person-reidentification-retail-0267.ort.onnx")
     ap.add_argument("--calibrate", action="store_true",
                     help="also print what `reid calibrate` measures and suggests, on these sightings")
+    ap.add_argument("--centre", choices=("none", "camera", "scene"), default="none",
+                    help="subtract each camera's (or the scene's) mean crop feature before comparing sightings")
+    ap.add_argument("--flip-sum", action="store_true", help="embed each crop with its mirror image, summed")
     args = ap.parse_args()
     from pipeline.models import resolve_model
     from reid.inference.factory import create_embedder
     from reid.inference.levelling import reference_of
 
-    embedder = create_embedder(resolve_model(args.reid_model), "auto", threads=1)
+    embedder = create_embedder(resolve_model(args.reid_model), "auto", threads=1, flip_sum=args.flip_sum)
     reference = reference_of(embedder.spec)
     groups: dict[str, dict[str, list[float]]] = {k: {"identity": [], "outfit": []} for k in
                                                  ("same person, same outfit", "same person, new outfit",
                                                   "different people")}
     every = []
     for n, scene in enumerate(args.scenes):
-        feats = sighting_features(scene, embedder, reference)
+        feats = sighting_features(scene, embedder, reference, args.centre)
         every += [(n, *f) for f in feats]
         for i, a in enumerate(feats):
             for b in feats[i + 1:]:
@@ -113,7 +158,8 @@ def main() -> int:
     print(f"SynthCC ground-truth crops, {len(args.scenes)} scene(s): {', '.join(str(s) for s in args.scenes)}; "
           f"ReID {Path(args.reid_model).name}" + (f"; cameras levelled to {[round(v, 1) for v in reference]}"
                                                   if reference is not None else ""))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}\n")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}; "
+          f"centre: {args.centre}; flip-sum: {args.flip_sum}\n")
     print("| pairs of sightings in two cameras | n | feature | p10 | median | p90 | max |")
     print("|---|---|---|---|---|---|---|")
     for key, g in groups.items():
@@ -122,6 +168,10 @@ def main() -> int:
             if len(v):
                 print(f"| {key} | {len(v)} | {feat} cosine | {np.percentile(v, 10):.2f} | {np.median(v):.2f} | "
                       f"{np.percentile(v, 90):.2f} | {v.max():.2f} |")
+    hits, total = cross_outfit_rank1(every)
+    print(f"\nnearest other-camera sighting in another outfit is the same person: {hits} of {total} "
+          f"({100 * hits / max(total, 1):.1f} %); ROC area, same person in a new outfit against different people: "
+          f"{separation_auc(groups['same person, new outfit']['identity'], groups['different people']['identity']):.3f}")
     if args.calibrate:
         from reid.calibrate import Sightings, calibrate_sightings, format_calibration
 

@@ -187,6 +187,14 @@ class ReidConfig(Strict):
     # thresholds must then be calibrated the same way (`reid calibrate --flip-sum`).
     flip_sum: bool = Field(False, description="embed each crop with its mirror image and sum the features (reid.model "
                            "only; twice the embedding work); calibrate its thresholds with `reid calibrate --flip-sum`")
+    # A camera's own look (light, angle, cast) is part of every feature it gives; its running mean feature over
+    # many people is mostly that part (reid/inference/centring.py).
+    centring: Literal["none", "camera"] = Field(
+        "none", description="'camera': subtract each camera's running mean identity feature from its crops' features "
+        "(reid.model only); calibrate its thresholds with `reid calibrate --centre camera`")
+    centring_prior: float = Field(
+        50.0, ge=0, le=1_000_000, description="a camera's mean feature starts at the mean of all cameras, and that "
+        "at zero, with the weight of this many crops, so the first crops are barely changed")
 
 
 class TransitConfig(Strict):

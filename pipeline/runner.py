@@ -34,6 +34,7 @@ from pipeline.sources import END, CameraSet, Frame, FrameReader, camera_changes
 from pipeline.store import IdentityStore
 from pipeline.store_worker import StoreWorker
 from pipeline.tracklets import CameraTracklets, CropGate, SwapCheck
+from reid.inference.centring import CameraFeatureMeans
 from reid.inference.factory import create_embedder
 from reid.inference.levelling import PERSON_REGION, CameraLevels, reference_of, region_of
 
@@ -105,6 +106,7 @@ class PipelineRunner:
         self.stage: MatchStage | None = None
         self.outfit_embedder = None  # reid.outfit_model, built with the other models
         self.levels: CameraLevels | None = None  # per-camera colour levelling, when the model asks for it
+        self.centring: CameraFeatureMeans | None = None  # per-camera feature centring (reid.centring: camera)
         r = self.config.reid
         self.swap_check = None if r.swap_threshold is None else SwapCheck(r.swap_threshold, r.swap_crops)
         self.clock = RunClock(video=False)  # replaced in run() by the one matcher.clock asks for
@@ -153,6 +155,8 @@ class PipelineRunner:
         embedder = self._embedder("model")
         self.outfit_embedder = self._embedder("outfit_model") if self.config.reid.outfit_model is not None else None
         self.levels = self._levels(embedder)
+        self.centring = CameraFeatureMeans(self.config.reid.centring_prior) \
+            if self.config.reid.centring == "camera" else None
         return detector, embedder
 
     def _levels(self, embedder) -> CameraLevels | None:
@@ -323,6 +327,12 @@ class PipelineRunner:
                                     "on" if calibration.get("flip_sum") else "without",
                                     str(self.config.reid.flip_sum).lower(),
                                     "with" if self.config.reid.flip_sum else "without")
+                    if calibration.get("centring", "none") != self.config.reid.centring:
+                        log.warning("the model file's thresholds were calibrated on features centred %r but "
+                                    "reid.centring is %r: links will be decided at the wrong cosines; run `reid "
+                                    "calibrate --write --centre %s` again, or set the matcher thresholds in the config",
+                                    calibration.get("centring", "none"), self.config.reid.centring,
+                                    self.config.reid.centring)
                 store = IdentityStore(client, self.config.key_prefix, self.config.events.stream,
                                       self.config.events.maxlen, gallery_log_maxlen=m.gallery_log_maxlen,
                                       retention_s=m.retention_s or 0)
@@ -357,6 +367,9 @@ class PipelineRunner:
                         for cam_id, (n, gains) in sorted(self.levels.summary().items()):
                             log.info("colour levelling: camera %s: %d crops, gains B %.3f G %.3f R %.3f", cam_id, n,
                                      *gains)
+                    if self.centring is not None:
+                        log.info("feature centring: crops per camera %s", ", ".join(
+                            f"{cam} {n}" for cam, n in sorted(self.centring.summary().items())))
                     for c in cams:
                         c.reader.stop()  # all at once, then wait for each (bounded by its timeouts)
                     for c in cams:
@@ -580,6 +593,8 @@ class PipelineRunner:
                 model_crops = crop_images if self.levels is None else \
                     self.levels.level([cam for cam, _ in crop_where], crop_images, crop_person_means or None)
                 emb = embedder.embed(model_crops)
+                identity = emb.identity if self.centring is None else \
+                    self.centring.centre([cam for cam, _ in crop_where], emb.identity)
                 # the outfit model's feature; else the model's clothes-sensitive output when it has one; else the
                 # colour/texture descriptor
                 if self.outfit_embedder is not None:
@@ -593,7 +608,7 @@ class PipelineRunner:
                     looks = emb.appearance if emb.appearance is not None else outfit_descriptors(model_crops)
                 swapped = []
                 with stage.lock:
-                    for req, vec, look in zip(crop_requests, emb.identity, looks):
+                    for req, vec, look in zip(crop_requests, identity, looks):
                         agrees, swap = (True, False) if self.swap_check is None else \
                             self.swap_check.observe(req.tracklet, vec, req.near)
                         if agrees and not req.check_only:

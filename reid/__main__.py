@@ -146,7 +146,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         result = calibrate(args.weights, args.dataset, args.root, backend=args.backend, threads=args.threads,
                            gallery_people=args.gallery_people, returning_share=args.returning_share,
-                           window_people=args.window_people, flip_sum=args.flip_sum)
+                           window_people=args.window_people, flip_sum=args.flip_sum, centring=args.centre)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: calibrate {args.weights} on {args.root}: {exc}", file=sys.stderr)
         return 2
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of decisions about people seen before (default 0.75)")
     c.add_argument("--flip-sum", action="store_true",
                    help="embed as the pipeline does with reid.flip_sum: each crop summed with its mirror image")
+    c.add_argument("--centre", choices=("none", "camera"), default="none",
+                   help="measure on features centred per camera, as the pipeline does with reid.centring: camera")
     c.add_argument("--write", action="store_true", help="store the suggestions in the model file's metadata")
     c.add_argument("--json", help="also write the distributions and suggestions to this JSON file")
     c.set_defaults(func=cmd_calibrate)

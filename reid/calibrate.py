@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from reid.inference.base import PreprocessSpec, l2_normalise
+from reid.inference.centring import CAMERA, centre_by_camera, check_mode
 from reid.inference.outfit import outfit_descriptors
 
 MATCHER_KEY = "matcher"  # PreprocessSpec.extra key holding the suggested thresholds
@@ -100,6 +101,7 @@ class Calibration:
     window_people: int = WINDOW_PEOPLE
     window_threshold: Cut | None = None
     flip_sum: bool = False  # measured on flip-summed features (reid.flip_sum): the pipeline must embed the same way
+    centring: str = "none"  # measured on features centred per camera (reid.centring): the pipeline must centre too
 
     @property
     def crowded(self) -> bool:
@@ -112,6 +114,7 @@ class Calibration:
         return {"threshold": round(self.threshold.value, 3), "outfit_threshold": round(self.outfit_threshold.value, 3),
                 "merge_threshold": round(self.merge_threshold.value, 3), **window,
                 **({"flip_sum": True} if self.flip_sum else {}),
+                **({"centring": self.centring} if self.centring != "none" else {}),
                 "calibrated_on": f"{self.data} ({self.people} people, {self.sightings} sightings), {date.today()}"}
 
     def to_json(self) -> str:
@@ -191,8 +194,11 @@ class Sightings:
     look: np.ndarray  # (S, Da) mean outfit descriptor, unit
 
 
-def embed_sightings(embedder, records, batch: int = 64) -> tuple[Sightings, str]:
-    """Mean features per (person, clothes, camera) group of image records."""
+def embed_sightings(embedder, records, batch: int = 64, centring: str = "none") -> tuple[Sightings, str]:
+    """Mean features per (person, clothes, camera) group of image records.
+
+    `centring` "camera": each image's identity feature minus its camera's mean over these records, renormalised,
+    before the groups are averaged (reid/inference/centring.py; the pipeline's reid.centring)."""
     from reid.transforms import read_record  # applies a levelled data set's gains
 
     groups: dict[tuple[int, int, int], list[int]] = {}
@@ -206,6 +212,8 @@ def embed_sightings(embedder, records, batch: int = 64) -> tuple[Sightings, str]
         from_model = out.appearance is not None
         looks.append(out.appearance if from_model else outfit_descriptors(crops))
     ident_all, look_all = np.concatenate(ident), np.concatenate(looks)
+    if check_mode(centring, "calibrate centring") == CAMERA:
+        ident_all = centre_by_camera(ident_all, [r.camid for r in records])
     keys = sorted(groups)
     outfit_ids = {k: n for n, k in enumerate(sorted({(p, c) for p, c, _ in keys}))}
     s = Sightings(
@@ -256,7 +264,7 @@ def calibrate_sightings(s: Sightings, model: str, data: str, descriptor: str, ga
 
 def calibrate(weights: str | Path, dataset: str, root: str | Path, backend: str = "auto", threads: int = 0,
               gallery_people: int = GALLERY_PEOPLE, returning_share: float = RETURNING_SHARE,
-              window_people: int = WINDOW_PEOPLE, flip_sum: bool = False) -> Calibration:
+              window_people: int = WINDOW_PEOPLE, flip_sum: bool = False, centring: str = "none") -> Calibration:
     from reid.datasets.levelling import load_for_model
     from reid.inference.factory import create_embedder
 
@@ -266,10 +274,10 @@ def calibrate(weights: str | Path, dataset: str, root: str | Path, backend: str 
     records = list({r.path: r for r in records}.values())  # splits may share images
     if not records:
         raise ValueError(f"{root}: the {dataset} data set has no test images to calibrate on")
-    sightings, descriptor = embed_sightings(embedder, records)
+    sightings, descriptor = embed_sightings(embedder, records, centring=centring)
     result = calibrate_sightings(sightings, str(weights), f"{dataset} {root}", descriptor, gallery_people,
                                  returning_share, window_people)
-    return replace(result, flip_sum=flip_sum)
+    return replace(result, flip_sum=flip_sum, centring=centring)
 
 
 def format_calibration(c: Calibration) -> str:

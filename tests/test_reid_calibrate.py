@@ -216,6 +216,11 @@ def test_a_run_takes_the_model_files_thresholds_unless_its_config_sets_them(chec
     log = run("", ", flip_sum: true")
     assert "calibrated without flip-summed features but reid.flip_sum is true" in log
     assert "again with --flip-sum" in log
+    assert "centred" not in log  # neither calibrated nor run with centring
+    # Thresholds measured on uncentred features, a run that centres per camera: said, with the fix.
+    log = run("", ", centring: camera")
+    assert "calibrated on features centred 'none' but reid.centring is 'camera'" in log
+    assert "--centre camera" in log
     log = run("matcher: {threshold: 0.3}\n")
     assert "outfit_threshold 0.610, merge_threshold 0.770" in log and "threshold 0.420" not in log
 
@@ -231,3 +236,18 @@ def test_calibrating_flip_summed_features_says_so_in_the_thresholds(checkpoint, 
     assert mirrored.suggested()["flip_sum"] is True
     # The features were embedded the other way, not just labelled: the cosine distributions differ.
     assert plain.identity[2].quantiles != mirrored.identity[2].quantiles
+
+
+def test_calibrating_features_centred_per_camera_says_so_and_measures_them_centred(checkpoint, tmp_path):
+    from reid.calibrate import calibrate
+    from tests.reid_fixtures import make_synthcc
+
+    root = make_synthcc(tmp_path / "synthcc", n_train=2, n_test=4, size=(64, 32))
+    plain = calibrate(checkpoint, "synthcc", root, backend="torch", threads=1, gallery_people=2)
+    centred = calibrate(checkpoint, "synthcc", root, backend="torch", threads=1, gallery_people=2, centring="camera")
+    assert "centring" not in plain.suggested()  # files calibrated before the setting existed read the same
+    assert centred.suggested()["centring"] == "camera"
+    # Centred features of different people no longer share the cameras' common part: their cosines fall.
+    assert centred.identity[2].quantiles["p50"] < plain.identity[2].quantiles["p50"]
+    with pytest.raises(ValueError, match="centring"):
+        calibrate(checkpoint, "synthcc", root, backend="torch", threads=1, gallery_people=2, centring="scene")

@@ -1,0 +1,95 @@
+"""Per-camera feature centring: subtract each camera's mean identity feature before comparing people.
+
+Why: every crop of one camera shares that camera's look (light, angle, distance, its colour cast after
+levelling), and a ReID feature carries part of it. Two strangers seen by one camera then score higher than the
+same person seen by two, and a clothes-changing model, whose cross-outfit cosines are the lowest it gives a right
+link, loses those links first. The camera's mean feature over many people is mostly that shared part (people
+average out), so subtracting it, then renormalising, leaves what tells people apart. `reid calibrate --centre
+camera` measures the thresholds on features centred the same way; `benchmarks/mtmc_features_synthcc.py
+--centre camera` shows what it does to cross-camera cosines.
+
+A live camera's mean is not known at its first crop: each camera's mean starts at the mean of all cameras so far
+(with the weight of `prior_crops` crops), and that pooled mean itself starts at zero (no centring) with the same
+weight, so the first crops are barely changed and no decision waits for a warm-up (as `CameraLevels` does for
+colour).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+NONE, CAMERA = "none", "camera"
+MODES = (NONE, CAMERA)
+
+
+def check_mode(mode: str, where: str = "feature centring") -> str:
+    if mode not in MODES:
+        raise ValueError(f"{where} {mode!r}: expected one of {', '.join(repr(m) for m in MODES)}")
+    return mode
+
+
+def l2_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def centre_by_camera(features: np.ndarray, cameras: Sequence) -> np.ndarray:
+    """Offline: each row minus the mean of its camera's rows (all of them known), renormalised."""
+    features = np.asarray(features, dtype=np.float64)
+    cameras = np.asarray(cameras)
+    out = np.empty_like(features)
+    for cam in np.unique(cameras):
+        rows = cameras == cam
+        out[rows] = features[rows] - features[rows].mean(0)
+    return l2_rows(out)
+
+
+class CameraFeatureMeans:
+    """Running per-camera mean of unit identity features for a live run, and the centring it gives."""
+
+    def __init__(self, prior_crops: float = 50.0) -> None:
+        if prior_crops < 0:
+            raise ValueError(f"feature centring prior_crops must be >= 0, got {prior_crops}")
+        self.prior_crops = float(prior_crops)
+        self._sum: dict[str, np.ndarray] = {}
+        self._n: dict[str, float] = {}
+        self._all_sum: np.ndarray | None = None
+        self._all_n = 0.0
+
+    def pooled_mean(self) -> np.ndarray | None:
+        """The mean over every camera, shrunk towards zero while few crops have been seen."""
+        if self._all_sum is None:
+            return None
+        return self._all_sum / (self._all_n + self.prior_crops)
+
+    def camera_mean(self, camera_id: str) -> np.ndarray | None:
+        pooled = self.pooled_mean()
+        if pooled is None:
+            return None
+        n = self._n.get(camera_id, 0.0)
+        return (self._sum.get(camera_id, 0.0) + self.prior_crops * pooled) / (n + self.prior_crops)
+
+    def observe(self, camera_ids: Sequence[str], features: np.ndarray) -> None:
+        features = np.asarray(features, dtype=np.float64)
+        for cam, f in zip(camera_ids, features):
+            self._sum[cam] = self._sum.get(cam, 0.0) + f
+            self._n[cam] = self._n.get(cam, 0.0) + 1.0
+        total = features.sum(0)
+        self._all_sum = total if self._all_sum is None else self._all_sum + total
+        self._all_n += len(features)
+
+    def centre(self, camera_ids: Sequence[str], features: np.ndarray) -> np.ndarray:
+        """Count these crops into their cameras' means, then return each minus its camera's mean, renormalised."""
+        features = np.asarray(features)
+        if len(camera_ids) != len(features):
+            raise ValueError(f"feature centring needs one camera per feature: {len(camera_ids)} for {len(features)}")
+        if len(features) == 0:
+            return features.astype(np.float32)
+        self.observe(camera_ids, features)
+        means = {cam: self.camera_mean(cam) for cam in set(camera_ids)}
+        return l2_rows(np.asarray(features, dtype=np.float64) - np.stack([means[c] for c in camera_ids]))
+
+    def summary(self) -> dict[str, int]:
+        """Each camera's crop count (the run's closing log)."""
+        return {cam: int(n) for cam, n in self._n.items()}
