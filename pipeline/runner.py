@@ -34,7 +34,7 @@ from pipeline.sources import END, CameraSet, Frame, FrameReader, camera_changes
 from pipeline.store import IdentityStore
 from pipeline.store_worker import StoreWorker
 from pipeline.tracklets import CameraTracklets, CropGate, SwapCheck
-from reid.inference.centring import CameraFeatureMeans
+from reid.inference.centring import CameraFeatureMeans, feature_space
 from reid.inference.factory import create_embedder
 from reid.inference.levelling import PERSON_REGION, CameraLevels, reference_of, region_of
 
@@ -107,6 +107,7 @@ class PipelineRunner:
         self.outfit_embedder = None  # reid.outfit_model, built with the other models
         self.levels: CameraLevels | None = None  # per-camera colour levelling, when the model asks for it
         self.centring: CameraFeatureMeans | None = None  # per-camera feature centring (reid.centring: camera)
+        self.feature_space = ""  # the model (and embedding) the centring means belong to
         r = self.config.reid
         self.swap_check = None if r.swap_threshold is None else SwapCheck(r.swap_threshold, r.swap_crops)
         self.clock = RunClock(video=False)  # replaced in run() by the one matcher.clock asks for
@@ -155,9 +156,23 @@ class PipelineRunner:
         embedder = self._embedder("model")
         self.outfit_embedder = self._embedder("outfit_model") if self.config.reid.outfit_model is not None else None
         self.levels = self._levels(embedder)
-        self.centring = CameraFeatureMeans(self.config.reid.centring_prior) \
-            if self.config.reid.centring == "camera" else None
+        self.centring = None
+        if self.config.reid.centring == "camera":
+            self.centring = CameraFeatureMeans(self.config.reid.centring_prior)
+            # the store keeps each camera's mean for this model (embedded this way) only
+            self.feature_space = feature_space(resolve_model(self.config.reid.model), self.config.reid.flip_sum)
         return detector, embedder
+
+    def _restore_centring(self, store: IdentityStore) -> None:
+        """Continue each camera's mean feature from earlier runs of this model on this store (an outage: afresh)."""
+        try:
+            saved = self.link.call(store.camera_features, self.feature_space)
+        except (StoreUnavailable, StoreFailure) as exc:
+            log.warning("feature centring: earlier runs' camera means unavailable (%s); cameras start afresh", exc)
+            return
+        self.centring.restore(saved)
+        for cam_id, (_, n) in sorted(saved.items()):
+            log.info("feature centring: camera %s continues from %d crops of earlier runs", cam_id, n)
 
     def _levels(self, embedder) -> CameraLevels | None:
         """Per-camera colour levelling when the ReID model was trained on levelled cameras (and it is not off)."""
@@ -340,6 +355,8 @@ class PipelineRunner:
                 self.link.on_published = self._on_published
                 if self.levels is not None:
                     self._restore_levels(store)
+                if self.centring is not None:
+                    self._restore_centring(store)
                 self.link.stamp = self._stamp_video_time
                 if self.config.output.snapshots:
                     self.snapshots = SnapshotKeeper(client, self.config.key_prefix, m.retention_s or 0).start()
@@ -385,6 +402,12 @@ class PipelineRunner:
                     except (StoreUnavailable, StoreFailure) as exc:
                         log.warning("colour levelling: cameras' colour statistics not saved (%s); the next run "
                                     "starts them afresh", exc)
+                if self.centring is not None and self.worker.failure is None:
+                    try:  # each camera's mean feature, for the next run of this model
+                        self.link.call(store.save_camera_features, self.centring.state(), self.feature_space)
+                    except (StoreUnavailable, StoreFailure) as exc:
+                        log.warning("feature centring: cameras' mean features not saved (%s); the next run starts "
+                                    "them afresh", exc)
                 if self.worker.failure is None:
                     try:
                         identities = len(self.link.call(store.identities, include_merged=False))

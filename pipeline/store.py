@@ -247,6 +247,37 @@ class IdentityStore:
             self.r.hset(self.camera_colour_key, mapping={cam: json.dumps({"sum": total, "n": n, "region": region})
                                                          for cam, (total, n) in stats.items()})
 
+    @property
+    def camera_features_key(self) -> str:
+        return f"{self.p}:camera_features"
+
+    def camera_features(self, model: str, dim: int | None = None) -> dict[str, tuple[list[float], float]]:
+        """Each camera's saved identity-feature sums and crop count (reid.centring) for `model` (a digest of the
+        model file); entries that do not parse, have another length or belong to another model are left out, named."""
+        out = {}
+        for cam, raw in self.r.hgetall(self.camera_features_key).items():
+            cam = cam.decode() if isinstance(cam, bytes) else cam
+            try:
+                entry = json.loads(raw)
+                total, n, saved_model = [float(v) for v in entry["sum"]], float(entry["n"]), str(entry["model"])
+                if n < 0 or (dim is not None and len(total) != dim):
+                    raise ValueError(f"expected a sum of {dim} values and n >= 0")
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("store %s, camera %s: feature means unreadable (%s); the camera starts afresh",
+                            self.camera_features_key, cam, exc)
+                continue
+            if saved_model != model:
+                log.warning("store %s, camera %s: feature means were measured with another model (%s, this run: %s); "
+                            "the camera starts afresh", self.camera_features_key, cam, saved_model, model)
+                continue
+            out[cam] = (total, n)
+        return out
+
+    def save_camera_features(self, stats: dict[str, tuple[list[float], float]], model: str) -> None:
+        if stats:
+            self.r.hset(self.camera_features_key, mapping={cam: json.dumps({"sum": total, "n": n, "model": model})
+                                                           for cam, (total, n) in stats.items()})
+
     # -- generations ------------------------------------------------------------------------------
     def open_generation(self) -> tuple[str, bool]:
         """Adopt the store's generation, setting a new one if it has none; -> (generation, newly set).

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+
+from pipeline.models import resolve_model
 
 from reid.inference.centring import CameraFeatureMeans, centre_by_camera
 
@@ -89,8 +93,12 @@ def test_config_names_the_bad_centring_mode(shared_video):
     assert parse_config({**raw, "reid": {}}).reid.centring == "none"  # off unless asked
 
 
-def test_a_run_with_centring_links_on_the_centred_features_of_every_crop(shared_video, tmp_path, monkeypatch):
-    """The runner feeds each crop's centred feature, not the raw one, to its tracklet (and so to the matcher)."""
+def test_a_run_with_centring_links_on_the_centred_features_of_every_crop(shared_video, tmp_path, monkeypatch, caplog):
+    """The runner feeds each crop's centred feature, not the raw one, to its tracklet (and so to the matcher), and
+    the next run on the same store goes on from the cameras' means."""
+    from pipeline.redis_server import RedisServer
+    from pipeline.store import IdentityStore
+    from reid.inference.centring import feature_space
     from pipeline.config import parse_config
     from pipeline.runner import PipelineRunner
     from pipeline.tracklets import Tracklet
@@ -126,3 +134,67 @@ def test_a_run_with_centring_links_on_the_centred_features_of_every_crop(shared_
         assert np.max(every @ v) > 1 - 1e-5
     # and not the raw one (a run's very first crop is its own camera's mean's only part: it stays as it came)
     assert sum(np.max(raw_all @ v) > 1 - 1e-4 for v in added) <= 1
+    per_camera = {c: sum(cams.count(c) for cams, _ in centred) for c in "ab"}
+    config = parse_config(raw)
+    space = feature_space(resolve_model(config.reid.model))
+    with RedisServer(tmp_path / "store") as srv:
+        saved = IdentityStore(srv.client()).camera_features(space)
+    assert {c: n for c, (_, n) in saved.items()} == per_camera  # every crop of each camera, for this model
+    np.testing.assert_allclose(saved["a"][0], raw_all[[c == "a" for cams, _ in centred for c in cams]].sum(0),
+                               rtol=1e-4, atol=1e-4)
+    with caplog.at_level("INFO"):
+        PipelineRunner(config, tmp_path, max_frames=5, progress=False).run()
+    for c, n in per_camera.items():
+        assert f"feature centring: camera {c} continues from {n} crops of earlier runs" in caplog.text
+    # the restored means are the ones in use: the run ends counting the earlier runs' crops and its own
+    closing = re.search(r"feature centring: crops per camera a (\d+), b (\d+)", caplog.text)
+    assert closing and int(closing.group(1)) > per_camera["a"] and int(closing.group(2)) > per_camera["b"]
+
+
+def test_means_survive_a_restart_and_forget_beyond_their_horizon():
+    rng = np.random.default_rng(2)
+    feats, cams, _ = _two_cameras(rng, people=3, crops=10)
+    first = CameraFeatureMeans(prior_crops=50)
+    first.centre(cams, feats)
+    again = CameraFeatureMeans(prior_crops=50)
+    again.restore(first.state())
+    for cam in "ab":
+        np.testing.assert_allclose(again.camera_mean(cam), first.camera_mean(cam))
+    # the restarted run centres its next crop as the first run would have
+    np.testing.assert_allclose(again.centre(cams[:1], feats[:1]), first.centre(cams[:1], feats[:1]), atol=1e-6)
+    short = CameraFeatureMeans(prior_crops=0, horizon=10)
+    short.centre(cams, feats)
+    assert set(short.summary().values()) == {10}
+    # a camera whose view changed: after `horizon` crops of the new view its mean is mostly the new one
+    new_view = np.tile(feats[:1], (40, 1))
+    short.centre(["a"] * len(new_view), new_view)
+    l2 = short.camera_mean("a") / np.linalg.norm(short.camera_mean("a"))
+    assert float(l2 @ feats[0]) > 0.98
+
+
+def test_store_keeps_each_cameras_feature_means_for_their_model_only(redis_client, caplog):
+    from pipeline.store import IdentityStore
+
+    store = IdentityStore(redis_client, "ctr")
+    store.save_camera_features({"a": ([1.0, 2.0], 10.0), "b": ([3.0, 4.0], 2.0)}, "m.onnx:abc")
+    assert store.camera_features("m.onnx:abc") == {"a": ([1.0, 2.0], 10.0), "b": ([3.0, 4.0], 2.0)}
+    redis_client.hset(store.camera_features_key, "broken", "{not json")
+    with caplog.at_level("WARNING"):
+        assert store.camera_features("other.onnx:def") == {}  # another model's features live in another space
+    assert "camera a: feature means were measured with another model (m.onnx:abc" in caplog.text
+    assert "camera broken: feature means unreadable" in caplog.text
+
+
+def test_feature_space_names_the_model_file_its_weights_and_the_embedding(tmp_path):
+    from reid.inference.centring import feature_space
+
+    (tmp_path / "m.onnx").write_bytes(b"one")
+    (tmp_path / "n.onnx").write_bytes(b"one")
+    (tmp_path / "m.xml").write_bytes(b"graph")
+    (tmp_path / "m.bin").write_bytes(b"weights")
+    plain = feature_space(tmp_path / "m.onnx")
+    assert plain != feature_space(tmp_path / "m.onnx", flip_sum=True)
+    assert plain.split(":")[1] == feature_space(tmp_path / "n.onnx").split(":")[1]  # the bytes, not the name
+    ir = feature_space(tmp_path / "m.xml")
+    (tmp_path / "m.bin").write_bytes(b"retrained")
+    assert feature_space(tmp_path / "m.xml") != ir  # an IR's weights are in its .bin

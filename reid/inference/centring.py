@@ -11,12 +11,15 @@ camera` measures the thresholds on features centred the same way; `benchmarks/mt
 A live camera's mean is not known at its first crop: each camera's mean starts at the mean of all cameras so far
 (with the weight of `prior_crops` crops), and that pooled mean itself starts at zero (no centring) with the same
 weight, so the first crops are barely changed and no decision waits for a warm-up (as `CameraLevels` does for
-colour).
+colour). The means are kept in the identity store across runs (with the model they were measured on: another
+model's features live in another space), so a restarted run centres as the last one ended.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -45,13 +48,27 @@ def centre_by_camera(features: np.ndarray, cameras: Sequence) -> np.ndarray:
     return l2_rows(out)
 
 
+def feature_space(model_path: str | Path, flip_sum: bool = False) -> str:
+    """What a saved camera mean belongs to: a digest of the model file (with an OpenVINO IR's weights) and how
+    crops are embedded. Means of another model, or of the same one embedding the other way, do not apply."""
+    path = Path(model_path)
+    digest = hashlib.sha256()
+    for part in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return f"{path.name}:{digest.hexdigest()[:16]}" + (":flip_sum" if flip_sum else "")
+
+
 class CameraFeatureMeans:
     """Running per-camera mean of unit identity features for a live run, and the centring it gives."""
 
-    def __init__(self, prior_crops: float = 50.0) -> None:
+    def __init__(self, prior_crops: float = 50.0, horizon: float | None = 5000.0) -> None:
         if prior_crops < 0:
             raise ValueError(f"feature centring prior_crops must be >= 0, got {prior_crops}")
         self.prior_crops = float(prior_crops)
+        # beyond this many crops a camera's mean forgets the oldest in proportion (a camera's view changes)
+        self.horizon = None if horizon is None else float(horizon)
         self._sum: dict[str, np.ndarray] = {}
         self._n: dict[str, float] = {}
         self._all_sum: np.ndarray | None = None
@@ -70,14 +87,30 @@ class CameraFeatureMeans:
         n = self._n.get(camera_id, 0.0)
         return (self._sum.get(camera_id, 0.0) + self.prior_crops * pooled) / (n + self.prior_crops)
 
+    def _add(self, camera_id: str, total: np.ndarray, n: float) -> None:
+        s, k = self._sum.get(camera_id, 0.0) + total, self._n.get(camera_id, 0.0) + n
+        if self.horizon is not None and k > self.horizon:
+            s, k = s * (self.horizon / k), self.horizon
+        self._sum[camera_id], self._n[camera_id] = s, k
+        # the pooled mean is the cameras' own sums, so a camera that forgets also forgets in it
+        self._all_sum = sum(self._sum.values())
+        self._all_n = sum(self._n.values())
+
     def observe(self, camera_ids: Sequence[str], features: np.ndarray) -> None:
         features = np.asarray(features, dtype=np.float64)
-        for cam, f in zip(camera_ids, features):
-            self._sum[cam] = self._sum.get(cam, 0.0) + f
-            self._n[cam] = self._n.get(cam, 0.0) + 1.0
-        total = features.sum(0)
-        self._all_sum = total if self._all_sum is None else self._all_sum + total
-        self._all_n += len(features)
+        camera_ids = np.asarray(camera_ids)
+        for cam in dict.fromkeys(camera_ids.tolist()):
+            rows = features[camera_ids == cam]
+            self._add(cam, rows.sum(0), float(len(rows)))
+
+    def state(self) -> dict[str, tuple[list[float], float]]:
+        """Each camera's running sum and count, to keep across runs (`restore`)."""
+        return {cam: ([float(v) for v in self._sum[cam]], float(n)) for cam, n in self._n.items()}
+
+    def restore(self, saved: dict[str, tuple[Sequence[float], float]]) -> None:
+        """Add what earlier runs of the same model saw of each camera (`state`)."""
+        for cam, (total, n) in saved.items():
+            self._add(cam, np.asarray(total, dtype=np.float64), float(n))
 
     def centre(self, camera_ids: Sequence[str], features: np.ndarray) -> np.ndarray:
         """Count these crops into their cameras' means, then return each minus its camera's mean, renormalised."""
