@@ -17,6 +17,9 @@ Keys (prefix `pipeline` by default):
                               "person"}, each camera's running colour mean for colour levelling (taken over
                               box centres or person pixels; no region: centres), saved at a run's end,
                               continued by the next run whose model levels over the same region
+  {p}:camera_features         hash: camera id -> JSON {"sum": [identity feature sum], "n": crops, "model":
+                              file name:SHA-256 prefix[:flip_sum]}, each camera's running mean identity feature
+                              for reid.centring, saved at a run's end, continued by the next run of that model
   <events.stream>             the identity event stream (XADD with approximate MAXLEN)
 Nothing is pickled: vectors are raw bytes, everything else is strings or JSON.
 
