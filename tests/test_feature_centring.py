@@ -71,6 +71,8 @@ def test_the_first_crops_are_barely_changed_and_no_crop_is_zeroed():
     first = live.centre(cams[:1], feats[:1])
     # The first crop alone is its camera's mean; centring on it would leave nothing of the crop.
     assert float(first[0] @ feats[0]) > 0.95 and np.isfinite(first).all()
+    bare = CameraFeatureMeans(prior_crops=0)  # no prior at all: the first crop is its camera's whole mean
+    np.testing.assert_allclose(bare.centre(cams[:1], feats[:1]), feats[:1], atol=1e-6)
     with pytest.raises(ValueError, match="one camera per feature"):
         live.centre(["a"], feats[:2])
     assert live.centre([], feats[:0]).shape == (0, feats.shape[1])

@@ -121,7 +121,12 @@ class CameraFeatureMeans:
             return features.astype(np.float32)
         self.observe(camera_ids, features)
         means = {cam: self.camera_mean(cam) for cam in set(camera_ids)}
-        return l2_rows(np.asarray(features, dtype=np.float64) - np.stack([means[c] for c in camera_ids]))
+        raw = np.asarray(features, dtype=np.float64)
+        centred = raw - np.stack([means[c] for c in camera_ids])
+        # a crop that is its camera's whole mean (the first crop with prior_crops 0) would leave nothing: keep it
+        empty = np.linalg.norm(centred, axis=1) < 1e-6 * np.maximum(np.linalg.norm(raw, axis=1), 1e-12)
+        centred[empty] = raw[empty]
+        return l2_rows(centred)
 
     def summary(self) -> dict[str, int]:
         """Each camera's crop count (the run's closing log)."""
