@@ -163,17 +163,6 @@ class PipelineRunner:
             self.feature_space = feature_space(resolve_model(self.config.reid.model), self.config.reid.flip_sum)
         return detector, embedder
 
-    def _restore_centring(self, store: IdentityStore) -> None:
-        """Continue each camera's mean feature from earlier runs of this model on this store (an outage: afresh)."""
-        try:
-            saved = self.link.call(store.camera_features, self.feature_space)
-        except (StoreUnavailable, StoreFailure) as exc:
-            log.warning("feature centring: earlier runs' camera means unavailable (%s); cameras start afresh", exc)
-            return
-        self.centring.restore(saved)
-        for cam_id, (_, n) in sorted(saved.items()):
-            log.info("feature centring: camera %s continues from %d crops of earlier runs", cam_id, n)
-
     def _levels(self, embedder) -> CameraLevels | None:
         """Per-camera colour levelling when the ReID model was trained on levelled cameras (and it is not off)."""
         reid = self.config.reid
@@ -196,16 +185,37 @@ class PipelineRunner:
             log.info("colour levelling: measured gains for camera(s) %s", ", ".join(sorted(fixed)))
         return CameraLevels(reference, reid.colour_levelling_prior, fixed, reid.colour_levelling_horizon, region)
 
-    def _restore_levels(self, store: IdentityStore) -> None:
-        """Continue each camera's colour mean from earlier runs on this store (an outage: start afresh)."""
-        try:
-            saved = self.link.call(store.camera_colour, self.levels.region)
-        except (StoreUnavailable, StoreFailure) as exc:
-            log.warning("colour levelling: earlier runs' colour statistics unavailable (%s); cameras start afresh", exc)
-            return
-        self.levels.restore(saved)
-        for cam_id, (_, n) in sorted(saved.items()):
-            log.info("colour levelling: camera %s continues from %d crops of earlier runs", cam_id, n)
+    def _camera_stats(self, store: IdentityStore) -> list[tuple[str, object, object, object, str]]:
+        """(what, running statistics, store reader, store writer, tag) of each per-camera statistic this run keeps
+        across runs: colour levelling's mean colour (per region), feature centring's mean feature (per model)."""
+        out = []
+        if self.levels is not None:
+            out.append(("colour levelling", self.levels, store.camera_colour, store.save_camera_colour,
+                        self.levels.region))
+        if self.centring is not None:
+            out.append(("feature centring", self.centring, store.camera_features, store.save_camera_features,
+                        self.feature_space))
+        return out
+
+    def _restore_camera_stats(self, store: IdentityStore) -> None:
+        """Continue each camera's running means from earlier runs on this store (an outage: start afresh)."""
+        for what, stats, read, _, tag in self._camera_stats(store):
+            try:
+                saved = self.link.call(read, tag)
+            except (StoreUnavailable, StoreFailure) as exc:
+                log.warning("%s: earlier runs' camera statistics unavailable (%s); cameras start afresh", what, exc)
+                continue
+            stats.restore(saved)
+            for cam_id, (_, n) in sorted(saved.items()):
+                log.info("%s: camera %s continues from %d crops of earlier runs", what, cam_id, n)
+
+    def _save_camera_stats(self, store: IdentityStore) -> None:
+        """What each camera's crops said (colour, mean feature), for the next run."""
+        for what, stats, _, write, tag in self._camera_stats(store):
+            try:
+                self.link.call(write, stats.state(), tag)
+            except (StoreUnavailable, StoreFailure) as exc:
+                log.warning("%s: cameras' statistics not saved (%s); the next run starts them afresh", what, exc)
 
     def _embedder(self, key: str):
         """The embedder of the model file named by `reid.<key>`; one that cannot be loaded is a ConfigError."""
@@ -353,10 +363,7 @@ class PipelineRunner:
                                       retention_s=m.retention_s or 0)
                 self.link = StoreLink(store, redact(self.config.store), max_buffered=self.config.events.maxlen)
                 self.link.on_published = self._on_published
-                if self.levels is not None:
-                    self._restore_levels(store)
-                if self.centring is not None:
-                    self._restore_centring(store)
+                self._restore_camera_stats(store)
                 self.link.stamp = self._stamp_video_time
                 if self.config.output.snapshots:
                     self.snapshots = SnapshotKeeper(client, self.config.key_prefix, m.retention_s or 0).start()
@@ -396,18 +403,8 @@ class PipelineRunner:
                         self._finish_camera(c, everything=True)
                     self._drain()
                     self._stop_dashboard()
-                if self.levels is not None and self.worker.failure is None:
-                    try:  # what each camera's people said about its colour, for the next run
-                        self.link.call(store.save_camera_colour, self.levels.state(), self.levels.region)
-                    except (StoreUnavailable, StoreFailure) as exc:
-                        log.warning("colour levelling: cameras' colour statistics not saved (%s); the next run "
-                                    "starts them afresh", exc)
-                if self.centring is not None and self.worker.failure is None:
-                    try:  # each camera's mean feature, for the next run of this model
-                        self.link.call(store.save_camera_features, self.centring.state(), self.feature_space)
-                    except (StoreUnavailable, StoreFailure) as exc:
-                        log.warning("feature centring: cameras' mean features not saved (%s); the next run starts "
-                                    "them afresh", exc)
+                if self.worker.failure is None:
+                    self._save_camera_stats(store)
                 if self.worker.failure is None:
                     try:
                         identities = len(self.link.call(store.identities, include_merged=False))

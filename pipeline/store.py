@@ -225,61 +225,50 @@ class IdentityStore:
     def camera_colour(self, region: str = "centre") -> dict[str, tuple[list[float], float]]:
         """Each camera's saved colour sums and crop count, taken over `region` (entries saved without one were
         box centres); entries that do not parse or were taken over another region are left out, named."""
-        out = {}
-        for cam, raw in self.r.hgetall(self.camera_colour_key).items():
-            cam = cam.decode() if isinstance(cam, bytes) else cam
-            try:
-                entry = json.loads(raw)
-                total, n = [float(v) for v in entry["sum"]], float(entry["n"])
-                if len(total) != 3 or n < 0:
-                    raise ValueError("expected sum of 3 values and n >= 0")
-                saved_region = entry.get("region", "centre")
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.warning("store %s, camera %s: colour statistics unreadable (%s); the camera starts afresh",
-                            self.camera_colour_key, cam, exc)
-                continue
-            if saved_region != region:
-                log.warning("store %s, camera %s: colour statistics were taken over %r, this model levels over %r; "
-                            "the camera starts afresh", self.camera_colour_key, cam, saved_region, region)
-                continue
-            out[cam] = (total, n)
-        return out
+        return self._camera_stats(self.camera_colour_key, "colour statistics", "region", region, default="centre",
+                                  size=3, other="were taken over %r, this model levels over %r")
 
     def save_camera_colour(self, stats: dict[str, tuple[list[float], float]], region: str = "centre") -> None:
-        if stats:
-            self.r.hset(self.camera_colour_key, mapping={cam: json.dumps({"sum": total, "n": n, "region": region})
-                                                         for cam, (total, n) in stats.items()})
+        self._save_camera_stats(self.camera_colour_key, stats, "region", region)
 
     @property
     def camera_features_key(self) -> str:
         return f"{self.p}:camera_features"
 
-    def camera_features(self, model: str, dim: int | None = None) -> dict[str, tuple[list[float], float]]:
+    def camera_features(self, model: str) -> dict[str, tuple[list[float], float]]:
         """Each camera's saved identity-feature sums and crop count (reid.centring) for `model` (a digest of the
-        model file); entries that do not parse, have another length or belong to another model are left out, named."""
+        model file); entries that do not parse or belong to another model are left out, named."""
+        return self._camera_stats(self.camera_features_key, "feature means", "model", model, default=None,
+                                  other="were measured with another model (%s, this run: %s)")
+
+    def save_camera_features(self, stats: dict[str, tuple[list[float], float]], model: str) -> None:
+        self._save_camera_stats(self.camera_features_key, stats, "model", model)
+
+    def _camera_stats(self, key: str, what: str, tag: str, want: str, default: str | None, other: str,
+                      size: int | None = None) -> dict[str, tuple[list[float], float]]:
+        """A hash of camera id -> JSON {"sum": [...], "n": crops, tag: ...}: the entries whose tag is `want`."""
         out = {}
-        for cam, raw in self.r.hgetall(self.camera_features_key).items():
+        for cam, raw in self.r.hgetall(key).items():
             cam = cam.decode() if isinstance(cam, bytes) else cam
             try:
                 entry = json.loads(raw)
-                total, n, saved_model = [float(v) for v in entry["sum"]], float(entry["n"]), str(entry["model"])
-                if n < 0 or (dim is not None and len(total) != dim):
-                    raise ValueError(f"expected a sum of {dim} values and n >= 0")
+                total, n = [float(v) for v in entry["sum"]], float(entry["n"])
+                if (size is not None and len(total) != size) or n < 0:
+                    raise ValueError(f"expected sum of {size or 'the model feature'} values and n >= 0")
+                saved = entry.get(tag, default)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.warning("store %s, camera %s: feature means unreadable (%s); the camera starts afresh",
-                            self.camera_features_key, cam, exc)
+                log.warning("store %s, camera %s: %s unreadable (%s); the camera starts afresh", key, cam, what, exc)
                 continue
-            if saved_model != model:
-                log.warning("store %s, camera %s: feature means were measured with another model (%s, this run: %s); "
-                            "the camera starts afresh", self.camera_features_key, cam, saved_model, model)
+            if saved != want:
+                log.warning(f"store %s, camera %s: %s {other}; the camera starts afresh", key, cam, what, saved, want)
                 continue
             out[cam] = (total, n)
         return out
 
-    def save_camera_features(self, stats: dict[str, tuple[list[float], float]], model: str) -> None:
+    def _save_camera_stats(self, key: str, stats: dict[str, tuple[list[float], float]], tag: str, value: str) -> None:
         if stats:
-            self.r.hset(self.camera_features_key, mapping={cam: json.dumps({"sum": total, "n": n, "model": model})
-                                                           for cam, (total, n) in stats.items()})
+            self.r.hset(key, mapping={cam: json.dumps({"sum": total, "n": n, tag: value})
+                                      for cam, (total, n) in stats.items()})
 
     # -- generations ------------------------------------------------------------------------------
     def open_generation(self) -> tuple[str, bool]:

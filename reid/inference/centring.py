@@ -71,17 +71,16 @@ class CameraFeatureMeans:
         self.horizon = None if horizon is None else float(horizon)
         self._sum: dict[str, np.ndarray] = {}
         self._n: dict[str, float] = {}
-        self._all_sum: np.ndarray | None = None
-        self._all_n = 0.0
 
     def pooled_mean(self) -> np.ndarray | None:
-        """The mean over every camera, shrunk towards zero while few crops have been seen."""
-        if self._all_sum is None:
+        """The mean over every camera (the cameras' own sums: one that forgets also forgets here), shrunk towards
+        zero while few crops have been seen."""
+        if not self._sum:
             return None
-        return self._all_sum / (self._all_n + self.prior_crops)
+        return sum(self._sum.values()) / (sum(self._n.values()) + self.prior_crops)
 
-    def camera_mean(self, camera_id: str) -> np.ndarray | None:
-        pooled = self.pooled_mean()
+    def camera_mean(self, camera_id: str, pooled: np.ndarray | None = None) -> np.ndarray | None:
+        pooled = self.pooled_mean() if pooled is None else pooled
         if pooled is None:
             return None
         n = self._n.get(camera_id, 0.0)
@@ -92,9 +91,6 @@ class CameraFeatureMeans:
         if self.horizon is not None and k > self.horizon:
             s, k = s * (self.horizon / k), self.horizon
         self._sum[camera_id], self._n[camera_id] = s, k
-        # the pooled mean is the cameras' own sums, so a camera that forgets also forgets in it
-        self._all_sum = sum(self._sum.values())
-        self._all_n = sum(self._n.values())
 
     def observe(self, camera_ids: Sequence[str], features: np.ndarray) -> None:
         features = np.asarray(features, dtype=np.float64)
@@ -114,14 +110,14 @@ class CameraFeatureMeans:
 
     def centre(self, camera_ids: Sequence[str], features: np.ndarray) -> np.ndarray:
         """Count these crops into their cameras' means, then return each minus its camera's mean, renormalised."""
-        features = np.asarray(features)
-        if len(camera_ids) != len(features):
-            raise ValueError(f"feature centring needs one camera per feature: {len(camera_ids)} for {len(features)}")
-        if len(features) == 0:
-            return features.astype(np.float32)
-        self.observe(camera_ids, features)
-        means = {cam: self.camera_mean(cam) for cam in set(camera_ids)}
         raw = np.asarray(features, dtype=np.float64)
+        if len(camera_ids) != len(raw):
+            raise ValueError(f"feature centring needs one camera per feature: {len(camera_ids)} for {len(raw)}")
+        if len(raw) == 0:
+            return raw.astype(np.float32)
+        self.observe(camera_ids, raw)
+        pooled = self.pooled_mean()
+        means = {cam: self.camera_mean(cam, pooled) for cam in set(camera_ids)}
         centred = raw - np.stack([means[c] for c in camera_ids])
         # a crop that is its camera's whole mean (the first crop with prior_crops 0) would leave nothing: keep it
         empty = np.linalg.norm(centred, axis=1) < 1e-6 * np.maximum(np.linalg.norm(raw, axis=1), 1e-12)
