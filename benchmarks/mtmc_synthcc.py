@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from datetime import date
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
@@ -54,6 +55,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.store import IdentityStore  # noqa: E402
 from synth.truth import DECISION_KINDS, decision_kinds, outfit_event_check, track_people  # noqa: E402
 
 SEQ = "synthcc-mtmc"
@@ -74,11 +76,13 @@ def generate(preset: str, seed: int, knobs: list[str], out: Path) -> None:
 
 def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: int = 1,
                  colour_gains: dict[str, list[float]] | None = None,
-                 colour_stats: tuple[dict, str] | None = None, detector_every: int = 1) -> tuple[float, Path]:
+                 prefill: Callable[[IdentityStore], None] | None = None,
+                 detector_every: int = 1) -> tuple[float, Path]:
     """Run the scene's cameras through `python -m pipeline run`; returns (wall seconds, store directory).
 
     With `workers` > 1 the cameras are split round-robin over that many `pipeline run` processes started
-    together, sharing one private redis-server (as several machines would share one Redis)."""
+    together, sharing one private redis-server (as several machines would share one Redis). `prefill` writes
+    into the fresh store before the run what earlier runs on the site would have left there."""
     from pipeline.redis_server import RedisServer
 
     cfg = yaml.safe_load((scene / "cameras.yaml").read_text())
@@ -96,16 +100,12 @@ def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: in
         store_dir = work / "store"
         server = RedisServer(store_dir).start()
         store = server.url
-    if colour_stats is not None:
-        # what earlier runs on this site would have left in the store: each camera's colour statistics
-        from pipeline.store import IdentityStore
-
-        stats, region = colour_stats
+    if prefill is not None:
         if server is not None:
-            IdentityStore(server.client()).save_camera_colour(stats, region)
+            prefill(IdentityStore(server.client()))
         else:
             with RedisServer(store_dir) as srv:
-                IdentityStore(srv.client()).save_camera_colour(stats, region)
+                prefill(IdentityStore(srv.client()))
     procs = []
     t = time.perf_counter()
     try:
@@ -275,13 +275,14 @@ def warm_colour_stats(scene: Path, region: str) -> dict[str, tuple[list[float], 
     return out
 
 
-def warm_colour_from_run(warm_scene: Path, work: Path, matcher: dict, reid: dict,
-                         region: str, detector_every: int = 1) -> dict[str, tuple[list[float], float]]:
-    """Per camera, the colour statistics the pipeline itself leaves in its store after a run on `warm_scene`
-    (other people, the same cameras; its detections, tracks and crops): the path a site takes, run after run.
-    The identities of that run are dropped; only `<prefix>:camera_colour` is kept (cached in `work`)."""
+def warm_stats_from_run(warm_scene: Path, work: Path, matcher: dict, reid: dict,
+                        detector_every: int = 1) -> dict[str, dict]:
+    """Every per-camera statistic the pipeline itself leaves in its store after a run on `warm_scene` (other
+    people, the same cameras; its detections, tracks and crops): each camera's colour levels
+    (`<prefix>:camera_colour`) and identity-feature means (`<prefix>:camera_features`), as raw store hashes, so
+    the scored run restores them exactly as a site's next run would, checks of region and model included. The
+    identities of that run are dropped (the run is cached in `work`)."""
     from pipeline.redis_server import RedisServer
-    from pipeline.store import IdentityStore
 
     if not (warm_scene / "cameras.yaml").is_file():
         raise SystemExit(f"{warm_scene}: no cameras.yaml; make it with `python -m synth scenes ... --set people_seed=N`")
@@ -289,10 +290,24 @@ def warm_colour_from_run(warm_scene: Path, work: Path, matcher: dict, reid: dict
     if not store_dir.is_dir():
         run_pipeline(warm_scene, work, matcher, reid, detector_every=detector_every)
     with RedisServer(store_dir) as srv:
-        stats = IdentityStore(srv.client()).camera_colour(region)
-    if not stats:
-        raise SystemExit(f"{store_dir}: the warm-up run left no colour statistics over {region!r}")
+        store = IdentityStore(srv.client())
+        stats = {key: store.r.hgetall(key) for key in (store.camera_colour_key, store.camera_features_key)}
+    if not any(stats.values()):
+        raise SystemExit(f"{store_dir}: the warm-up run left no camera statistics (neither colour levels nor "
+                         "feature means): is the model colour-levelled or `reid.centring: camera` set?")
     return stats
+
+
+def put_raw_stats(stats: dict[str, dict]) -> Callable[[IdentityStore], None]:
+    def prefill(store: IdentityStore) -> None:
+        for key, fields in stats.items():
+            if fields:
+                store.r.hset(key, mapping=fields)
+    return prefill
+
+
+def put_colour_stats(stats: dict[str, tuple[list[float], float]], region: str) -> Callable[[IdentityStore], None]:
+    return lambda store: store.save_camera_colour(stats, region)
 
 
 def model_region(model: str | None) -> str | None:
@@ -343,15 +358,16 @@ def main() -> int:
                     help="give each camera `colour_gains` that undo its known colour response (measured on its "
                          "ground-truth boxes, benchmarks/levelling_scene_gains.py): what a grey-card calibration "
                          "would give a colour-levelled model, instead of the running estimate from its crops")
-    ap.add_argument("--warm-colour", metavar="SCENE_DIR_PATTERN",
+    ap.add_argument("--warm", "--warm-colour", dest="warm", metavar="SCENE_DIR_PATTERN",
                     help="a scene folder per seed ('{seed}' in the pattern) filmed by the same cameras with other "
-                         "people (`synth scenes --seed S --set people_seed=N`): each camera's colour statistics "
-                         "are taken from it and put in the run's store first, as earlier runs on a site leave "
-                         "them (colour-levelled models only)")
-    ap.add_argument("--warm-colour-from", choices=("run", "gt"), default="run",
+                         "people (`synth scenes --seed S --set people_seed=N`): each camera's statistics are taken "
+                         "from it and put in the run's store first, as earlier runs on a site leave them (models "
+                         "that level colour or run with `--reid centring=camera`; others start fresh)")
+    ap.add_argument("--warm-from", "--warm-colour-from", dest="warm_from", choices=("run", "gt"), default="run",
                     help="run: the pipeline runs the warm-up scene first with the same model and settings and its "
-                         "store's camera colour statistics are kept (the identities dropped); gt: the statistics are "
-                         "taken from the warm-up scene's ground-truth boxes (every 5th frame, 64 px or taller)")
+                         "store's per-camera statistics (colour levels, feature means) are kept (the identities "
+                         "dropped); gt: colour statistics only, from the warm-up scene's ground-truth boxes (every "
+                         "5th frame, 64 px or taller)")
     ap.add_argument("--detector-every", type=int, default=1,
                     help="detector.every: 1 (every frame, as every scene figure in the README was measured; the "
                          "pipeline's default stride came later) or the pipeline's stride to compare")
@@ -384,7 +400,11 @@ def main() -> int:
                            + (f"; outfit model {args.outfit_model} (outfit_threshold and outfit_link_threshold at its "
                               "level unless set here)" if path and args.outfit_model else ""))
     # where each colour-levelled model takes its camera means (read once per model file)
-    regions = {label: model_region(path) if args.warm_colour else None for label, path in models.items()}
+    regions = {label: model_region(path) if args.warm else None for label, path in models.items()}
+    centred = reid_settings.get("centring") == "camera"
+    if args.warm and args.warm_from == "gt" and centred:
+        raise SystemExit("--warm-from gt gives colour statistics only; feature means for `centring=camera` come "
+                         "from a run: use --warm-from run")
     rows = []
     for changes in args.changes:
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -396,14 +416,14 @@ def main() -> int:
                     matcher = {**matcher, "topology": scene_topology(scene, *args.transit)}
                 run_dir = scene.parent / (f"run-{label}{args.label_suffix}" + ("" if args.workers == 1 else f"-{args.workers}workers"))
                 gains = scene_gains(scene) if args.measured_gains else None
-                region = regions[label]
-                stats = None
-                if region is not None:
-                    warm_scene = Path(args.warm_colour.format(seed=seed))
-                    stats = (warm_colour_stats(warm_scene, region) if args.warm_colour_from == "gt" else
-                             warm_colour_from_run(warm_scene, warm_scene.parent / run_dir.name, matcher, reid,
-                                                  region, args.detector_every), region)
-                wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers, gains, stats,
+                region, prefill = regions[label], None
+                if args.warm and (region is not None or centred):
+                    warm_scene = Path(args.warm.format(seed=seed))
+                    prefill = (put_colour_stats(warm_colour_stats(warm_scene, region), region)
+                               if args.warm_from == "gt" else
+                               put_raw_stats(warm_stats_from_run(warm_scene, warm_scene.parent / run_dir.name,
+                                                                 matcher, reid, args.detector_every)))
+                wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers, gains, prefill,
                                                args.detector_every)
                 final, events, alive = read_identities(store_dir)
                 kinds = Counter(e["type"] for e in events)
@@ -431,10 +451,11 @@ def main() -> int:
         print(f"model {label}: {reid.get('model', 'the default (OMZ 0267)')}; matcher {shown}")
     if args.measured_gains:
         print("cameras: colour_gains measured on each camera's ground-truth boxes (benchmarks/levelling_scene_gains.py)")
-    if args.warm_colour:
-        print(f"cameras: colour statistics of levelled models learnt first from {args.warm_colour} (other people, "
-              "the same cameras; " + ("ground-truth boxes" if args.warm_colour_from == "gt" else
-                                      "a pipeline run on it with the same model, identities dropped")
+    if args.warm:
+        print(f"cameras: {'colour statistics of levelled models' if args.warm_from == 'gt' else 'per-camera statistics (colour levels, feature means)'} "
+              f"learnt first from {args.warm} (other people, the same cameras; "
+              + ("ground-truth boxes" if args.warm_from == "gt" else
+                 "a pipeline run on it with the same model and settings, identities dropped")
               + "), as earlier runs leave them in the store")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}")
     print("\n| outfit changes | seed | model | MTMC IDF1 | IDF1, tracks only | HOTA | MOTA | ID sw. | people | identities "
