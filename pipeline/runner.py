@@ -405,7 +405,6 @@ class PipelineRunner:
                     self._stop_dashboard()
                 if self.worker.failure is None:
                     self._save_camera_stats(store)
-                if self.worker.failure is None:
                     try:
                         identities = len(self.link.call(store.identities, include_merged=False))
                     except (StoreUnavailable, StoreFailure) as exc:
