@@ -99,6 +99,23 @@ def test_yolox_input_keeps_the_frame_shape_at_any_size(shared_models, shared_vid
         assert found.sum() >= len(gt) - 1, (size, f"found {found.sum()} of {len(gt)} ground-truth people")
 
 
+
+def test_yolox_letterbox_fills_the_batch_slot_exactly(detector, shared_video):
+    """The frame is resized straight into its slot of the batch and only the margins are padded: every pixel of
+    the slot must be the resized frame or the pad colour 114, whatever the slot held before (a mixed batch pads a
+    smaller frame into a larger slot; a landscape frame into a portrait slot)."""
+    frame = _frames(shared_video["pets"], 1)[0]  # 576x768
+    portrait = np.ascontiguousarray(frame[:, :400])  # 576x400
+    for image, slot in ((frame, (480, 640)), (frame, (640, 640)), (portrait, (480, 640)), (frame, (640, 480))):
+        out = np.full((*slot, 3), 7, np.uint8)  # stale contents of a reused buffer
+        ratio = detector._letterbox(image, out)
+        h, w = image.shape[:2]
+        nh, nw = min(round(h * ratio), slot[0]), min(round(w * ratio), slot[1])
+        want = np.full_like(out, 114)
+        want[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(out, want), (image.shape, slot)
+        assert ratio == min(640 / max(h, w), slot[0] / h, slot[1] / w)
+
 def test_yolox_in_openvino_finds_what_onnxruntime_finds(detector, shared_models, shared_video):
     """detector.runtime openvino runs the same file: in float32 the same boxes as ONNX Runtime; in the CPU's default
     precision (bfloat16 where the CPU has AMX) the same people; any batch size, one compiled model per shape."""
