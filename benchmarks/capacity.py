@@ -81,15 +81,15 @@ def run_pipeline(config, out: Path, frames: int) -> dict:
             "stage_ms": summary.stage_ms_per_frame, "crops": summary.crops, "crops_check": summary.crops_check}
 
 
-def detector_only(config, video: Path, cameras: int, frames: int) -> float:
+def detector_only(config, video: Path, cameras: int, frames: int, detector=None) -> float:
     """Frames/s of the configured detector alone on the same frames, batched as the run batches them: one frame
     per camera a step, or with a staggered stride (`detector.every` n, `detector.stagger`) the cameras of one
-    phase a step."""
+    phase a step. `detector`: one already built from the config (capacity_probes.py times its parts)."""
     from pipeline.perception import detector_from_config
 
     every = config.detector.every if config.detector.stagger else 1
     batch = -(-cameras // every)  # the largest phase
-    detector = detector_from_config(config.detector)
+    detector = detector or detector_from_config(config.detector)
     images = read_frames(video, frames)
     # Each slot of a batch is another decoded frame, as each camera's frame is its own array in the run (one
     # array repeated in every slot could stay in the CPU's cache and flatter the detector alone).

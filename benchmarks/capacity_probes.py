@@ -1,11 +1,18 @@
-"""Two ways to more cameras per CPU that were measured and not taken (README, Benchmarks: "Threads that wait").
+"""Where the time of the capacity run goes, and two ways to more cameras per CPU that were measured and not taken
+(README, Benchmarks: "Threads that wait", "Where the stride's time goes").
 
-    .venv/bin/python benchmarks/capacity_probes.py [--probe overlap detector-input] [--steps 30]
+    .venv/bin/python benchmarks/capacity_probes.py [--probe overlap detector-input inside] [--steps 30]
+        [--batch 8] [--crops 11] [--python-ms 15] [--cameras 8] [--frames 300]
 
-* `overlap`: one pipeline step is the detector on a batch of 8 PETS frames, the ReID embedder on 11 crops (what a
-  step of the 8-camera stride-2 run embeds) and 15 ms of Python holding the GIL (tracking, tracklets, matching).
+* `overlap`: one pipeline step is the detector on a batch of `--batch` PETS frames, the ReID embedder on `--crops`
+  crops and `--python-ms` of Python holding the GIL (tracking, tracklets, matching); the defaults are a step of
+  the 8-camera run detecting every frame, `--batch 4 --crops 5 --python-ms 5` one of the staggered stride of 2.
   It times the three one after another, then the next step's detection in a worker thread beside this step's
   embedding and Python (a pipelined frame loop). If the cores had room, the second would be faster.
+* `inside`: the capacity run of capacity.py (default config, `--cameras` copies of PETS, `--frames` each) with
+  clocks on the detector's parts (letterbox a frame, the network a batch, the whole call) and on the ReID
+  model's calls, then the same detector alone as capacity.py times it: what the run costs each part beyond what
+  it costs alone. Also the process's CPU use over the run and the reader (decoder) threads' share of it.
 * `detector-input`: the YOLOX session fed float32 NCHW made by NumPy from the uint8 NHWC batch (what the
   detector does) against the same graph with a uint8 NHWC input and the transpose and cast inside it.
 
@@ -16,6 +23,7 @@ INT8 ReID file `make reid-int8` builds (falling back to the default model when i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +49,8 @@ def _timed(step, n: int) -> float:
     return (time.perf_counter() - t) / n * 1000
 
 
-def probe_overlap(config, frames: list[np.ndarray], steps: int) -> None:
+def probe_overlap(config, frames: list[np.ndarray], steps: int, batch: int = 8, n_crops: int = 11,
+                  python_ms: float = 15.0) -> None:
     from pipeline.models import resolve_model
     from pipeline.perception import detector_from_config
     from reid.inference.factory import create_embedder
@@ -55,10 +64,10 @@ def probe_overlap(config, frames: list[np.ndarray], steps: int) -> None:
     embedder = create_embedder(model, config.reid.backend, spin_wait=config.reid.spin_wait)
     gt = np.loadtxt(GT, delimiter=",")
     crops = [frames[int(f) - 1][max(int(y), 0):int(y + h), max(int(x), 0):int(x + w)]
-             for f, x, y, w, h in gt[(gt[:, 0] <= len(frames)) & (gt[:, 5] >= 64)][:, [0, 2, 3, 4, 5]]][::7][:11]
-    batches = [[frames[(i + k) % len(frames)] for k in range(8)] for i in range(len(frames))]
+             for f, x, y, w, h in gt[(gt[:, 0] <= len(frames)) & (gt[:, 5] >= 64)][:, [0, 2, 3, 4, 5]]][::7][:n_crops]
+    batches = [[frames[(i + k) % len(frames)] for k in range(batch)] for i in range(len(frames))]
 
-    def python_work(ms: float = 15.0) -> None:
+    def python_work(ms: float = python_ms) -> None:
         end = time.perf_counter() + ms / 1000
         while time.perf_counter() < end:
             pass
@@ -83,8 +92,8 @@ def probe_overlap(config, frames: list[np.ndarray], steps: int) -> None:
         det = _timed(lambda i: detector.detect(batches[i % len(batches)]), steps)
         emb = _timed(lambda i: embedder.embed(crops), steps)
         print(f"overlap: one step {seq:.1f} ms in sequence, {ovl:.1f} ms with the detection in a thread beside "
-              f"it; parts alone: detect {det:.1f} + embed {emb:.1f} ({len(crops)} crops) + Python 15.0 = "
-              f"{det + emb + 15:.1f} ms", flush=True)
+              f"it; parts alone: detect {det:.1f} (batch of {batch}) + embed {emb:.1f} ({len(crops)} crops) + "
+              f"Python {python_ms:.1f} = {det + emb + python_ms:.1f} ms", flush=True)
     pending[0].result()
 
 
@@ -128,17 +137,143 @@ def probe_detector_input(config, frames: list[np.ndarray], steps: int) -> None:
               "uint8 NHWC into the graph")
 
 
+class _Clock:
+    """Seconds and calls per part; `wrap` puts a method of one object behind the clock."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.sizes: list[int] = []
+
+    def wrap(self, obj, method: str, part: str, size=None) -> None:
+        inner = getattr(obj, method)
+
+        def timed(*args):
+            t = time.perf_counter()
+            out = inner(*args)
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t
+            self.calls[part] = self.calls.get(part, 0) + 1
+            if size is not None:
+                self.sizes.append(size(*args))
+            return out
+
+        setattr(obj, method, timed)
+
+    def ms(self, part: str) -> float:
+        return 1000 * self.seconds[part] / self.calls[part]
+
+
+def _timed_detector(detector, clock: _Clock):
+    clock.wrap(detector, "_letterbox", "letterbox")
+    net = detector.net
+    detector.net = lambda x: _call(clock, "network", net, x)
+    clock.wrap(detector, "detect", "detect")
+    return detector
+
+
+def _call(clock: _Clock, part: str, fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    clock.seconds[part] = clock.seconds.get(part, 0.0) + time.perf_counter() - t
+    clock.calls[part] = clock.calls.get(part, 0) + 1
+    return out
+
+
+def _thread_cpu_s() -> dict[int, float]:
+    """CPU seconds of each thread of this process, by native thread id (Linux /proc)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended between listing and reading
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def probe_inside(cameras: int, frames: int) -> None:
+    import tempfile
+    import threading
+
+    import capacity
+    import pipeline.runner as runner
+
+    clocks = {"run": _Clock(), "alone": _Clock()}
+    build_detector, build_embedder = runner.detector_from_config, runner.create_embedder
+
+    def timed_detector(*args, **kwargs):
+        return _timed_detector(build_detector(*args, **kwargs), clocks["run"])
+
+    def timed_embedder(*args, **kwargs):
+        embedder = build_embedder(*args, **kwargs)
+        clocks["run"].wrap(embedder, "embed", f"ReID {Path(args[0]).name}", size=len)
+        return embedder
+
+    runner.detector_from_config, runner.create_embedder = timed_detector, timed_embedder
+    readers: dict[int, float] = {}
+    done = threading.Event()
+
+    def watch_readers() -> None:  # reader threads end with their source: keep their last CPU reading
+        while not done.wait(0.5):
+            cpu = _thread_cpu_s()
+            for t in threading.enumerate():
+                if t.name.startswith("reader-") and t.native_id in cpu:
+                    readers[t.native_id] = cpu[t.native_id]
+
+    watcher = threading.Thread(target=watch_readers, name="probe-watch", daemon=True)
+    watcher.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="capacity-probe-") as tmp:
+            config = capacity.build_config(cameras, VIDEO, Path(tmp) / "out", [])
+            cpu0 = time.process_time()
+            run = capacity.run_pipeline(config, Path(tmp) / "out", frames)
+            cpu_s = time.process_time() - cpu0
+    finally:
+        done.set()
+        watcher.join()
+        runner.detector_from_config, runner.create_embedder = build_detector, build_embedder
+    from pipeline.perception import detector_from_config
+
+    alone_fps = capacity.detector_only(config, VIDEO, cameras, frames,
+                                       detector=_timed_detector(detector_from_config(config.detector), clocks["alone"]))
+    run_clock, alone = clocks["run"], clocks["alone"]
+    # cpu_s spans model loading and the drain too (wall_s does not): an upper bound on the run's CPU use
+    print(f"inside: {cameras} cameras x {frames} frames, pipeline {run['fps']:.1f} frames/s, detector alone "
+          f"{alone_fps:.1f} frames/s (1 in {config.detector.every} detected); process CPU {cpu_s:.1f} s over the "
+          f"run's {run['wall_s']:.1f} s of wall ({100 * cpu_s / run['wall_s']:.0f} % of one core, with loading), "
+          f"reader threads {sum(readers.values()):.1f} s")
+    for part in ("letterbox", "network", "detect"):
+        print(f"  {part}: {run_clock.ms(part):.2f} ms a call in the run ({run_clock.calls[part]} calls), "
+              f"{alone.ms(part):.2f} alone")
+    for part in [p for p in run_clock.seconds if p.startswith("ReID")]:
+        crops = sum(run_clock.sizes)
+        print(f"  {part}: {run_clock.calls[part]} calls, {crops} crops, {1000 * run_clock.seconds[part] / crops:.2f} "
+              f"ms a crop in the run (batches of {min(run_clock.sizes)}-{max(run_clock.sizes)}, median "
+              f"{int(np.median(run_clock.sizes))})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--probe", nargs="+", default=["overlap", "detector-input"], choices=["overlap", "detector-input"])
+    ap.add_argument("--probe", nargs="+", default=["overlap", "detector-input"],
+                    choices=["overlap", "detector-input", "inside"])
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=8, help="overlap: frames the detector takes a step")
+    ap.add_argument("--crops", type=int, default=11, help="overlap: crops the embedder takes a step")
+    ap.add_argument("--python-ms", type=float, default=15.0, help="overlap: ms of Python holding the GIL a step")
+    ap.add_argument("--cameras", type=int, default=8, help="inside: cameras of the capacity run")
+    ap.add_argument("--frames", type=int, default=300, help="inside: frames per camera")
     args = ap.parse_args()
     if not VIDEO.is_file():
         raise SystemExit(f"{VIDEO}: video not found (../shared/data beside the checkout; see README)")
     config = parse_config({"cameras": [{"id": "a", "source": str(VIDEO)}]})
     frames = read_frames(VIDEO, 40)
     for probe in args.probe:
-        {"overlap": probe_overlap, "detector-input": probe_detector_input}[probe](config, frames, args.steps)
+        if probe == "overlap":
+            probe_overlap(config, frames, args.steps, args.batch, args.crops, args.python_ms)
+        elif probe == "detector-input":
+            probe_detector_input(config, frames, args.steps)
+        else:
+            probe_inside(args.cameras, args.frames)
     return 0
 
 
