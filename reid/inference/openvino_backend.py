@@ -127,8 +127,11 @@ class OpenVinoEmbedder:
             results[slot] = [np.array(request.get_output_tensor(i).data) for i in indices]
 
         self.queue.set_callback(done)
+        # The requests read the chunks in place (kept alive here until wait_all): OpenVINO 2026.4's copying
+        # start_async corrupted the heap within ~100 calls of varying batch sizes (a crash, not an error).
+        chunks = [np.ascontiguousarray(chunk) for chunk in chunks]
         for slot, chunk in enumerate(chunks):
-            self.queue.start_async({0: np.ascontiguousarray(chunk)}, userdata=slot)
+            self.queue.start_async({0: chunk}, userdata=slot, share_inputs=True)
         self.queue.wait_all()
         return [np.concatenate([r[k] for r in results]) for k in range(len(indices))]  # type: ignore[index]
 
