@@ -138,45 +138,34 @@ def probe_detector_input(config, frames: list[np.ndarray], steps: int) -> None:
 
 
 class _Clock:
-    """Seconds and calls per part; `wrap` puts a method of one object behind the clock."""
+    """Seconds, calls and (where given) batch sizes per part."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
-        self.sizes: list[int] = []
+        self.sizes: dict[str, list[int]] = {}
 
-    def wrap(self, obj, method: str, part: str, size=None) -> None:
-        inner = getattr(obj, method)
-
-        def timed(*args):
-            t = time.perf_counter()
-            out = inner(*args)
-            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t
-            self.calls[part] = self.calls.get(part, 0) + 1
-            if size is not None:
-                self.sizes.append(size(*args))
-            return out
-
-        setattr(obj, method, timed)
+    def call(self, part: str, fn, *args, size: int | None = None):
+        t = time.perf_counter()
+        out = fn(*args)
+        self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t
+        self.calls[part] = self.calls.get(part, 0) + 1
+        if size is not None:
+            self.sizes.setdefault(part, []).append(size)
+        return out
 
     def ms(self, part: str) -> float:
         return 1000 * self.seconds[part] / self.calls[part]
 
 
 def _timed_detector(detector, clock: _Clock):
-    clock.wrap(detector, "_letterbox", "letterbox")
-    net = detector.net
-    detector.net = lambda x: _call(clock, "network", net, x)
-    clock.wrap(detector, "detect", "detect")
+    """The detector with its letterbox, network and whole call behind `clock` (instance attributes, so only this
+    detector is timed)."""
+    letterbox, net, detect = detector._letterbox, detector.net, detector.detect
+    detector._letterbox = lambda frame, out: clock.call("letterbox", letterbox, frame, out)
+    detector.net = lambda x: clock.call("network", net, x)
+    detector.detect = lambda frames: clock.call("detect", detect, frames)
     return detector
-
-
-def _call(clock: _Clock, part: str, fn, *args):
-    t = time.perf_counter()
-    out = fn(*args)
-    clock.seconds[part] = clock.seconds.get(part, 0.0) + time.perf_counter() - t
-    clock.calls[part] = clock.calls.get(part, 0) + 1
-    return out
 
 
 def _thread_cpu_s() -> dict[int, float]:
@@ -206,7 +195,8 @@ def probe_inside(cameras: int, frames: int) -> None:
 
     def timed_embedder(*args, **kwargs):
         embedder = build_embedder(*args, **kwargs)
-        clocks["run"].wrap(embedder, "embed", f"ReID {Path(args[0]).name}", size=len)
+        embed, part = embedder.embed, f"ReID {Path(args[0]).name}"
+        embedder.embed = lambda crops: clocks["run"].call(part, embed, crops, size=len(crops))
         return embedder
 
     runner.detector_from_config, runner.create_embedder = timed_detector, timed_embedder
@@ -245,11 +235,10 @@ def probe_inside(cameras: int, frames: int) -> None:
     for part in ("letterbox", "network", "detect"):
         print(f"  {part}: {run_clock.ms(part):.2f} ms a call in the run ({run_clock.calls[part]} calls), "
               f"{alone.ms(part):.2f} alone")
-    for part in [p for p in run_clock.seconds if p.startswith("ReID")]:
-        crops = sum(run_clock.sizes)
+    for part, sizes in run_clock.sizes.items():  # the ReID model, and the outfit model where one is configured
+        crops = sum(sizes)
         print(f"  {part}: {run_clock.calls[part]} calls, {crops} crops, {1000 * run_clock.seconds[part] / crops:.2f} "
-              f"ms a crop in the run (batches of {min(run_clock.sizes)}-{max(run_clock.sizes)}, median "
-              f"{int(np.median(run_clock.sizes))})")
+              f"ms a crop in the run (batches of {min(sizes)}-{max(sizes)}, median {int(np.median(sizes))})")
 
 
 def main() -> int:
