@@ -112,6 +112,10 @@ OPTIONS = (
              {"input_size": size, "every": n}) for size in (448, 480, 544, 576) for n in (2, 3)),
     *(Option(f"input-{size}", f"input {size}, default tracker (not in the default run)", {"input_size": size})
       for size in (448, 480, 544)),
+    # Smaller inputs on every frame (the rows above detect on the default stride): a smaller input on every frame
+    # is the other way to halve the detector's work.
+    *(Option(f"input-{size}-every-1", f"input {size}, detect on every frame (not in the default run)",
+             {"input_size": size, "every": 1}) for size in (416, 448, 480, 512, 544, 576)),
     # The same network in another runtime: OpenVINO in its CPU's default precision (bfloat16 where the CPU has AMX
     # / AVX-512 BF16) and forced to float32.
     Option("openvino", "YOLOX in OpenVINO, the CPU's default precision (bf16 with AMX)", {"runtime": "openvino"}),
