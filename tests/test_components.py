@@ -99,7 +99,6 @@ def test_yolox_input_keeps_the_frame_shape_at_any_size(shared_models, shared_vid
         assert found.sum() >= len(gt) - 1, (size, f"found {found.sum()} of {len(gt)} ground-truth people")
 
 
-
 def test_yolox_letterbox_fills_the_batch_slot_exactly(detector, shared_video):
     """The frame is resized straight into its slot of the batch and only the margins are padded: every pixel of
     the slot must be the resized frame or the pad colour 114, whatever the slot held before (a mixed batch pads a
@@ -115,6 +114,7 @@ def test_yolox_letterbox_fills_the_batch_slot_exactly(detector, shared_video):
         want[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         assert np.array_equal(out, want), (image.shape, slot)
         assert ratio == min(640 / max(h, w), slot[0] / h, slot[1] / w)
+
 
 def test_yolox_in_openvino_finds_what_onnxruntime_finds(detector, shared_models, shared_video):
     """detector.runtime openvino runs the same file: in float32 the same boxes as ONNX Runtime; in the CPU's default
