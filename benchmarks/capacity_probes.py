@@ -2,17 +2,20 @@
 (README, Benchmarks: "Threads that wait", "Where the stride's time goes").
 
     .venv/bin/python benchmarks/capacity_probes.py [--probe overlap detector-input inside] [--steps 30]
-        [--batch 8] [--crops 11] [--python-ms 15] [--cameras 8] [--frames 300]
+        [--batch 8] [--crops 11] [--python-ms 15] [--cameras 8] [--frames 300] [--set KEY=VALUE ...] [--calls 300]
 
 * `overlap`: one pipeline step is the detector on a batch of `--batch` PETS frames, the ReID embedder on `--crops`
   crops and `--python-ms` of Python holding the GIL (tracking, tracklets, matching); the defaults are a step of
   the 8-camera run detecting every frame, `--batch 4 --crops 5 --python-ms 5` one of the staggered stride of 2.
   It times the three one after another, then the next step's detection in a worker thread beside this step's
   embedding and Python (a pipelined frame loop). If the cores had room, the second would be faster.
-* `inside`: the capacity run of capacity.py (default config, `--cameras` copies of PETS, `--frames` each) with
+* `inside`: the capacity run of capacity.py (default config and `--set` keys, `--cameras` copies of PETS, `--frames` each) with
   clocks on the detector's parts (letterbox a frame, the network a batch, the whole call) and on the ReID
   model's calls, then the same detector alone as capacity.py times it: what the run costs each part beyond what
   it costs alone. Also the process's CPU use over the run and the reader (decoder) threads' share of it.
+* `batch-sizes`: the config's ReID model (OpenVINO) on batches of 1-9 crops of random size, as a run's steps make
+  them: one dynamic-shape model, the same batches sorted by size, and fixed-shape copies for every size
+  (`reid.fixed_batches`; README "A lighter default ReID model").
 * `detector-input`: the YOLOX session fed float32 NCHW made by NumPy from the uint8 NHWC batch (what the
   detector does) against the same graph with a uint8 NHWC input and the transpose and cast inside it.
 
@@ -95,6 +98,52 @@ def probe_overlap(config, frames: list[np.ndarray], steps: int, batch: int = 8, 
               f"it; parts alone: detect {det:.1f} (batch of {batch}) + embed {emb:.1f} ({len(crops)} crops) + "
               f"Python {python_ms:.1f} = {det + emb + python_ms:.1f} ms", flush=True)
     pending[0].result()
+
+
+def probe_batch_sizes(config, frames: list[np.ndarray], calls: int) -> None:
+    """The ReID model (the config's, OpenVINO) on `calls` batches of 1-9 real PETS crops, sizes drawn at random as
+    the run's steps make them: with one dynamic-shape model (fixed_batches 0), the same batches sorted by size (one
+    change of shape per size), and with a fixed-shape copy for every size (compiled first, not timed)."""
+    import random
+
+    from pipeline.models import resolve_model
+    from reid.inference.openvino_backend import OpenVinoEmbedder
+
+    model = resolve_model(config.reid.model)
+    gt = np.loadtxt(GT, delimiter=",")
+    crops = [frames[int(f) - 1][max(int(y), 0):int(y + h), max(int(x), 0):int(x + w)]
+             for f, x, y, w, h in gt[(gt[:, 0] <= len(frames)) & (gt[:, 5] >= 64)][:, [0, 2, 3, 4, 5]]]
+    rng = random.Random(0)
+    sizes = [rng.randint(1, 9) for _ in range(calls)]
+    batches = [[crops[(i * 9 + k) % len(crops)] for k in range(n)] for i, n in enumerate(sizes)]
+    dynamic = OpenVinoEmbedder(model, fixed_batches=0)
+    fixed = OpenVinoEmbedder(model, fixed_batches=9)
+    for n in range(1, 10):  # every size past after_calls: its copy is queued
+        for _ in range(fixed.fixed.after_calls):
+            fixed.embed(crops[:n])
+    while len(fixed.fixed.requests) < 9:
+        if fixed.fixed.failed:
+            raise SystemExit(f"fixed-shape copies failed: {fixed.fixed.failed}")
+        time.sleep(0.1)
+    for b in batches[:20]:
+        dynamic.embed(b)
+    n_crops = sum(sizes)
+    for _ in range(3):  # rounds: a shared host's speed drifts, so compare within a round
+        t = time.perf_counter()
+        for b in batches:
+            dynamic.embed(b)
+        varying = time.perf_counter() - t
+        t = time.perf_counter()
+        for b in sorted(batches, key=len):
+            dynamic.embed(b)
+        ordered = time.perf_counter() - t
+        t = time.perf_counter()
+        for b in batches:
+            fixed.embed(b)
+        copies = time.perf_counter() - t
+        print(f"batch-sizes: {model.name}, {calls} calls of 1-9 crops ({n_crops} crops): dynamic model "
+              f"{1000 * varying / n_crops:.2f} ms a crop, the same sorted by size {1000 * ordered / n_crops:.2f}, "
+              f"fixed-shape copies {1000 * copies / n_crops:.2f}", flush=True)
 
 
 def probe_detector_input(config, frames: list[np.ndarray], steps: int) -> None:
@@ -180,7 +229,7 @@ def _thread_cpu_s() -> dict[int, float]:
     return out
 
 
-def probe_inside(cameras: int, frames: int) -> None:
+def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
     import tempfile
     import threading
 
@@ -214,7 +263,7 @@ def probe_inside(cameras: int, frames: int) -> None:
     watcher.start()
     try:
         with tempfile.TemporaryDirectory(prefix="capacity-probe-") as tmp:
-            config = capacity.build_config(cameras, VIDEO, Path(tmp) / "out", [])
+            config = capacity.build_config(cameras, VIDEO, Path(tmp) / "out", overrides)
             cpu0 = time.process_time()
             run = capacity.run_pipeline(config, Path(tmp) / "out", frames)
             cpu_s = time.process_time() - cpu0
@@ -244,25 +293,34 @@ def probe_inside(cameras: int, frames: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probe", nargs="+", default=["overlap", "detector-input"],
-                    choices=["overlap", "detector-input", "inside"])
+                    choices=["overlap", "detector-input", "inside", "batch-sizes"])
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--calls", type=int, default=300, help="batch-sizes: embedder calls a round")
     ap.add_argument("--batch", type=int, default=8, help="overlap: frames the detector takes a step")
     ap.add_argument("--crops", type=int, default=11, help="overlap: crops the embedder takes a step")
     ap.add_argument("--python-ms", type=float, default=15.0, help="overlap: ms of Python holding the GIL a step")
     ap.add_argument("--cameras", type=int, default=8, help="inside: cameras of the capacity run")
     ap.add_argument("--frames", type=int, default=300, help="inside: frames per camera")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="inside, batch-sizes: a config key (of the capacity run), as capacity.py --set "
+                         "(repeatable)")
     args = ap.parse_args()
     if not VIDEO.is_file():
         raise SystemExit(f"{VIDEO}: video not found (../shared/data beside the checkout; see README)")
-    config = parse_config({"cameras": [{"id": "a", "source": str(VIDEO)}]})
+    import capacity
+
+    config = capacity.build_config(1, VIDEO, Path("unused"), args.set) if args.set else \
+        parse_config({"cameras": [{"id": "a", "source": str(VIDEO)}]})
     frames = read_frames(VIDEO, 40)
     for probe in args.probe:
         if probe == "overlap":
             probe_overlap(config, frames, args.steps, args.batch, args.crops, args.python_ms)
         elif probe == "detector-input":
             probe_detector_input(config, frames, args.steps)
+        elif probe == "batch-sizes":
+            probe_batch_sizes(config, frames, args.calls)
         else:
-            probe_inside(args.cameras, args.frames)
+            probe_inside(args.cameras, args.frames, args.set)
     return 0
 
 

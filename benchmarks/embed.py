@@ -86,7 +86,10 @@ def make_embedder(backend: str, weights: Path, files: dict[str, Path], threads: 
         int8 = "int8" in backend
         return OpenVinoEmbedder(files["ov-int8" if int8 else "ov"], threads=threads, max_batch=max_batch,
                                 precision="auto" if (backend == "openvino-bf16" or int8) else "f32",
-                                hint="throughput" if backend.endswith("tput") else "latency")
+                                hint="throughput" if backend.endswith("tput") else "latency",
+                                # each timing repeats one batch size, which needs no fixed-shape copy; one
+                                # compiling in the background would only load the CPU being measured
+                                fixed_batches=0)
     if backend == "tensorrt-fp16":
         from reid.inference.tensorrt_backend import BatchProfile, TensorRTEmbedder
 

@@ -44,7 +44,13 @@ ROWS = {  # name -> (what, config sections merged into each camera's config)
     "crops-4": ("reid.max_crops_per_track 4", {"reid": {"max_crops_per_track": 4}}),
     "openvino-crops-4": ("both", {"detector": {"runtime": "openvino"}, "reid": {"max_crops_per_track": 4}}),
     # `make reid-int8` builds the file (the default ReID model quantised to INT8 for CPUs)
-    "reid-int8": ("0267 in INT8 (OpenVINO)", {"reid": {"model": "person-reidentification-retail-0267-int8.xml"}}),
+    "reid-int8": ("0267 in INT8 (OpenVINO; `make reid-int8`)", {"reid": {"model": "person-reidentification-retail-0267-int8.xml"}}),
+    # The default until 2026-12-06 (float 0267), and the default's float source (0288 as published; its swap-check
+    # level comes from its entry in the runtime's table of known files, as the INT8 file's from its runtime info)
+    "reid-0267": ("reid.model 0267 (float ONNX; the default until 2026-12-06)",
+                  {"reid": {"model": "person-reidentification-retail-0267.ort.onnx"}}),
+    "reid-0288-float": ("reid.model 0288 as published (float IR)",
+                        {"reid": {"model": "person-reidentification-retail-0288.xml"}}),
     "every-2": ("detector.every 2", {"detector": {"every": 2}}),
     "every-2-reid-int8": ("detector.every 2, 0267 in INT8", {"detector": {"every": 2},
                           "reid": {"model": "person-reidentification-retail-0267-int8.xml"}}),

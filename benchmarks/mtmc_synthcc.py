@@ -241,12 +241,12 @@ def key_values(items: list[str], option: str) -> dict:
 
 
 def model_thresholds(model: str | None) -> dict | None:
-    """The calibrated matcher thresholds a model file carries, if any."""
-    if model is None:
-        return None
+    """The calibrated matcher thresholds a model file carries, if any (None: the pipeline's default model)."""
+    from pipeline.config import ReidConfig
     from pipeline.models import resolve_model
     from reid.inference.factory import create_embedder
 
+    model = model or ReidConfig().model
     return create_embedder(resolve_model(model), "onnxruntime" if model.endswith(".onnx") else "auto").spec.extra.get("matcher")
 
 

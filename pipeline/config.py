@@ -135,7 +135,10 @@ class TrackerConfig(Strict):
 
 class ReidConfig(Strict):
     backend: Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt"] = "auto"
-    model: str = "person-reidentification-retail-0267.ort.onnx"
+    # Intel's 0288 in INT8 (`make install` builds it from ../shared): the default since 2026-12-06, about a sixth
+    # of the float 0267's time a crop on 2 cores with the same linking on PETS (README, "A lighter default ReID
+    # model"); 0267 (`person-reidentification-retail-0267.ort.onnx`) is the better same-clothes model on SynthCC.
+    model: str = "person-reidentification-retail-0288-int8.xml"
     min_height: int = Field(64, ge=1, le=100_000, description="smallest crop height (px) worth embedding")
     min_width: int = Field(20, ge=1, le=100_000)
     # 32: on PETS09-S2L1's two-camera cut the boxes on tracks that never got an identity went from 3.9 % to 0 with
@@ -167,6 +170,12 @@ class ReidConfig(Strict):
         "max_crops_per_track is reached or only small crops remain, while its box is near another track's and 2 s "
         "after (0: none)")
     threads: int = Field(0, ge=0, le=1024)
+    # OpenVINO re-plans a dynamic-shape model at every change of batch size (~3.5 ms a call on 2 cores), and the
+    # crops of one step make a new size nearly every call; but each copy costs 0.3-0.9 s of CPU to compile, which
+    # a run pays back only after minutes: off by default (README, "A lighter default ReID model").
+    fixed_batches: int = Field(0, ge=0, le=1024, description="openvino embedders only: batch sizes up to this get "
+                               "their own fixed-shape copy of the model, compiled in the background once a size "
+                               "has come 4 times, for long runs (0: one dynamic-shape model for every size)")
     spin_wait: bool = Field(False, description="onnxruntime embedders only: as detector.spin_wait")
     # A model trained on colour-levelled cameras (`reid train` with data.colour_levelling) declares its reference
     # colour; its crops must be levelled the same way, per camera, from the crops that camera has given so far.

@@ -16,6 +16,15 @@ class ModelNotFound(FileNotFoundError):
     pass
 
 
+# Files the project builds from ../shared on this machine (never downloaded): how to make each.
+BUILT_HERE = {
+    "person-reidentification-retail-0288-int8.xml":
+        "the default ReID model, built by `make install` (`make models/reid/person-reidentification-retail-0288-int8.xml`"
+        ": Intel's 0288 from ../shared/models/reid quantised to INT8 by `python -m reid export --int8`)",
+    "person-reidentification-retail-0267-int8.xml": "built by `make reid-int8`",
+}
+
+
 def search_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("PIPELINE_MODELS"):
@@ -42,7 +51,9 @@ def resolve_model(name: str | Path) -> Path:
         if matches:
             return matches[0].resolve()
         looked.append(str(base))
+    built = BUILT_HERE.get(given.name)
     raise ModelNotFound(
         f"model file {str(name)!r} not found (looked in: {', '.join(looked) or 'no model folders exist'}). "
-        "Put the file in ./models or a folder named by $PIPELINE_MODELS, or give its full path."
+        + (f"It is {built}; or name another model file. " if built else "")
+        + "Put the file in ./models or a folder named by $PIPELINE_MODELS, or give its full path."
     )

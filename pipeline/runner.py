@@ -33,7 +33,7 @@ from pipeline.redact import redact
 from pipeline.sources import END, CameraSet, Frame, FrameReader, camera_changes
 from pipeline.store import IdentityStore
 from pipeline.store_worker import StoreWorker
-from pipeline.tracklets import CameraTracklets, CropGate, SwapCheck
+from pipeline.tracklets import CameraTracklets, CropGate, SwapCheck, swap_threshold_for
 from reid.inference.centring import CameraFeatureMeans, feature_space
 from reid.inference.factory import create_embedder
 from reid.inference.levelling import PERSON_REGION, CameraLevels, reference_of, region_of
@@ -222,7 +222,8 @@ class PipelineRunner:
         reid = self.config.reid
         try:
             return create_embedder(resolve_model(getattr(reid, key)), reid.backend, threads=reid.threads,
-                                   spin_wait=reid.spin_wait, flip_sum=reid.flip_sum and key == "model")
+                                   spin_wait=reid.spin_wait, flip_sum=reid.flip_sum and key == "model",
+                                   fixed_batches=reid.fixed_batches)
         except Exception as exc:
             raise ConfigError(self.config_path or "<config>", f"reid.{key}", _why(exc)) from exc
 
@@ -328,6 +329,10 @@ class PipelineRunner:
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             detector, embedder = self._build_models()
+            swap, from_model = swap_threshold_for(self.config.reid, getattr(embedder, "spec", None))
+            if from_model:
+                log.info("reid.swap_threshold %.3f from the model file (the config leaves it unset)", swap)
+            self.swap_check = None if swap is None else SwapCheck(swap, self.config.reid.swap_crops)
             self.clock = RunClock(use_video_clock(self.config.matcher.clock, self.config.cameras))
             log.info("matcher clock: %s%s", self.clock.name, " (each frame's position in its file, from the run's "
                      "start: transit times are video seconds)" if self.clock.video else "")

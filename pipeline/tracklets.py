@@ -77,6 +77,21 @@ class CropRequest:
     near: bool = False  # the box overlapped another track's (grown by CropGate.NEAR_GROW) in this frame
 
 
+SWAP_THRESHOLD_KEY = "swap_threshold"  # PreprocessSpec.extra key: the model's own reid.swap_threshold
+
+
+def swap_threshold_for(reid_cfg, spec) -> tuple[float | None, bool]:
+    """The swap check's threshold -> (threshold, taken from the model). The config's `swap_threshold` when it
+    was written, else the model's own (`extra.swap_threshold` of its spec) when it has one, else the config
+    default (measured with the default model of 2026-12-04, Intel 0267). A cosine level belongs to one model:
+    another model puts different people at other cosines (0288 puts them about 0.06 higher than 0267 on SynthCC
+    test people, and at 0267's 0.3 misses a swap on PETS that 0.35-0.5 all find; README, Benchmarks)."""
+    own = (getattr(spec, "extra", None) or {}).get(SWAP_THRESHOLD_KEY)
+    if own is None or "swap_threshold" in reid_cfg.model_fields_set:
+        return reid_cfg.swap_threshold, False
+    return float(own), True
+
+
 @dataclass
 class SwapCheck:
     """Finds the moment a track starts following another person (a tracker ID swap in a group).

@@ -252,8 +252,53 @@ class OnnxFileReference(nn.Module):
         return "none (an ONNX source is kept as published)"
 
 
+class OpenVinoFileReference(nn.Module):
+    """An OpenVINO IR ReID file (a third party's float IR, as Intel's 0288) as the reference of its own export:
+    the file as published, in exact FP32 on the CPU plugin, batch axis dynamic, preprocessing as the runtime's
+    OpenVINO embedder reads it (its runtime info, a sidecar or the table of known files). An IR source exports
+    only to OpenVINO (an INT8 or FP16 IR); there is no ONNX file to give ONNX Runtime or TensorRT."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import openvino as ov
+        import openvino.properties.hint as hints
+
+        from reid.inference.openvino_backend import read_openvino_spec
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        self.spec = read_openvino_spec(model, path)
+        shape = model.inputs[0].get_partial_shape()
+        shape[0] = ov.Dimension()
+        model.reshape({model.inputs[0].any_name: shape})
+        self.compiled = core.compile_model(model, "CPU", {hints.inference_precision: ov.Type.f32})
+        names = [o.any_name for o in self.compiled.outputs]
+        self.outputs = [names.index("identity") if "identity" in names else 0] + \
+            ([names.index("appearance")] if "appearance" in names else [])
+        self.path = path
+        self.arch = type("OpenVinoFileArch", (), {"feature": "identity"})()
+        self.register_parameter("anchor", nn.Parameter(torch.zeros(1), requires_grad=False))
+
+    def forward(self, x: torch.Tensor):
+        result = self.compiled({0: x.detach().cpu().numpy().astype(np.float32)})
+        outs = [torch.from_numpy(np.array(result[i]).reshape(len(x), -1)) for i in self.outputs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
 def load_model(weights: str | Path, feature: str | None = None) -> tuple[nn.Module, PreprocessSpec]:
     from reid.models import load_checkpoint
+
+    if Path(weights).suffix.lower() == ".xml":
+        if feature is not None:
+            raise ExportError(f"--feature applies to .safetensors checkpoints; {weights} is an OpenVINO IR with "
+                              "the outputs its publisher gave it")
+        if not Path(weights).is_file():
+            raise ExportError(f"--weights: {weights} not found")
+        try:
+            model = OpenVinoFileReference(Path(weights))
+        except Exception as exc:  # unreadable IR, missing .bin, no preprocessing spec
+            raise ExportError(f"--weights {weights}: cannot be run as an OpenVINO ReID file: {exc}") from exc
+        return model.eval(), spec_with_dims(model, model.spec)
 
     if Path(weights).suffix.lower() == ".onnx":
         if feature is not None:
@@ -380,10 +425,17 @@ def onnx_to_int8(src: Path, dst: Path, spec: PreprocessSpec, calib: list[np.ndar
 
 def export_openvino(onnx_path: Path, out_xml: Path, spec: PreprocessSpec, fp16: bool,
                     calib: list[np.ndarray] | None) -> None:
-    """ONNX -> OpenVINO IR with the spec in its runtime info; INT8 via NNCF post-training quantisation."""
+    """ONNX (or a float OpenVINO IR) -> OpenVINO IR with the spec in its runtime info; INT8 via NNCF
+    post-training quantisation."""
     import openvino as ov
 
-    model = ov.convert_model(str(onnx_path))
+    if onnx_path.suffix.lower() == ".xml":  # an IR source (OpenVinoFileReference): read as published
+        model = ov.Core().read_model(str(onnx_path))
+        shape = model.inputs[0].get_partial_shape()
+        shape[0] = ov.Dimension()
+        model.reshape({model.inputs[0].any_name: shape})
+    else:
+        model = ov.convert_model(str(onnx_path))
     if calib is not None:
         try:
             import nncf
@@ -573,7 +625,12 @@ def _prepare(opts: ExportOptions) -> _Checked:
     if opts.int8 and eval_root is None:
         raise ExportError("--int8 exports are gated on a SynthCC retrieval check: pass --eval-root SYNTHCC_DIR "
                           "(or a SynthCC root as --calib)")
-    if opts.format == "openvino":
+    if isinstance(model, OpenVinoFileReference):
+        if opts.format != "openvino":
+            raise ExportError(f"--weights {opts.weights} is an OpenVINO IR: it exports only with --format openvino "
+                              "(an INT8 or FP16 IR)")
+        fp32_onnx = Path(opts.weights)  # the float source is the IR itself; nothing is written beside the export
+    elif opts.format == "openvino":
         fp32_onnx = out.with_suffix(".onnx")  # kept beside the IR: the TensorRT / ORT source of the same model
     elif opts.format == "onnx" and opts.precision != "fp32":
         fp32_onnx = out.with_name(out.stem + ".fp32.onnx")
@@ -608,11 +665,14 @@ def run_export(opts: ExportOptions, log=print) -> ExportReport:
     t0 = time.perf_counter()
     c = _prepare(opts)
     calib = calibration_images(opts.calib, opts.calib_size, c.spec) if opts.int8 else None
-    if isinstance(c.model, OnnxFileReference):
+    if isinstance(c.model, OpenVinoFileReference):
+        simplifier = "none (an OpenVINO IR source is read as published)"
+    elif isinstance(c.model, OnnxFileReference):
         simplifier = c.model.write_fp32(c.fp32_onnx, c.spec, c.source_sha)
     else:
         simplifier = export_onnx(c.model, c.spec, c.fp32_onnx, c.source_sha)
-    log(f"wrote {c.fp32_onnx} ({c.fp32_onnx.stat().st_size / 1e6:.1f} MB, simplified by {simplifier})")
+    if not isinstance(c.model, OpenVinoFileReference):
+        log(f"wrote {c.fp32_onnx} ({c.fp32_onnx.stat().st_size / 1e6:.1f} MB, simplified by {simplifier})")
     if opts.format == "onnx" and opts.fp16:
         onnx_to_fp16(c.fp32_onnx, c.out, c.spec, c.source_sha)
     elif opts.format == "onnx" and opts.int8:
@@ -646,7 +706,8 @@ def _check(opts: ExportOptions, c: _Checked, report: ExportReport, log) -> None:
     """Run the exported file through the embedder the runtime uses, with the preprocessing the file declares,
     and compare with the PyTorch model: declared preprocessing, parity on real crops, INT8 retrieval."""
     threshold = COSINE_FP16 if opts.fp16 else COSINE_FP32 if opts.precision == "fp32" else None
-    ref = "onnxruntime fp32 (source file)" if isinstance(c.model, OnnxFileReference) else "torch"
+    ref = "onnxruntime fp32 (source file)" if isinstance(c.model, OnnxFileReference) else \
+        "openvino fp32 (source file)" if isinstance(c.model, OpenVinoFileReference) else "torch"
     if opts.format == "onnx":
         from reid.inference.onnx_backend import OnnxRuntimeEmbedder
 

@@ -28,6 +28,9 @@ ROOM_MP4 = DATA / "videos" / "one-by-one-person-detection.mp4"
 ROOM_H264 = DATA / "videos" / "people-detection.264"
 YOLOX = MODELS / "detectors" / "yolox_nano.onnx"
 REID_0267 = MODELS / "reid" / "person-reidentification-retail-0267.ort.onnx"
+REID_0288 = MODELS / "reid" / "person-reidentification-retail-0288" / "FP32" / "person-reidentification-retail-0288.xml"
+# The default ReID model: built from REID_0288 by `make install` / `make install-test` (Makefile, DEFAULT_REID).
+REID_DEFAULT = PROJECT / "models" / "reid" / "person-reidentification-retail-0288-int8.xml"
 
 
 def _need(*paths: Path) -> None:
@@ -51,8 +54,11 @@ def shared_video() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def shared_models() -> dict[str, Path]:
-    _need(YOLOX, REID_0267)
-    return {"yolox": YOLOX, "reid": REID_0267}
+    _need(YOLOX, REID_0267, REID_0288)
+    if not REID_DEFAULT.is_file():
+        pytest.fail(f"the default ReID model {REID_DEFAULT} is missing: `make install-test` builds it from "
+                    f"{REID_0288} (or run `make {REID_DEFAULT.relative_to(PROJECT)}`)", pytrace=False)
+    return {"yolox": YOLOX, "reid": REID_0267, "reid_0288": REID_0288, "reid_default": REID_DEFAULT}
 
 
 @pytest.fixture(scope="session")

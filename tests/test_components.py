@@ -349,7 +349,9 @@ def test_pipeline_models_sleep_between_runs_unless_told_to_spin(shared_video, tm
     from pipeline.config import parse_config
     from pipeline.runner import PipelineRunner
 
-    raw = {"cameras": [{"id": "a", "source": str(shared_video["pets"])}], "reid": {"backend": "onnxruntime"},
+    # an ONNX file for ONNX Runtime (the default model is an OpenVINO IR)
+    raw = {"cameras": [{"id": "a", "source": str(shared_video["pets"])}],
+           "reid": {"backend": "onnxruntime", "model": "person-reidentification-retail-0267.ort.onnx"},
            "output": {"dir": str(tmp_path)}}
     if spin_wait is not None:
         raw["detector"] = {"spin_wait": spin_wait}

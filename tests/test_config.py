@@ -87,3 +87,19 @@ def test_an_outfit_model_that_cannot_be_loaded_is_a_config_error(tmp_path, share
                           capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "reid.outfit_model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_default_reid_model_says_how_to_build_it(tmp_path, monkeypatch):
+    """The default ReID model is built on the machine (`make install`), not shipped: a checkout without it is told
+    the command that makes it, not only where it looked."""
+    from pipeline import models
+    from pipeline.config import ReidConfig
+    from pipeline.models import ModelNotFound, resolve_model
+
+    monkeypatch.setattr(models, "search_dirs", lambda: [tmp_path])  # a machine where nothing was built
+    with pytest.raises(ModelNotFound) as err:
+        resolve_model(ReidConfig().model)
+    assert "make install" in str(err.value) and str(tmp_path) in str(err.value)
+    with pytest.raises(ModelNotFound) as err:
+        resolve_model("nope.onnx")
+    assert "make" not in str(err.value)

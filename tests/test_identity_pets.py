@@ -41,7 +41,10 @@ LINKED_PEOPLE_FLOOR = 3
 # noise of 1/60 (tracker default since 2026-12-04, later) the cameras alone rise to 79.7 and global identities
 # measure 76.0 (MOT ids) and 82.4 against 79.4 (re-entries as one); without the split 71.7 / 81.6 and 75.1 / 81.3.
 # Detecting one frame in 2 (the default since 2026-12-05): 76.0 against 77.9 (MOT ids), 82.1 against 77.6
-# (re-entries as one), 7 of 8 people linked.
+# (re-entries as one), 7 of 8 people linked. With Intel's 0288 in INT8 as the ReID model (the default since
+# 2026-12-06) and its own levels (swap 0.4, link 0.6): the same 76.0 / 77.9 and 82.1 / 77.6, 7 of 8 linked; at
+# 0267's swap level, 0.3, a swap is missed and global identities fall to 69.7 against 78.6 (74.3 against 78.3
+# re-entries as one).
 # The MOT-id form counts each recognised re-entry as an error (camera b's gt 1, 162 boxes, is camera a's gt 19),
 # so better per-camera tracks raise its bar while correct links lower its score: it is a loose guard against
 # linking gone wrong, and the re-entries-as-one floor is the test of what linking adds.

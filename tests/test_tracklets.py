@@ -195,3 +195,18 @@ def test_a_split_tracklet_ends_at_the_next_expiry():
     cams.live[1].split_off = True
     assert [t.track_id for t in cams.expire(1)] == [1]
     assert list(cams.live) == [2]
+
+
+def test_swap_threshold_comes_from_the_model_unless_the_config_sets_it():
+    """A cosine level belongs to one model: the model file's own `swap_threshold` is used when the config leaves
+    the key unset; a value written in the config (null included: never split) always wins."""
+    from pipeline.config import ReidConfig
+    from pipeline.tracklets import swap_threshold_for
+    from reid.inference.base import PreprocessSpec
+
+    own = PreprocessSpec(extra={"swap_threshold": 0.4})
+    assert swap_threshold_for(ReidConfig(), own) == (0.4, True)
+    assert swap_threshold_for(ReidConfig(), PreprocessSpec()) == (ReidConfig().swap_threshold, False)
+    assert swap_threshold_for(ReidConfig(), None) == (ReidConfig().swap_threshold, False)
+    assert swap_threshold_for(ReidConfig(swap_threshold=0.3), own) == (0.3, False)
+    assert swap_threshold_for(ReidConfig(swap_threshold=None), own) == (None, False)

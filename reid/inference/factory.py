@@ -72,7 +72,7 @@ def resolve_backend(model_path: str | Path, backend: str = "auto") -> tuple[str,
 
 def create_embedder(model_path: str | Path, backend: str = "auto", threads: int = 0, *, max_batch: int = 64,
                     device: str = "auto", precision: str = "auto", batch_wait_ms: float | None = None,
-                    spin_wait: bool = True, flip_sum: bool = False) -> Embedder:
+                    spin_wait: bool = True, flip_sum: bool = False, fixed_batches: int = 0) -> Embedder:
     """Build the embedder; with `batch_wait_ms` it is wrapped in a `BatchingEmbedder` (see batching.py).
 
     `precision`: "auto" is the fastest precision that `reid export` parity-checks: OpenVINO's plugin default
@@ -80,7 +80,8 @@ def create_embedder(model_path: str | Path, backend: str = "auto", threads: int 
     ONNX Runtime (an INT8 or FP16 file runs as exported). "f32" pins exact FP32 everywhere; "f16" runs torch
     on CUDA in half precision. `spin_wait=False`: ONNX Runtime's threads sleep between runs (the other backends
     schedule their own). `flip_sum`: each crop's features summed with its mirror image's (reid/inference/flip.py;
-    the embedding work doubles).
+    the embedding work doubles). `fixed_batches`: OpenVINO only, batch sizes up to this get their own fixed-shape
+    copy of the model once asked for often (openvino_backend.FixedBatchCopies; 0: none).
     """
     if precision not in ("auto", "f32", "bf16", "f16"):
         raise ValueError(f"precision must be auto, f32, bf16 or f16, got {precision!r}")
@@ -97,7 +98,8 @@ def create_embedder(model_path: str | Path, backend: str = "auto", threads: int 
     elif name == "openvino":
         from reid.inference.openvino_backend import OpenVinoEmbedder
 
-        embedder = OpenVinoEmbedder(path, threads=threads, precision=precision, max_batch=max_batch)
+        embedder = OpenVinoEmbedder(path, threads=threads, precision=precision, max_batch=max_batch,
+                                    fixed_batches=fixed_batches)
     elif name == "tensorrt":
         from reid.inference.tensorrt_backend import BatchProfile, TensorRTEmbedder
 

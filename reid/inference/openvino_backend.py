@@ -12,6 +12,10 @@ plugin's choice (bf16 where the CPU has it: faster, parity checked at the FP16 t
 
 from __future__ import annotations
 
+import atexit
+import logging
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,8 @@ from openvino.preprocess import ColorFormat, PrePostProcessor
 
 from reid.inference.base import (SPEC_METADATA_KEY, EmbeddingBatch, PreprocessSpec, l2_normalise, normalisation_affine,
                                  resize_crops)
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "bf16", "f16", "auto")
 HINTS = ("latency", "throughput")
@@ -39,6 +45,11 @@ def read_openvino_spec(model: ov.Model, path: Path) -> PreprocessSpec:
     sidecar = path.with_name(path.name + ".json")
     if sidecar.exists():
         return PreprocessSpec.from_json(sidecar.read_text())
+    from reid.inference.onnx_backend import known_spec
+
+    known = known_spec(path)
+    if known is not None:
+        return known
     raise ValueError(f"{path}: no '{SPEC_METADATA_KEY}' runtime info and no sidecar {sidecar.name}; export the model "
                      f"with `python -m reid export --format openvino`")
 
@@ -61,6 +72,85 @@ def fold_normalisation(model: ov.Model, spec: PreprocessSpec) -> ov.Model:
     return ppp.build()
 
 
+_LIVE_COPIES: "weakref.WeakSet[FixedBatchCopies]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_copies() -> None:
+    """A compile still running at interpreter exit would outlive the objects it uses: stop and join first."""
+    for copies in list(_LIVE_COPIES):
+        copies.close()
+
+
+class FixedBatchCopies:
+    """Copies of a model compiled for one batch size each, made in a background thread for the sizes asked for
+    often, so that a caller whose batch size changes from call to call does not pay for the change.
+
+    The CPU plugin re-plans a dynamic-shape model on every change of input shape: about 3.5 ms a call for the
+    ReID models here on 2 cores, against 1.3 ms a crop for the INT8 0288 (README, Benchmarks: "A lighter
+    default ReID model"). The pipeline's batches change on nearly every call (the crops of one step). A copy compiled for
+    one size pays nothing; compiling one costs 0.3-0.9 s of CPU, so a size gets its copy only after
+    `after_calls` calls of that size (a short run compiles few), sizes up to `max_size`, one at a time. Until
+    its copy is ready a size runs on the dynamic model, which gives the same features. In the 8-camera capacity
+    run the compiling cost as much as the copies saved over 80 s of video, so the pipeline leaves them off
+    unless `reid.fixed_batches` asks (long runs)."""
+
+    def __init__(self, core: ov.Core, model: ov.Model, device: str, config: dict, max_size: int,
+                 after_calls: int = 4) -> None:
+        self.core, self.model, self.device, self.config = core, model, device, config
+        self.max_size, self.after_calls = max_size, after_calls
+        self.requests: dict[int, ov.InferRequest] = {}
+        self.calls: dict[int, int] = {}
+        self.queued: list[int] = []
+        self.failed: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        _LIVE_COPIES.add(self)
+
+    def request(self, size: int) -> ov.InferRequest | None:
+        """The copy for `size` if it is ready (else None: run the dynamic model); counts the call."""
+        ready = self.requests.get(size)
+        if ready is not None or size > self.max_size:
+            return ready
+        calls = self.calls[size] = self.calls.get(size, 0) + 1
+        if calls == self.after_calls:
+            with self._lock:
+                if self._stopping:
+                    return None
+                self.queued.append(size)
+                if self._worker is None:
+                    self._worker = threading.Thread(target=self._compile_queued, name="openvino-fixed-batch",
+                                                    daemon=True)
+                    self._worker.start()
+        return None
+
+    def _compile_queued(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopping or not self.queued:
+                    self._worker = None
+                    return
+                size = self.queued.pop(0)
+            try:
+                model = self.model.clone()
+                shape = model.inputs[0].get_partial_shape()
+                shape[0] = ov.Dimension(size)
+                model.reshape({model.inputs[0].any_name: shape})
+                self.requests[size] = self.core.compile_model(model, self.device, self.config).create_infer_request()
+            except Exception as exc:  # noqa: BLE001 - the dynamic model serves this size; say why once
+                self.failed[size] = str(exc)
+                log.warning("OpenVINO: no fixed-batch copy for batch %d (%s); that size keeps the dynamic model",
+                            size, exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopping = True
+            worker = self._worker
+        if worker is not None:
+            worker.join()
+
+
 class OpenVinoEmbedder:
     """Batched OpenVINO embedder with a dynamic batch axis.
 
@@ -69,7 +159,7 @@ class OpenVinoEmbedder:
     """
 
     def __init__(self, model_path: str | Path, threads: int = 0, device: str = "CPU", hint: str = "latency",
-                 precision: str = "f32", max_batch: int = 64) -> None:
+                 precision: str = "f32", max_batch: int = 64, fixed_batches: int = 0) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"OpenVINO embedder: model file {path} not found")
@@ -97,6 +187,10 @@ class OpenVinoEmbedder:
         if precision != "auto":
             config[hints.inference_precision] = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}[precision]
         self.compiled = core.compile_model(model, device, config)
+        # Fixed-batch copies for the sizes the caller keeps asking for (see FixedBatchCopies); the throughput
+        # hint splits batches over its requests, which the copies would not follow.
+        self.fixed = FixedBatchCopies(core, model, device, config, fixed_batches) \
+            if fixed_batches and hint == "latency" else None
         names = [o.any_name for o in self.compiled.outputs]
         self.identity_index = names.index("identity") if "identity" in names else 0
         self.appearance_index = names.index("appearance") if "appearance" in names else None
@@ -110,8 +204,9 @@ class OpenVinoEmbedder:
         self.precision = precision
 
     def _run_sync(self, x: np.ndarray) -> list[np.ndarray]:
-        result = self.request.infer({0: x}, share_inputs=True)
-        return [np.array(result[self.compiled.outputs[i]]) for i in self._output_indices()]
+        request = self.fixed.request(len(x)) if self.fixed is not None else None
+        result = (request or self.request).infer({0: x}, share_inputs=True)
+        return [np.array(result[i]) for i in self._output_indices()]
 
     def _output_indices(self) -> list[int]:
         return [self.identity_index] + ([self.appearance_index] if self.appearance_index is not None else [])
