@@ -55,7 +55,7 @@ system-test-deps:
 		$(PIP) install -e '.[gstreamer]'; fi
 
 # The default ReID model: Intel's 0288 (a float OpenVINO IR in ../shared) quantised to INT8 for CPUs, about a
-# sixth of the float 0267's time a crop on 2 cores with the same linking on PETS (README, Benchmarks: "A
+# fifth of the float 0267's time a crop on a 2-core Xeon, with the same linking on PETS (README, Benchmarks: "A
 # lighter default ReID model"). `reid export` calibrates it on a SynthCC set made here (never downloaded) and
 # gates it (rank-1 drop <= 1 point); about a minute, once.
 # Rebuilt when the runtime's table of known files (its preprocessing and levels, carried into the file) changes.

@@ -135,9 +135,10 @@ class TrackerConfig(Strict):
 
 class ReidConfig(Strict):
     backend: Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt"] = "auto"
-    # Intel's 0288 in INT8 (`make install` builds it from ../shared): the default since 2026-12-06, about a sixth
-    # of the float 0267's time a crop on 2 cores with the same linking on PETS (README, "A lighter default ReID
-    # model"); 0267 (`person-reidentification-retail-0267.ort.onnx`) is the better same-clothes model on SynthCC.
+    # Intel's 0288 in INT8 (`make install` builds it from ../shared): the default since 2026-12-06, about a fifth
+    # of the float 0267's time a crop on a 2-core Xeon, with the same linking on PETS (README, "A lighter default
+    # ReID model"); 0267 (`person-reidentification-retail-0267.ort.onnx`) is the better same-clothes model on
+    # SynthCC, where people keep their clothes.
     model: str = "person-reidentification-retail-0288-int8.xml"
     min_height: int = Field(64, ge=1, le=100_000, description="smallest crop height (px) worth embedding")
     min_width: int = Field(20, ge=1, le=100_000)
@@ -163,7 +164,8 @@ class ReidConfig(Strict):
     swap_threshold: float | None = Field(
         0.3, ge=-1, le=1, description="a track whose crops fall below this cosine with its recent crops, "
         "`swap_crops` times in a row and agreeing with one another, has started following another person: it ends "
-        "there and the tracker goes on under a new id (null: never split)")
+        "there and the tracker goes on under a new id (null: never split; unset: the model file's own level when it "
+        "carries one, as the default model does: 0.4)")
     swap_crops: int = Field(2, ge=1, le=100, description="suspect crops in a row that make a swap")
     swap_check_per_second: float = Field(
         1.0, ge=0, le=1000, description="crops a second a track still takes, only for the swap check, once "

@@ -88,8 +88,8 @@ class FixedBatchCopies:
 
     The CPU plugin re-plans a dynamic-shape model on every change of input shape: about 3.5 ms a call for the
     ReID models here on 2 cores, against 1.3 ms a crop for the INT8 0288 (README, Benchmarks: "A lighter
-    default ReID model"). The pipeline's batches change on nearly every call (the crops of one step). A copy compiled for
-    one size pays nothing; compiling one costs 0.3-0.9 s of CPU, so a size gets its copy only after
+    default ReID model"). The pipeline's batches change on nearly every call (the crops of one step). A copy
+    compiled for one size pays nothing; compiling one costs 0.3-0.9 s of CPU, so a size gets its copy only after
     `after_calls` calls of that size (a short run compiles few), sizes up to `max_size`, one at a time. Until
     its copy is ready a size runs on the dynamic model, which gives the same features. In the 8-camera capacity
     run the compiling cost as much as the copies saved over 80 s of video, so the pipeline leaves them off
