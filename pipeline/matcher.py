@@ -614,8 +614,8 @@ def thresholds_from_model(cfg, spec, outfit_model: bool = False, outfit_spec=Non
     taken). A threshold written in the config always wins.
 
     With an outfit model (reid.outfit_model; `outfit_spec` its spec) the descriptor is that model's feature: unset
-    `outfit_threshold` and `outfit_link_threshold` become its calibrated `threshold`, or the default model's
-    `threshold` default when it carries none (a same-clothes model's link level), never the identity model's
+    `outfit_threshold` and `outfit_link_threshold` become its calibrated `threshold`, or the config's `threshold`
+    default, 0.55, when it carries none (Intel 0267's link level, a same-clothes model's), never the identity model's
     `outfit_threshold`, which was measured on another descriptor. `outfit_merge_threshold` is never filled in:
     merging on the outfit descriptor is opt-in (README, "Scene crops in training": it did not pay there)."""
     suggested = (getattr(spec, "extra", None) or {}).get("matcher") or {}
