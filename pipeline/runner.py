@@ -108,8 +108,7 @@ class PipelineRunner:
         self.levels: CameraLevels | None = None  # per-camera colour levelling, when the model asks for it
         self.centring: CameraFeatureMeans | None = None  # per-camera feature centring (reid.centring: camera)
         self.feature_space = ""  # the model (and embedding) the centring means belong to
-        r = self.config.reid
-        self.swap_check = None if r.swap_threshold is None else SwapCheck(r.swap_threshold, r.swap_crops)
+        self.swap_check: SwapCheck | None = None  # built in run(): its level may be the model file's own
         self.clock = RunClock(video=False)  # replaced in run() by the one matcher.clock asks for
         self.undelivered = 0
         self.undelivered_file: Path | None = None

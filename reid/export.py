@@ -226,6 +226,7 @@ class OnnxFileReference(nn.Module):
         from reid.inference.onnx_backend import OnnxRuntimeEmbedder
 
         self.runner = OnnxRuntimeEmbedder(path, providers="CPUExecutionProvider")
+        self.spec = self.runner.spec
         self.path = path
         # what _prepare and spec_with_dims read of a checkpoint's model
         self.arch = type("OnnxFileArch", (), {"feature": "identity"})()
@@ -263,14 +264,12 @@ class OpenVinoFileReference(nn.Module):
         import openvino as ov
         import openvino.properties.hint as hints
 
-        from reid.inference.openvino_backend import read_openvino_spec
+        from reid.inference.openvino_backend import dynamic_batch, read_openvino_spec
 
         core = ov.Core()
         model = core.read_model(str(path))
         self.spec = read_openvino_spec(model, path)
-        shape = model.inputs[0].get_partial_shape()
-        shape[0] = ov.Dimension()
-        model.reshape({model.inputs[0].any_name: shape})
+        model = dynamic_batch(model)
         self.compiled = core.compile_model(model, "CPU", {hints.inference_precision: ov.Type.f32})
         names = [o.any_name for o in self.compiled.outputs]
         self.outputs = [names.index("identity") if "identity" in names else 0] + \
@@ -285,32 +284,27 @@ class OpenVinoFileReference(nn.Module):
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
+# suffix -> (reference class, what the file is): files a runtime reads as published, the reference of their export
+FILE_REFERENCES = {".onnx": (OnnxFileReference, "an ONNX ReID file"),
+                   ".xml": (OpenVinoFileReference, "an OpenVINO ReID file (IR)")}
+
+
 def load_model(weights: str | Path, feature: str | None = None) -> tuple[nn.Module, PreprocessSpec]:
     from reid.models import load_checkpoint
 
-    if Path(weights).suffix.lower() == ".xml":
+    kind = FILE_REFERENCES.get(Path(weights).suffix.lower())
+    if kind is not None:  # a third party's file, run as published
+        reference, what = kind
         if feature is not None:
-            raise ExportError(f"--feature applies to .safetensors checkpoints; {weights} is an OpenVINO IR with "
-                              "the outputs its publisher gave it")
+            raise ExportError(f"--feature applies to .safetensors checkpoints; {weights} is {what} with the outputs "
+                              "its publisher gave it")
         if not Path(weights).is_file():
             raise ExportError(f"--weights: {weights} not found")
         try:
-            model = OpenVinoFileReference(Path(weights))
-        except Exception as exc:  # unreadable IR, missing .bin, no preprocessing spec
-            raise ExportError(f"--weights {weights}: cannot be run as an OpenVINO ReID file: {exc}") from exc
+            model = reference(Path(weights))
+        except Exception as exc:  # unreadable file, a graph the runtime refuses, no preprocessing spec
+            raise ExportError(f"--weights {weights}: cannot be run as {what}: {exc}") from exc
         return model.eval(), spec_with_dims(model, model.spec)
-
-    if Path(weights).suffix.lower() == ".onnx":
-        if feature is not None:
-            raise ExportError(f"--feature applies to .safetensors checkpoints; {weights} is an ONNX file with "
-                              "the outputs its publisher gave it")
-        if not Path(weights).is_file():
-            raise ExportError(f"--weights: {weights} not found")
-        try:
-            model = OnnxFileReference(Path(weights))
-        except Exception as exc:  # unreadable protobuf, a graph ONNX Runtime refuses, no preprocessing spec
-            raise ExportError(f"--weights {weights}: cannot be run as an ONNX ReID file: {exc}") from exc
-        return model.eval(), spec_with_dims(model, model.runner.spec)
 
     try:
         model, spec = load_checkpoint(weights, "cpu", feature)
@@ -430,10 +424,9 @@ def export_openvino(onnx_path: Path, out_xml: Path, spec: PreprocessSpec, fp16: 
     import openvino as ov
 
     if onnx_path.suffix.lower() == ".xml":  # an IR source (OpenVinoFileReference): read as published
-        model = ov.Core().read_model(str(onnx_path))
-        shape = model.inputs[0].get_partial_shape()
-        shape[0] = ov.Dimension()
-        model.reshape({model.inputs[0].any_name: shape})
+        from reid.inference.openvino_backend import dynamic_batch
+
+        model = dynamic_batch(ov.Core().read_model(str(onnx_path)))
     else:
         model = ov.convert_model(str(onnx_path))
     if calib is not None:

@@ -307,15 +307,20 @@ def test_onnxruntime_providers_auto_and_explicit():
         choose_providers(["NoSuchExecutionProvider"])
 
 
-@pytest.fixture(scope="module")
-def int8_0267(shared_models, shared_video, tmp_path_factory):
-    """Intel's 0267 (a third party's ONNX file, no PyTorch weights) quantised to an OpenVINO INT8 IR."""
-    root = make_synthcc(tmp_path_factory.mktemp("synth-0267"), n_train=4, n_test=4, size=(128, 64))
-    out = tmp_path_factory.mktemp("int8-0267") / "ir" / "q0267.xml"
-    opts = ExportOptions(shared_models["reid"], "openvino", out=out, int8=True, calib=root, calib_size=32,
+def _third_party_int8(source: Path, name: str, shared_video, tmp_path_factory):
+    """A third party's ReID file quantised to an OpenVINO INT8 IR, calibrated and gated on a toy SynthCC set."""
+    root = make_synthcc(tmp_path_factory.mktemp(f"synth-{name}"), n_train=4, n_test=4, size=(128, 64))
+    out = tmp_path_factory.mktemp(f"int8-{name}") / "ir" / f"q{name}.xml"
+    opts = ExportOptions(source, "openvino", out=out, int8=True, calib=root, calib_size=32,
                          parity_video=shared_video["pets"], parity_gt=shared_video["pets_gt"], parity_crops=16,
                          threads=1)
     return opts, run_export(opts, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def int8_0267(shared_models, shared_video, tmp_path_factory):
+    """Intel's 0267 (a third party's ONNX file, no PyTorch weights) quantised to an OpenVINO INT8 IR."""
+    return _third_party_int8(shared_models["reid"], "0267", shared_video, tmp_path_factory)
 
 
 @pytest.mark.slow
@@ -356,12 +361,7 @@ def test_third_party_int8_gate_compares_with_the_original_file(int8_0267, tmp_pa
 def int8_0288(shared_models, shared_video, tmp_path_factory):
     """Intel's 0288 (a third party's float OpenVINO IR, no ONNX, no PyTorch weights) quantised to an INT8 IR: how
     `make install` builds the default ReID model."""
-    root = make_synthcc(tmp_path_factory.mktemp("synth-0288"), n_train=4, n_test=4, size=(128, 64))
-    out = tmp_path_factory.mktemp("int8-0288") / "ir" / "q0288.xml"
-    opts = ExportOptions(shared_models["reid_0288"], "openvino", out=out, int8=True, calib=root, calib_size=32,
-                         parity_video=shared_video["pets"], parity_gt=shared_video["pets_gt"], parity_crops=16,
-                         threads=1)
-    return opts, run_export(opts, log=lambda *_: None)
+    return _third_party_int8(shared_models["reid_0288"], "0288", shared_video, tmp_path_factory)
 
 
 @pytest.mark.slow

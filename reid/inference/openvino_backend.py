@@ -54,6 +54,15 @@ def read_openvino_spec(model: ov.Model, path: Path) -> PreprocessSpec:
                      f"with `python -m reid export --format openvino`")
 
 
+def dynamic_batch(model: ov.Model) -> ov.Model:
+    """The model with a dynamic batch axis (files exported with a fixed batch still take any batch)."""
+    shape = model.inputs[0].get_partial_shape()
+    if shape[0].is_static:
+        shape[0] = ov.Dimension()
+        model.reshape({model.inputs[0].any_name: shape})
+    return model
+
+
 def fold_normalisation(model: ov.Model, spec: PreprocessSpec) -> ov.Model:
     """The model with uint8 BGR NHWC input: the cast to float, the colour order, the layout and the spec's
     normalisation (`normalisation_affine`) run in the plugin, fused with the first layers, instead of as a float32
@@ -173,10 +182,7 @@ class OpenVinoEmbedder:
         shape = model.inputs[0].get_partial_shape()
         if shape.rank.get_length() != 4:
             raise ValueError(f"{path}: expected a 4-D NCHW input, got {shape}")
-        if shape[0].is_static:
-            # Files exported with a fixed batch still take any batch: make the axis dynamic at load.
-            shape[0] = ov.Dimension()
-            model.reshape({model.inputs[0].any_name: shape})
+        model = dynamic_batch(model)
         if shape[2].is_static and shape[3].is_static:
             spec = PreprocessSpec(**{**spec.__dict__, "height": shape[2].get_length(), "width": shape[3].get_length()})
         model = fold_normalisation(model, spec)
