@@ -58,8 +58,9 @@ system-test-deps:
 # fifth of the float 0267's time a crop on a 2-core Xeon, with the same linking on PETS (README, Benchmarks: "A
 # lighter default ReID model"). `reid export` calibrates it on a SynthCC set made here (never downloaded) and
 # gates it (rank-1 drop <= 1 point); about a minute, once.
-# Rebuilt when the runtime's table of known files (its preprocessing and levels, carried into the file) changes.
-$(DEFAULT_REID): reid/inference/onnx_backend.py | $(VENV)/.installed-run
+# Rebuilt when the runtime's table of known files (its preprocessing and levels, carried into the file) or the
+# export's recipe changes.
+$(DEFAULT_REID): reid/inference/onnx_backend.py reid/export.py | $(VENV)/.installed-run
 	$(PY) -m synth people --preset bench --seed 1 --out models/.synthcc-calib-0288 --force
 	$(PY) -m reid export --weights $(SHARED)/models/reid/person-reidentification-retail-0288/FP32/person-reidentification-retail-0288.xml \
 		--format openvino --int8 --calib models/.synthcc-calib-0288 --out $@

@@ -42,6 +42,10 @@ from reid.inference.torch_backend import spec_with_dims, split_outputs
 FORMATS = ("onnx", "openvino", "tensorrt")
 COSINE_FP32 = 0.999
 COSINE_FP16 = 0.995
+# INT8 features move further from the float ones, and retrieval is their main gate; the mean cosine catches a
+# file the CPU runs wrongly: on a 2-core AVX2 CPU, 0.86 for an INT8 0288 whose 8-bit products saturated (0.98
+# fixed), where 0267 in INT8 from the tests' small calibration sets gives 0.93.
+COSINE_INT8_MEAN = 0.9
 RANK1_DROP_INT8 = 1.0
 OPSET = 17
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -59,11 +63,13 @@ class ParityResult:
     crops: int
     cosine_min: float
     cosine_mean: float
-    threshold: float | None  # None: reported only (INT8 is gated on retrieval instead)
+    threshold: float | None  # floor of cosine_min; None: not gated on it (INT8: retrieval and the mean)
+    mean_threshold: float | None = None  # floor of cosine_mean (INT8 files)
 
     @property
     def passed(self) -> bool:
-        return self.threshold is None or self.cosine_min >= self.threshold
+        return ((self.threshold is None or self.cosine_min >= self.threshold)
+                and (self.mean_threshold is None or self.cosine_mean >= self.mean_threshold))
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,8 @@ class ExportReport:
         lines = [f"export {self.format} ({self.precision}) -> {self.artefact}  [{self.seconds:.1f} s, graph "
                  f"simplified by {self.simplifier}]"]
         for p in self.parity:
-            gate = f">= {p.threshold}" if p.threshold is not None else "(reported)"
+            gate = f"min >= {p.threshold}" if p.threshold is not None else \
+                f"mean >= {p.mean_threshold}" if p.mean_threshold is not None else "(reported)"
             lines.append(f"  parity {p.name:<34} {p.crops:4d} crops  cosine min {p.cosine_min:.5f} "
                          f"mean {p.cosine_mean:.5f}  {gate}  {'ok' if p.passed else 'FAIL'}")
         for m in self.spec_mismatches:
@@ -434,9 +441,16 @@ def export_openvino(onnx_path: Path, out_xml: Path, spec: PreprocessSpec, fp16: 
             import nncf
         except ImportError as exc:
             raise ExportError("--int8 for OpenVINO needs NNCF: pip install nncf") from exc
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
         batches = [preprocess_crops(calib[i:i + 8], spec) for i in range(0, len(calib), 8)]
+        # CPUs without int8 dot-product instructions (AVX2 without VNNI) multiply in 16-bit sums that saturate
+        # at full 8-bit weight ranges: NNCF's default guards the first layer only, and on a 2-core AVX2 EPYC
+        # Intel's 0288 then gave features at cosine 0.86 on average to its FP32 ones (0.98 with every layer
+        # guarded) and missed a swap on PETS that the float model finds. The file may run on any CPU.
         model = nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              subset_size=len(batches))
+                              subset_size=len(batches),
+                              advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
     model.set_rt_info(spec.to_json(), [SPEC_METADATA_KEY])
     out_xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(out_xml), compress_to_fp16=fp16)
@@ -463,7 +477,8 @@ def torch_features(model: nn.Module, crops: list[np.ndarray], spec: PreprocessSp
 
 
 def parity(name: str, reference: tuple[np.ndarray, np.ndarray | None], embedder: Embedder,
-           crops: list[np.ndarray], threshold: float | None) -> list[ParityResult]:
+           crops: list[np.ndarray], threshold: float | None, mean_threshold: float | None = None
+           ) -> list[ParityResult]:
     out = embedder.embed(crops)
     results = []
     for label, ref, got in (("identity", reference[0], out.identity), ("appearance", reference[1], out.appearance)):
@@ -473,7 +488,8 @@ def parity(name: str, reference: tuple[np.ndarray, np.ndarray | None], embedder:
             raise ExportError(f"parity {name}: {label} output shapes differ: torch "
                               f"{None if ref is None else ref.shape} vs exported {None if got is None else got.shape}")
         cos = cosine_rows(ref, got)
-        results.append(ParityResult(f"{name} {label}", len(crops), float(cos.min()), float(cos.mean()), threshold))
+        results.append(ParityResult(f"{name} {label}", len(crops), float(cos.min()), float(cos.mean()), threshold,
+                                    mean_threshold))
     return results
 
 
@@ -699,20 +715,23 @@ def _check(opts: ExportOptions, c: _Checked, report: ExportReport, log) -> None:
     """Run the exported file through the embedder the runtime uses, with the preprocessing the file declares,
     and compare with the PyTorch model: declared preprocessing, parity on real crops, INT8 retrieval."""
     threshold = COSINE_FP16 if opts.fp16 else COSINE_FP32 if opts.precision == "fp32" else None
+    mean_threshold = COSINE_INT8_MEAN if opts.int8 else None
     ref = "onnxruntime fp32 (source file)" if isinstance(c.model, OnnxFileReference) else \
         "openvino fp32 (source file)" if isinstance(c.model, OpenVinoFileReference) else "torch"
     if opts.format == "onnx":
         from reid.inference.onnx_backend import OnnxRuntimeEmbedder
 
         embedder = OnnxRuntimeEmbedder(c.out, threads=opts.threads)
-        report.parity += parity(f"onnxruntime {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold)
+        report.parity += parity(f"onnxruntime {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold,
+                                mean_threshold)
     elif opts.format == "openvino":
         from reid.inference.openvino_backend import OpenVinoEmbedder
 
         # INT8 is checked as the runtime runs it (`precision: auto`: the float remainder in the plugin's
         # default, bfloat16 on AMX CPUs); float files are checked in exact FP32 and, below, in that default.
         embedder = OpenVinoEmbedder(c.out, threads=opts.threads, precision="auto" if opts.int8 else "f32")
-        report.parity += parity(f"openvino {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold)
+        report.parity += parity(f"openvino {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold,
+                                mean_threshold)
         if opts.precision != "int8":
             # The CPU plugin's default precision (bfloat16 on AMX CPUs) is what `precision: auto` runs.
             fast = OpenVinoEmbedder(c.out, threads=opts.threads, precision="auto")
@@ -727,7 +746,8 @@ def _check(opts: ExportOptions, c: _Checked, report: ExportReport, log) -> None:
                               f"on the GPU machine with `python -m reid export --format tensorrt` there")
         embedder = TensorRTEmbedder(c.fp32_onnx, fp16=opts.fp16, profile=opts.batch, cache_dir=c.out.parent)
         report.artefact = str(embedder.engine_path)
-        report.parity += parity(f"tensorrt {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold)
+        report.parity += parity(f"tensorrt {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold,
+                                mean_threshold)
     report.spec_mismatches = spec_mismatches(c.spec, embedder.spec)
     if opts.int8:
         log(f"INT8 retrieval check on {c.eval_root} ...")

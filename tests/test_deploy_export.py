@@ -393,12 +393,19 @@ def test_third_party_openvino_ir_exports_to_int8(int8_0288, shared_models, crops
     ops = {op.get_type_name() for op in ov.Core().read_model(str(opts.out)).get_ops()}
     assert "FakeQuantize" in ops  # quantised, not a float copy
     assert not opts.out.with_suffix(".onnx").exists()  # an IR source has no ONNX file to keep beside the export
+    # Every layer guarded against 8-bit overflow, in this export and in the default model `make` built: CPUs
+    # without VNNI saturate otherwise (0288 at cosine 0.86 to its float features on an AVX2 EPYC; below).
+    for built in (opts.out, shared_models["reid_default"]):
+        quantisation = ov.Core().read_model(str(built)).get_rt_info(["nncf", "quantization", "advanced_parameters"])
+        assert "'overflow_fix': 'enable'" in quantisation.astype(str), (built, quantisation.astype(str)[:200])
     # The quantised file against the float original as the runtime runs both, on real PETS crops; a wrong channel
     # order on either side would fall far below these (0288 on swapped channels: see the gate test below).
     original = OpenVinoEmbedder(shared_models["reid_0288"], precision="f32").embed(crops).identity
     quantised = create_embedder(opts.out, "auto", threads=1).embed(crops).identity
     cos = (original * quantised).sum(axis=1)
-    assert cos.mean() > 0.9 and cos.min() > 0.8, cos
+    # 2026-12-06, AVX2 EPYC without VNNI, the make-built file: mean 0.86, min 0.80 with only the first layer
+    # guarded, 0.98 / 0.95 with all; this small calibration set: 0.94 / 0.90 with all
+    assert cos.mean() > 0.92 and cos.min() > 0.85, cos
 
 
 @pytest.mark.slow
