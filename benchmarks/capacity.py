@@ -7,7 +7,8 @@ For each camera count the script runs `PipelineRunner` (what `python -m pipeline
 track, embed, match, the embedded Redis store; annotated video off, as on a server) on N copies of
 PETS09-S2L1 (768x576, ../shared/data) for `--frames` frames each, then times the detector alone on the same
 frames, batched as the run batches them (one frame per camera per step; with a staggered stride, the cameras
-of one phase), decoded beforehand, each slot of a batch its own frame (as each camera's is). It prints:
+of one phase), decoded beforehand, each slot of a batch its own frame (as each camera's is), once just before
+the run and once just after (their mean is the detector-only rate: a shared host drifts). It prints:
 
 * pipeline frames/s over all cameras and the real-time cameras it carries at `--camera-fps` (10);
 * ms per camera-frame of each stage (the run's own stage clocks; decode runs in reader threads beside them);
@@ -137,17 +138,23 @@ def main() -> int:
             for name, extra in variants:
                 with tempfile.TemporaryDirectory(prefix="capacity-") as tmp:
                     config = build_config(n, args.video.resolve(), Path(tmp) / "out", args.overrides + extra)
+                    # the detector alone just before and just after the run: a shared host's speed drifts by
+                    # a fifth within minutes, and one side alone would tilt the ratio with it
+                    det_before = detector_only(config, args.video, n, args.frames)
                     run = run_pipeline(config, Path(tmp) / "out", args.frames)
-                det_fps = detector_only(config, args.video, n, args.frames)
+                det_after = detector_only(config, args.video, n, args.frames)
+                det_fps = (det_before + det_after) / 2
                 every = config.detector.every
                 row = {"variant": name, "round": round_, "cameras": n, "pipeline_fps": run["fps"],
                        "realtime_cameras": run["fps"] / args.camera_fps, "detector_only_fps": det_fps,
+                       "detector_only_fps_before_after": [det_before, det_after],
                        "detector_every": every, "ratio": run["fps"] / (det_fps * every), "stage_ms": run["stage_ms"],
                        "frames": run["frames"], "crops": run["crops"], "crops_check": run["crops_check"]}
                 rows.append(row)
                 print(f"round {round_}, {name}, {n} cameras: pipeline {row['pipeline_fps']:.1f} frames/s "
                       f"({row['realtime_cameras']:.1f} real-time cameras at {args.camera_fps:g} fps), detector only "
-                      f"{det_fps:.1f} frames/s (detecting 1 frame in {every}), ratio {row['ratio']:.2f}; "
+                      f"{det_fps:.1f} frames/s ({det_before:.1f} before the run, {det_after:.1f} after; detecting 1 "
+                      f"frame in {every}), ratio {row['ratio']:.2f}; "
                       "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items())
                       + f"; {run['crops']} crops embedded ({run['crops_check']} of them swap-check crops)", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"

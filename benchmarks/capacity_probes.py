@@ -193,6 +193,7 @@ class _Clock:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         self.sizes: dict[str, list[int]] = {}
+        self.durations: dict[str, list[float]] = {}  # seconds of each call, where sizes are kept
 
     def call(self, part: str, fn, *args, size: int | None = None):
         t = time.perf_counter()
@@ -201,7 +202,15 @@ class _Clock:
         self.calls[part] = self.calls.get(part, 0) + 1
         if size is not None:
             self.sizes.setdefault(part, []).append(size)
+            self.durations.setdefault(part, []).append(time.perf_counter() - t)
         return out
+
+    def per_call_and_crop(self, part: str) -> tuple[float, float]:
+        """Least-squares (ms a call, ms a crop) of the calls' durations against their batch sizes."""
+        sizes = np.asarray(self.sizes[part], np.float64)
+        ms = 1000 * np.asarray(self.durations[part])
+        slope, intercept = np.polyfit(sizes, ms, 1)
+        return float(intercept), float(slope)
 
     def ms(self, part: str) -> float:
         return 1000 * self.seconds[part] / self.calls[part]
@@ -287,7 +296,8 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
     for part, sizes in run_clock.sizes.items():  # the ReID model, and the outfit model where one is configured
         crops = sum(sizes)
         print(f"  {part}: {run_clock.calls[part]} calls, {crops} crops, {1000 * run_clock.seconds[part] / crops:.2f} "
-              f"ms a crop in the run (batches of {min(sizes)}-{max(sizes)}, median {int(np.median(sizes))})")
+              f"ms a crop in the run (batches of {min(sizes)}-{max(sizes)}, median {int(np.median(sizes))}); "
+              "fitted to the calls: {:.2f} ms a call + {:.2f} ms a crop".format(*run_clock.per_call_and_crop(part)))
 
 
 def main() -> int:

@@ -33,7 +33,7 @@ from pipeline.redact import redact
 from pipeline.sources import END, CameraSet, Frame, FrameReader, camera_changes
 from pipeline.store import IdentityStore
 from pipeline.store_worker import StoreWorker
-from pipeline.tracklets import CameraTracklets, CropGate, SwapCheck, swap_threshold_for
+from pipeline.tracklets import CameraTracklets, CropGate, CropRequest, SwapCheck, swap_threshold_for
 from reid.inference.centring import CameraFeatureMeans, feature_space
 from reid.inference.factory import create_embedder
 from reid.inference.levelling import PERSON_REGION, CameraLevels, reference_of, region_of
@@ -60,6 +60,39 @@ class CameraRun:
     tracker_restarts: int = 0
     tracks_split: int = 0  # tracks ended at an identity swap and continued under a new id (reid.swap_threshold)
     detect_phase: int = 0  # with detector.every n: the frames k with (k + detect_phase) % n == 0 are detected
+
+
+@dataclass
+class PendingCrops:
+    """Crops waiting for one call of the ReID model, in the order they were taken, with what goes with them."""
+    requests: list[CropRequest] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)  # views into their frames (readers never reuse arrays)
+    where: list[tuple[str, float]] = field(default_factory=list)  # (camera id, video time)
+    person_means: list = field(default_factory=list)  # colour levelling's person-pixel means (or None each)
+    first_step: int = 0  # the loop step of the oldest waiting crop
+
+    def add(self, request: CropRequest, image: np.ndarray, camera_id: str, video_time: float, person_mean,
+            step: int) -> None:
+        if not self.requests:
+            self.first_step = step
+        self.requests.append(request)
+        self.images.append(image)
+        self.where.append((camera_id, video_time))
+        self.person_means.append(person_mean)
+
+    def take(self) -> tuple[list[CropRequest], list[np.ndarray], list[tuple[str, float]], list | None]:
+        """All waiting crops (person means None when no crop has one); the holder is left empty."""
+        out = (self.requests, self.images, self.where,
+               self.person_means if any(m is not None for m in self.person_means) else None)
+        self.requests, self.images, self.where, self.person_means = [], [], [], []
+        return out
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+
+# A batch this large already spreads the model's per-call cost thin: embed it without waiting longer.
+EMBED_FLUSH_CROPS = 32
 
 
 @dataclass
@@ -113,6 +146,9 @@ class PipelineRunner:
         self.undelivered = 0
         self.undelivered_file: Path | None = None
         self.crops_embedded = 0
+        self.embedder = None  # the ReID model, built in run()
+        self._pending = PendingCrops()  # crops waiting for the ReID model (reid.embed_wait_steps)
+        self._steps = 0  # steps of the frame loop so far
         self.crops_check = 0
         # (camera, frame index) -> capture wall time of recent frames, for the capture-to-event latency of
         # events the store worker publishes later (bounded: only recent frames can still be decided on)
@@ -328,6 +364,7 @@ class PipelineRunner:
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             detector, embedder = self._build_models()
+            self.embedder = embedder
             swap, from_model = swap_threshold_for(self.config.reid, getattr(embedder, "spec", None))
             if from_model:
                 log.info("reid.swap_threshold %.3f from the model file (the config leaves it unset)", swap)
@@ -579,7 +616,7 @@ class PipelineRunner:
                 self.stage_s["embed"] += time.perf_counter() - t
 
             events: list[IdentityEvent] = []
-            crop_requests, crop_images, crop_where, crop_person_means = [], [], [], []
+            pending = self._pending
             per_camera_tracks = []
             t = time.perf_counter()
             for (c, frame), dets in zip(batch, detections):
@@ -601,69 +638,27 @@ class PipelineRunner:
                                                 bbox=_bbox(tl.last_bbox), frame_index=frame.index))
                 for req in requests:
                     x1, y1, x2, y2 = req.bbox
-                    crop_requests.append(req)
-                    crop_images.append(frame.image[y1:y2, x1:x2])
-                    crop_where.append((c.camera_id, frame.video_time))
-                    if self.levels is not None and self.levels.learns_background:
-                        crop_person_means.append(self.levels.person_mean(c.camera_id, frame.image, req.bbox))
+                    person_mean = self.levels.person_mean(c.camera_id, frame.image, req.bbox) \
+                        if self.levels is not None and self.levels.learns_background else None
+                    pending.add(req, frame.image[y1:y2, x1:x2], c.camera_id, frame.video_time, person_mean,
+                                self._steps)
                 per_camera_tracks.append((c, frame, tracks))
             self.stage_s["track"] += time.perf_counter() - t
 
-            t = time.perf_counter()
-            if crop_images:
-                # a colour-levelled model sees each camera's crops levelled; so does the hand-made outfit
-                # descriptor beside it, as `reid calibrate` measured it (an outfit model gets the crops as they came)
-                model_crops = crop_images if self.levels is None else \
-                    self.levels.level([cam for cam, _ in crop_where], crop_images, crop_person_means or None)
-                emb = embedder.embed(model_crops)
-                identity = emb.identity if self.centring is None else \
-                    self.centring.centre([cam for cam, _ in crop_where], emb.identity)
-                # the outfit model's feature; else the model's clothes-sensitive output when it has one; else the
-                # colour/texture descriptor
-                if self.outfit_embedder is not None:
-                    # check-only crops never reach an embedding: the second model skips them
-                    kept = [i for i, r in enumerate(crop_requests) if not r.check_only]
-                    looks = [None] * len(crop_images)
-                    if kept:
-                        for i, look in zip(kept, self.outfit_embedder.embed([crop_images[i] for i in kept]).identity):
-                            looks[i] = look
-                else:
-                    looks = emb.appearance if emb.appearance is not None else outfit_descriptors(model_crops)
-                swapped = []
-                with stage.lock:
-                    for req, vec, look in zip(crop_requests, identity, looks):
-                        agrees, swap = (True, False) if self.swap_check is None else \
-                            self.swap_check.observe(req.tracklet, vec, req.near)
-                        if agrees and not req.check_only:
-                            req.tracklet.add_embedding(vec, req.weight, look)
-                        if swap and not req.tracklet.split_off:
-                            swapped.append(req.tracklet)
-                    runs = {c.camera_id: c for c, _, _ in per_camera_tracks} if swapped else {}
-                    for tl in swapped:
-                        c = runs[tl.camera_id]
-                        # the tracker continues the box under a new id; this tracklet ends with what it saw
-                        if c.tracklets.live.get(tl.track_id) is tl and c.tracker.split(tl.track_id) is not None:
-                            tl.split_off = True
-                            c.tracks_split += 1
-                            log.info("camera %s: track %d split at frame %d (its crops turned to another person)",
-                                     tl.camera_id, tl.track_id, tl.last_frame)
-                self.crops_embedded += len(crop_images)
-                self.crops_check += sum(r.check_only for r in crop_requests)
-                if self.snapshots is not None:
-                    for req, crop, (cam_id, vt) in zip(crop_requests, crop_images, crop_where):
-                        if req.check_only or req.tracklet.split_off:
-                            continue  # may show the person the track turned to
-                        # taller (nearer) and full-weight crops make the better gallery picture
-                        self.snapshots.offer(req.tracklet.tracklet_id, cam_id, crop, req.weight * crop.shape[0], vt)
-            self.stage_s["embed"] += time.perf_counter() - t
+            # The step's crops wait up to reid.embed_wait_steps steps to share one call of the ReID model with
+            # later steps' crops (never past their tracklet's end: _end_tracklets).
+            if pending and (self._steps - pending.first_step >= self.config.reid.embed_wait_steps
+                            or len(pending) >= EMBED_FLUSH_CROPS):
+                self._embed_pending()
+            self._steps += 1
 
             # Decisions and track ends are the store worker's: hand them over, never wait for them.
-            t = time.perf_counter()
+            t, embedding = time.perf_counter(), self.stage_s["embed"]
             self._publish(events)
             for c, _, _ in per_camera_tracks:
-                stage.expire(c.tracklets, c.frames)
+                self._end_tracklets(c)
             worker.request_step()
-            self.stage_s["match"] += time.perf_counter() - t
+            self.stage_s["match"] += time.perf_counter() - t - (self.stage_s["embed"] - embedding)
 
             t = time.perf_counter()
             for c, frame, tracks in per_camera_tracks:
@@ -688,12 +683,76 @@ class PipelineRunner:
                                        step_started)
             progress.update(batch)
 
+    def _end_tracklets(self, c: CameraRun, everything: bool = False) -> None:
+        """Hand the tracklets of camera `c` that end now (all of them with `everything`) to the store worker,
+        each with all its crops: the store decides a tracklet on the crops it holds when it ends, so crops still
+        waiting for the ReID model (reid.embed_wait_steps) are embedded first."""
+        live = c.tracklets.live
+        if any(live.get(r.tracklet.track_id) is r.tracklet and (everything or c.tracklets.ends(r.tracklet, c.frames))
+               for r in self._pending.requests):
+            self._embed_pending()
+        self.stage.expire(c.tracklets, c.frames, everything=everything)
+
+    def _embed_pending(self) -> None:
+        """Embed the crops waiting in `_pending` in one call of the ReID model and give each to its tracklet
+        (swap check, running embedding, gallery snapshot)."""
+        if not self._pending:
+            return
+        t = time.perf_counter()
+        requests, images, where, person_means = self._pending.take()
+        # a colour-levelled model sees each camera's crops levelled; so does the hand-made outfit
+        # descriptor beside it, as `reid calibrate` measured it (an outfit model gets the crops as they came)
+        model_crops = images if self.levels is None else \
+            self.levels.level([cam for cam, _ in where], images, person_means)
+        emb = self.embedder.embed(model_crops)
+        identity = emb.identity if self.centring is None else \
+            self.centring.centre([cam for cam, _ in where], emb.identity)
+        # the outfit model's feature; else the model's clothes-sensitive output when it has one; else the
+        # colour/texture descriptor
+        if self.outfit_embedder is not None:
+            # check-only crops never reach an embedding: the second model skips them
+            kept = [i for i, r in enumerate(requests) if not r.check_only]
+            looks = [None] * len(images)
+            if kept:
+                for i, look in zip(kept, self.outfit_embedder.embed([images[i] for i in kept]).identity):
+                    looks[i] = look
+        else:
+            looks = emb.appearance if emb.appearance is not None else outfit_descriptors(model_crops)
+        swapped = []
+        with self.stage.lock:
+            for req, vec, look in zip(requests, identity, looks):
+                agrees, swap = (True, False) if self.swap_check is None else \
+                    self.swap_check.observe(req.tracklet, vec, req.near)
+                if agrees and not req.check_only:
+                    req.tracklet.add_embedding(vec, req.weight, look)
+                if swap and not req.tracklet.split_off:
+                    swapped.append(req.tracklet)
+            runs = {c.camera_id: c for c in self._cams if c.status == "running"} if swapped else {}
+            for tl in swapped:
+                c = runs.get(tl.camera_id)  # a camera ending now: its tracklets end anyway
+                # the tracker continues the box under a new id; this tracklet ends with what it saw
+                if (c is not None and c.tracklets.live.get(tl.track_id) is tl
+                        and c.tracker.split(tl.track_id) is not None):
+                    tl.split_off = True
+                    c.tracks_split += 1
+                    log.info("camera %s: track %d split at frame %d (its crops turned to another person)",
+                             tl.camera_id, tl.track_id, tl.last_frame)
+        self.crops_embedded += len(images)
+        self.crops_check += sum(r.check_only for r in requests)
+        if self.snapshots is not None:
+            for req, crop, (cam_id, vt) in zip(requests, images, where):
+                if req.check_only or req.tracklet.split_off:
+                    continue  # may show the person the track turned to
+                # taller (nearer) and full-weight crops make the better gallery picture
+                self.snapshots.offer(req.tracklet.tracklet_id, cam_id, crop, req.weight * crop.shape[0], vt)
+        self.stage_s["embed"] += time.perf_counter() - t
+
     def _restart_tracking(self, c: CameraRun, size: tuple[int, int]) -> None:
         """The source came back at another resolution (a reconnect to another stream profile): boxes of the
         old size mean nothing in the new frames, so the camera's tracks end and its tracker starts afresh."""
         log.warning("camera %s: frame size changed from %dx%d to %dx%d (new stream profile after a reconnect?): "
                     "its tracks end and its tracker restarts", c.camera_id, *c.frame_size, *size)
-        self.stage.expire(c.tracklets, c.frames, everything=True)
+        self._end_tracklets(c, everything=True)
         self.worker.wake()
         c.tracker_restarts += 1
         c.tracker = self._tracker()
@@ -705,7 +764,7 @@ class PipelineRunner:
 
     def _finish_camera(self, c: CameraRun, everything: bool) -> None:
         self.clock.camera_ended(c.camera_id)
-        self.stage.expire(c.tracklets, c.frames, everything=everything)
+        self._end_tracklets(c, everything=everything)
         self.worker.wake()
         if c.mot is not None:
             c.mot.close()

@@ -249,12 +249,15 @@ class CameraTracklets:
                 t.full_crops += 1
         return started, requests
 
+    def ends(self, t: Tracklet, step: int) -> bool:
+        """Whether `expire(step)` ends `t`: its track was split off, or lost longer than the tracker keeps it."""
+        return t.split_off or step - t.last_step > self.max_lost_frames
+
     def expire(self, step: int, everything: bool = False) -> list[Tracklet]:
         """Tracklets whose track has been lost longer than the tracker keeps it (or all, at the end).
 
         `step` counts processed frames, the unit of the tracker's own lost-track buffer."""
-        ended = [t for t in self.live.values()
-                 if everything or t.split_off or step - t.last_step > self.max_lost_frames]
+        ended = [t for t in self.live.values() if everything or self.ends(t, step)]
         for t in ended:
             del self.live[t.track_id]
         return ended

@@ -388,3 +388,53 @@ def test_run_summary_counts_swap_check_crops_apart(shared_video, tmp_path, monke
     assert summary.crops == len(requested) and summary.crops_check == checks
     # with one crop a track, PETS's groups make check crops most of them (and near-but-not-check crops exist)
     assert 0 < len(requested) - checks < checks and any(r.near and not r.check_only for r in requested)
+
+
+def test_crops_wait_for_one_reid_call_but_never_past_their_tracks_end(shared_video, tmp_path, monkeypatch):
+    """reid.embed_wait_steps: a step's crops share one call of the ReID model with the next steps' crops (fewer
+    calls), yet every crop reaches its tracklet before the tracklet ends (a lost track, a split, the camera's end)
+    and none is lost; 0 embeds each step's crops in that step."""
+    from pipeline.config import parse_config
+    from pipeline.identity_stage import MatchStage
+    from pipeline.runner import PipelineRunner
+    from pipeline.tracklets import CameraTracklets
+
+    requested, calls, late, current = [], [], [], []
+    update, expire, embed_pending = CameraTracklets.update, MatchStage.expire, PipelineRunner._embed_pending
+
+    def recording(self, *args, **kwargs):
+        started, requests = update(self, *args, **kwargs)
+        requested.extend(requests)
+        return started, requests
+
+    def checked(self, tracklets, step, everything=False):
+        ended = expire(self, tracklets, step, everything)
+        waiting = {id(r.tracklet) for r in current[-1]._pending.requests}
+        late.extend(t.tracklet_id for t in ended if id(t) in waiting)
+        return ended
+
+    def counted(self):
+        if self._pending:  # (the loop's step, the step of the oldest crop, crops)
+            calls.append((self._steps, self._pending.first_step, len(self._pending)))
+        embed_pending(self)
+
+    monkeypatch.setattr(CameraTracklets, "update", recording)
+    monkeypatch.setattr(MatchStage, "expire", checked)
+    monkeypatch.setattr(PipelineRunner, "_embed_pending", counted)
+    seen = {}
+    for wait in (0, 30):
+        requested.clear(), calls.clear(), late.clear()
+        raw = {"cameras": [{"id": "a", "source": str(shared_video["pets"])}], "store": "embedded",
+               "output": {"dir": str(tmp_path / str(wait)), "video": False, "snapshots": False},
+               "reid": {"embed_wait_steps": wait},
+               "tracker": {"params": {"track_buffer": 5}}}  # tracks lost for 6 steps end: inside the wait
+        current.append(PipelineRunner(parse_config(raw), tmp_path / str(wait), max_frames=120, progress=False))
+        summary = current[-1].run()
+        assert late == [], f"wait {wait}: tracklets ended with crops still waiting: {late}"
+        assert summary.crops == len(requested) == sum(n for *_, n in calls) > 50  # nothing lost
+        assert all(step - first <= wait for step, first, _ in calls)
+        seen[wait] = list(calls)
+    assert all(step == first for step, first, _ in seen[0])  # one call a step with crops, in that step
+    # with 30 steps to wait, some calls came early because a track was ending (the last call: the camera's end)
+    assert any(step - first < 30 and n < 32 for step, first, n in seen[30][:-1])
+    assert len(seen[30]) * 3 < len(seen[0])

@@ -44,7 +44,9 @@ LINKED_PEOPLE_FLOOR = 3
 # (re-entries as one), 7 of 8 people linked. With Intel's 0288 in INT8 as the ReID model (the default since
 # 2026-12-06) and its own levels (swap 0.4, link 0.6): the same 76.0 / 77.9 and 82.1 / 77.6, 7 of 8 linked; at
 # 0267's swap level, 0.3, a swap is missed and global identities fall to 69.7 against 78.6 (74.3 against 78.3
-# re-entries as one).
+# re-entries as one). On a 2-core AVX2 EPYC without VNNI the INT8 file guarded against 8-bit overflow in its first
+# layer only also missed a swap: 70.6 against 79.1 (every layer guarded since: 76.0 / 77.9, 82.0 / 77.6; README,
+# "INT8 on CPUs without VNNI"); crops that wait a step for one ReID call (reid.embed_wait_steps 1): the same.
 # The MOT-id form counts each recognised re-entry as an error (camera b's gt 1, 162 boxes, is camera a's gt 19),
 # so better per-camera tracks raise its bar while correct links lower its score: it is a loose guard against
 # linking gone wrong, and the re-entries-as-one floor is the test of what linking adds.
