@@ -44,20 +44,15 @@ def pets_crops(frames: int = 200, every: int = 7, min_height: int = 64) -> list[
 
 
 def quantise(reference: Path, mode: str, calib_root: Path, out: Path) -> Path:
-    """`reid export`'s NNCF recipe with overflow_fix `mode`, written to `out`."""
-    import nncf
+    """`reid export`'s INT8 recipe with NNCF's overflow_fix `mode`, calibrated on `calib_root`'s train/, to `out`."""
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    from reid.export import SPEC_METADATA_KEY, calibration_images, preprocess_crops
+    from reid.export import SPEC_METADATA_KEY, calibration_images, quantise_openvino
     from reid.inference.openvino_backend import OpenVinoEmbedder, dynamic_batch
 
     spec = OpenVinoEmbedder(reference, precision="f32").spec
-    calib = calibration_images(calib_root / "train", 300, spec)
-    batches = [preprocess_crops(calib[i:i + 8], spec) for i in range(0, len(calib), 8)]
-    model = nncf.quantize(dynamic_batch(ov.Core().read_model(str(reference))), nncf.Dataset(batches),
-                          preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(batches),
-                          advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix(mode)))
+    model = quantise_openvino(dynamic_batch(ov.Core().read_model(str(reference))),
+                              calibration_images(calib_root / "train", 300, spec), spec, overflow_fix=mode)
     model.set_rt_info(spec.to_json(), [SPEC_METADATA_KEY])
     ov.save_model(model, str(out), compress_to_fp16=False)
     return out

@@ -179,7 +179,8 @@ class ReidConfig(Strict):
                                "their own fixed-shape copy of the model, compiled in the background once a size "
                                "has come 4 times, for long runs (0: one dynamic-shape model for every size)")
     # Each call of the ReID model has a fixed cost (~7.6 ms on a 2-core AVX2 host beside 2.2 a crop, measured in
-    # the run); one call for the crops of two steps halves it (README, "Fewer, larger ReID calls").
+    # the run); one call for the crops of two steps halves it (README, Benchmarks: "INT8 on CPUs without VNNI, and
+    # fewer, larger ReID calls").
     embed_wait_steps: int = Field(1, ge=0, le=30, description="a step's crops may wait this many further steps of "
                                   "the frame loop for one call of the ReID model with later steps' crops (never past "
                                   "their track's end); 0: each step's crops are embedded in that step")

@@ -68,7 +68,9 @@ class PendingCrops:
     requests: list[CropRequest] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)  # views into their frames (readers never reuse arrays)
     where: list[tuple[str, float]] = field(default_factory=list)  # (camera id, video time)
-    person_means: list = field(default_factory=list)  # colour levelling's person-pixel means (or None each)
+    # colour levelling's person-pixel mean of each crop where levelling learns each camera's background (None
+    # while a camera's background is not yet known; unused otherwise)
+    person_means: list = field(default_factory=list)
     first_step: int = 0  # the loop step of the oldest waiting crop
 
     def add(self, request: CropRequest, image: np.ndarray, camera_id: str, video_time: float, person_mean,
@@ -80,10 +82,9 @@ class PendingCrops:
         self.where.append((camera_id, video_time))
         self.person_means.append(person_mean)
 
-    def take(self) -> tuple[list[CropRequest], list[np.ndarray], list[tuple[str, float]], list | None]:
-        """All waiting crops (person means None when no crop has one); the holder is left empty."""
-        out = (self.requests, self.images, self.where,
-               self.person_means if any(m is not None for m in self.person_means) else None)
+    def take(self) -> tuple[list[CropRequest], list[np.ndarray], list[tuple[str, float]], list]:
+        """All waiting crops; the holder is left empty."""
+        out = self.requests, self.images, self.where, self.person_means
         self.requests, self.images, self.where, self.person_means = [], [], [], []
         return out
 
@@ -702,8 +703,8 @@ class PipelineRunner:
         requests, images, where, person_means = self._pending.take()
         # a colour-levelled model sees each camera's crops levelled; so does the hand-made outfit
         # descriptor beside it, as `reid calibrate` measured it (an outfit model gets the crops as they came)
-        model_crops = images if self.levels is None else \
-            self.levels.level([cam for cam, _ in where], images, person_means)
+        model_crops = images if self.levels is None else self.levels.level(
+            [cam for cam, _ in where], images, person_means if self.levels.learns_background else None)
         emb = self.embedder.embed(model_crops)
         identity = emb.identity if self.centring is None else \
             self.centring.centre([cam for cam, _ in where], emb.identity)

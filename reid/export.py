@@ -424,6 +424,25 @@ def onnx_to_int8(src: Path, dst: Path, spec: PreprocessSpec, calib: list[np.ndar
 
 # ----------------------------------------------------------------------------------------------- OpenVINO
 
+def quantise_openvino(model, calib: list[np.ndarray], spec: PreprocessSpec, overflow_fix: str = "enable"):
+    """An OpenVINO model quantised to INT8 by NNCF post-training quantisation, calibrated on `calib` crops.
+
+    `overflow_fix` (NNCF's OverflowFix): CPUs without int8 dot-product instructions (AVX2 without VNNI) multiply
+    in 16-bit sums that saturate at full 8-bit weight ranges; NNCF's default guards the first layer only, and on a
+    2-core AVX2 EPYC Intel's 0288 then gave features at cosine 0.86 on average to its FP32 ones (0.98 with every
+    layer guarded) and missed a swap on PETS that the float model finds. A file may run on any CPU, so every
+    layer is guarded (`benchmarks/int8_parity.py` measures the other modes)."""
+    try:
+        import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    except ImportError as exc:
+        raise ExportError("--int8 for OpenVINO needs NNCF: pip install nncf") from exc
+    batches = [preprocess_crops(calib[i:i + 8], spec) for i in range(0, len(calib), 8)]
+    return nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.PERFORMANCE,
+                         subset_size=len(batches),
+                         advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix)))
+
+
 def export_openvino(onnx_path: Path, out_xml: Path, spec: PreprocessSpec, fp16: bool,
                     calib: list[np.ndarray] | None) -> None:
     """ONNX (or a float OpenVINO IR) -> OpenVINO IR with the spec in its runtime info; INT8 via NNCF
@@ -437,20 +456,7 @@ def export_openvino(onnx_path: Path, out_xml: Path, spec: PreprocessSpec, fp16: 
     else:
         model = ov.convert_model(str(onnx_path))
     if calib is not None:
-        try:
-            import nncf
-        except ImportError as exc:
-            raise ExportError("--int8 for OpenVINO needs NNCF: pip install nncf") from exc
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-
-        batches = [preprocess_crops(calib[i:i + 8], spec) for i in range(0, len(calib), 8)]
-        # CPUs without int8 dot-product instructions (AVX2 without VNNI) multiply in 16-bit sums that saturate
-        # at full 8-bit weight ranges: NNCF's default guards the first layer only, and on a 2-core AVX2 EPYC
-        # Intel's 0288 then gave features at cosine 0.86 on average to its FP32 ones (0.98 with every layer
-        # guarded) and missed a swap on PETS that the float model finds. The file may run on any CPU.
-        model = nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              subset_size=len(batches),
-                              advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
+        model = quantise_openvino(model, calib, spec)
     model.set_rt_info(spec.to_json(), [SPEC_METADATA_KEY])
     out_xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(out_xml), compress_to_fp16=fp16)
