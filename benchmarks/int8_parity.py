@@ -45,16 +45,11 @@ def pets_crops(frames: int = 200, every: int = 7, min_height: int = 64) -> list[
 
 def quantise(reference: Path, mode: str, calib_root: Path, out: Path) -> Path:
     """`reid export`'s INT8 recipe with NNCF's overflow_fix `mode`, calibrated on `calib_root`'s train/, to `out`."""
-    import openvino as ov
-
-    from reid.export import SPEC_METADATA_KEY, calibration_images, quantise_openvino
-    from reid.inference.openvino_backend import OpenVinoEmbedder, dynamic_batch
+    from reid.export import calibration_images, export_openvino
+    from reid.inference.openvino_backend import OpenVinoEmbedder
 
     spec = OpenVinoEmbedder(reference, precision="f32").spec
-    model = quantise_openvino(dynamic_batch(ov.Core().read_model(str(reference))),
-                              calibration_images(calib_root / "train", 300, spec), spec, overflow_fix=mode)
-    model.set_rt_info(spec.to_json(), [SPEC_METADATA_KEY])
-    ov.save_model(model, str(out), compress_to_fp16=False)
+    export_openvino(reference, out, spec, False, calibration_images(calib_root / "train", 300, spec), mode)
     return out
 
 

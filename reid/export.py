@@ -444,9 +444,10 @@ def quantise_openvino(model, calib: list[np.ndarray], spec: PreprocessSpec, over
 
 
 def export_openvino(onnx_path: Path, out_xml: Path, spec: PreprocessSpec, fp16: bool,
-                    calib: list[np.ndarray] | None) -> None:
+                    calib: list[np.ndarray] | None, overflow_fix: str = "enable") -> None:
     """ONNX (or a float OpenVINO IR) -> OpenVINO IR with the spec in its runtime info; INT8 via NNCF
-    post-training quantisation."""
+    post-training quantisation (`quantise_openvino`; `overflow_fix` other than its default only for
+    benchmarks/int8_parity.py)."""
     import openvino as ov
 
     if onnx_path.suffix.lower() == ".xml":  # an IR source (OpenVinoFileReference): read as published
@@ -456,7 +457,7 @@ def export_openvino(onnx_path: Path, out_xml: Path, spec: PreprocessSpec, fp16: 
     else:
         model = ov.convert_model(str(onnx_path))
     if calib is not None:
-        model = quantise_openvino(model, calib, spec)
+        model = quantise_openvino(model, calib, spec, overflow_fix)
     model.set_rt_info(spec.to_json(), [SPEC_METADATA_KEY])
     out_xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(out_xml), compress_to_fp16=fp16)

@@ -423,7 +423,8 @@ def test_crops_wait_for_one_reid_call_but_never_past_their_tracks_end(shared_vid
     monkeypatch.setattr(PipelineRunner, "_embed_pending", counted)
     seen = {}
     for wait in (0, 30):
-        requested.clear(), calls.clear(), late.clear()
+        for recorded in (requested, calls, late):
+            recorded.clear()
         raw = {"cameras": [{"id": "a", "source": str(shared_video["pets"])}], "store": "embedded",
                "output": {"dir": str(tmp_path / str(wait)), "video": False, "snapshots": False},
                "reid": {"embed_wait_steps": wait},
