@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 
 GPU_MARKER = "gpu"
-_skipped_gpu_tests: list[tuple[str, str]] = []
 
 
 def _reason(report) -> str:
@@ -31,7 +30,6 @@ def pytest_runtest_makereport(item, call):
         return
     reason = _reason(report)
     if item.get_closest_marker(GPU_MARKER) is not None:
-        _skipped_gpu_tests.append((item.nodeid, reason))
         return
     report.outcome = "failed"
     report.longrepr = (f"{item.nodeid} would have been skipped, and only tests marked `gpu` may skip "
@@ -40,8 +38,11 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _skipped_gpu_tests:
-        terminalreporter.write_sep("-", f"skipped: {len(_skipped_gpu_tests)} GPU tests "
-                                        "(the only tests allowed to skip)")
-        for nodeid, reason in _skipped_gpu_tests:
+    # Read from the reports the terminal collected, not from a list kept by the hook above: with pytest-xdist
+    # (`make test` runs two workers) the hook runs in the workers and only the reports reach this process.
+    # Every skip left after the hook is a GPU test's.
+    skipped = [(r.nodeid, _reason(r)) for r in terminalreporter.stats.get("skipped", [])]
+    if skipped:
+        terminalreporter.write_sep("-", f"skipped: {len(skipped)} GPU tests (the only tests allowed to skip)")
+        for nodeid, reason in skipped:
             terminalreporter.write_line(f"{nodeid}: {reason}")

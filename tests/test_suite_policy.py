@@ -19,7 +19,10 @@ def _pytest(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_a_skip_outside_the_gpu_tests_fails_and_says_why(tmp_path):
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist-workers"])
+def test_a_skip_outside_the_gpu_tests_fails_and_says_why(tmp_path, workers):
+    """Also with pytest-xdist's workers, as `make test` runs the suite: the hooks run in the workers there and
+    only the reports reach the process that prints the summary."""
     (tmp_path / "conftest.py").write_text(
         "from tests.skip_policy import pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401\n")
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
@@ -43,7 +46,7 @@ def test_a_skip_outside_the_gpu_tests_fails_and_says_why(tmp_path):
         "    pytest.skip('no-CUDA-GPU-for-the-sample')\n\n"
         "def test_passes():\n"
         "    assert True\n")
-    proc = _pytest(["test_sample.py"], tmp_path)
+    proc = _pytest([*workers, "test_sample.py"], tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     for name, reason in (("test_skips_in_its_body", "shared-data-for-the-sample missing"),
