@@ -83,7 +83,8 @@ run: install
 # Two pytest-xdist workers, one test file each at a time (module fixtures, such as a trained model, are built once):
 # on 2 cores the suite waits on servers, subprocesses and real-time streams for about half its time, and the
 # second worker fills it (a 2-core AVX2 EPYC: 18 min 33 s in one process, 12 min 32 s in two).
-TEST_WORKERS ?= 2  # 0: the whole suite in this one process
+# TEST_WORKERS=0: the whole suite in one process.
+TEST_WORKERS ?= 2
 test: install-test
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
