@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.skip_policy import pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401 (pytest hooks)
+from tests.skip_policy import (  # noqa: F401 (pytest hooks)
+    pytest_make_collect_report, pytest_runtest_makereport, pytest_terminal_summary)
 
 # Property tests draw the same examples on every run, so the suite passes or fails the same way in CI and
 # here; HYPOTHESIS_PROFILE=explore draws new examples on each run (and keeps the failures found) when

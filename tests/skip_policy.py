@@ -28,13 +28,27 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if not report.skipped:
         return
-    reason = _reason(report)
     if item.get_closest_marker(GPU_MARKER) is not None:
         return
+    reason = _reason(report)
     report.outcome = "failed"
     report.longrepr = (f"{item.nodeid} would have been skipped, and only tests marked `gpu` may skip "
                        f"(see tests/skip_policy.py). Install or provide what it needs ({reason}); "
                        "`make test` installs the system parts when run as root.")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    # A whole module skipped at import (`pytest.skip(..., allow_module_level=True)`, `pytest.importorskip`) never
+    # reaches the hook above: it would pass silently, every test in it unrun. It fails instead, keeping the reason;
+    # a GPU test skips inside its own body (or fixture), where the marker can be read.
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped:
+        report.outcome = "failed"
+        report.longrepr = (f"{collector.nodeid} would have been skipped as a whole at import, and only tests marked "
+                           f"`gpu` may skip, each in its own body (see tests/skip_policy.py). Install or provide "
+                           f"what it needs ({_reason(report)}).")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -24,7 +24,8 @@ def test_a_skip_outside_the_gpu_tests_fails_and_says_why(tmp_path, workers):
     """Also with pytest-xdist's workers, as `make test` runs the suite: the hooks run in the workers there and
     only the reports reach the process that prints the summary."""
     (tmp_path / "conftest.py").write_text(
-        "from tests.skip_policy import pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401\n")
+        "from tests.skip_policy import pytest_make_collect_report, pytest_runtest_makereport, "
+        "pytest_terminal_summary  # noqa: F401\n")
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
     (tmp_path / "test_sample.py").write_text(
         "import pytest\n\n"
@@ -57,6 +58,27 @@ def test_a_skip_outside_the_gpu_tests_fails_and_says_why(tmp_path, workers):
         assert reason in out, out
     assert "1 passed" in out and "1 skipped" in out, out
     assert "skipped: 1 GPU tests" in out and "no-CUDA-GPU-for-the-sample" in out, out
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist-workers"])
+def test_a_module_skipped_at_import_fails_the_run_and_says_why(tmp_path, workers):
+    """A whole file skipped at import (`allow_module_level`, `importorskip`) never reaches the per-test hook: it
+    fails the run, naming what it lacks, and is not counted among the GPU skips."""
+    (tmp_path / "conftest.py").write_text(
+        "from tests.skip_policy import pytest_make_collect_report, pytest_runtest_makereport, "
+        "pytest_terminal_summary  # noqa: F401\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
+    (tmp_path / "test_whole_module.py").write_text(
+        "import pytest\n\n"
+        "pytest.importorskip('a_module_for_the_sample_that_is_not_installed')\n\n"
+        "def test_never_run():\n"
+        "    pass\n")
+    proc = _pytest([*workers, "test_whole_module.py"], tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "test_whole_module.py would have been skipped as a whole" in out, out
+    assert "a_module_for_the_sample_that_is_not_installed" in out, out
+    assert "GPU tests" not in out and "skipped" not in out.splitlines()[-1], out
 
 
 @pytest.mark.slow
