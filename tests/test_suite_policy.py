@@ -19,15 +19,24 @@ def _pytest(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist-workers"])
-def test_a_skip_outside_the_gpu_tests_fails_and_says_why(tmp_path, workers):
-    """Also with pytest-xdist's workers, as `make test` runs the suite: the hooks run in the workers there and
-    only the reports reach the process that prints the summary."""
-    (tmp_path / "conftest.py").write_text(
+# `make test` runs the suite in pytest-xdist workers, where the hooks run in the workers and only the reports
+# reach the process that prints the summary: the policy is checked both ways.
+IN_ONE_PROCESS_AND_IN_WORKERS = pytest.mark.parametrize("workers", [[], ["-n", "2"]],
+                                                        ids=["one-process", "xdist-workers"])
+
+
+def _sample_suite(folder: Path, name: str, text: str) -> None:
+    """A sample test file `name` in `folder`, under the suite's skip-policy hooks and its `gpu` marker."""
+    (folder / "conftest.py").write_text(
         "from tests.skip_policy import pytest_make_collect_report, pytest_runtest_makereport, "
         "pytest_terminal_summary  # noqa: F401\n")
-    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
-    (tmp_path / "test_sample.py").write_text(
+    (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
+    (folder / name).write_text(text)
+
+
+@IN_ONE_PROCESS_AND_IN_WORKERS
+def test_a_skip_outside_the_gpu_tests_fails_and_says_why(tmp_path, workers):
+    _sample_suite(tmp_path, "test_sample.py",
         "import pytest\n\n"
         "@pytest.fixture\n"
         "def server():\n"
@@ -60,15 +69,11 @@ def test_a_skip_outside_the_gpu_tests_fails_and_says_why(tmp_path, workers):
     assert "skipped: 1 GPU tests" in out and "no-CUDA-GPU-for-the-sample" in out, out
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist-workers"])
+@IN_ONE_PROCESS_AND_IN_WORKERS
 def test_a_module_skipped_at_import_fails_the_run_and_says_why(tmp_path, workers):
     """A whole file skipped at import (`allow_module_level`, `importorskip`) never reaches the per-test hook: it
     fails the run, naming what it lacks, and is not counted among the GPU skips."""
-    (tmp_path / "conftest.py").write_text(
-        "from tests.skip_policy import pytest_make_collect_report, pytest_runtest_makereport, "
-        "pytest_terminal_summary  # noqa: F401\n")
-    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
-    (tmp_path / "test_whole_module.py").write_text(
+    _sample_suite(tmp_path, "test_whole_module.py",
         "import pytest\n\n"
         "pytest.importorskip('a_module_for_the_sample_that_is_not_installed')\n\n"
         "def test_never_run():\n"
