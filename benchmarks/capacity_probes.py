@@ -16,6 +16,9 @@
 * `batch-sizes`: the config's ReID model (OpenVINO) on batches of 1-9 crops of random size, as a run's steps make
   them: one dynamic-shape model, the same batches sorted by size, and fixed-shape copies for every size
   (`reid.fixed_batches`; README "A lighter default ReID model").
+* `detector-parts`: the config's detector on batches of `--batch` PETS frames as one ONNX Runtime run on all
+  cores (`detector.workers` 1) and as parts run side by side, each single-threaded on 2 cores (the default
+  `detector.workers` 2; README "Runs side by side").
 * `detector-input`: the YOLOX session fed float32 NCHW made by NumPy from the uint8 NHWC batch (what the
   detector does) against the same graph with a uint8 NHWC input and the transpose and cast inside it.
 
@@ -186,6 +189,24 @@ def probe_detector_input(config, frames: list[np.ndarray], steps: int) -> None:
               "uint8 NHWC into the graph")
 
 
+def probe_detector_parts(config, frames: list[np.ndarray], steps: int, batch: int) -> None:
+    """The config's detector on batches of `batch` PETS frames (each slot its own frame) as one run on all cores
+    (detector.workers 1) and as `detector.workers` parts side by side (at least 2), in rounds."""
+    from pipeline.perception import detector_from_config
+
+    workers = max(2, config.detector.workers)
+    whole = detector_from_config(config.detector.model_copy(update={"workers": 1}))
+    parts = detector_from_config(config.detector.model_copy(update={"workers": workers}))
+    batches = [[frames[(i + 7 * k) % len(frames)] for k in range(batch)] for i in range(len(frames))]
+    for a, b in zip(whole.detect(batches[0]), parts.detect(batches[0])):
+        assert len(a) == len(b) and np.allclose(a.xyxy, b.xyxy, atol=0.05), "the parts must find the same boxes"
+    for _ in range(3):  # rounds: a shared host's speed drifts, so compare within a round
+        one = _timed(lambda i: whole.detect(batches[i % len(batches)]), steps)
+        side = _timed(lambda i: parts.detect(batches[i % len(batches)]), steps)
+        print(f"detector-parts: batch of {batch}: {one:.1f} ms as one run on all cores, {side:.1f} ms as {workers} "
+              f"parts side by side ({100 * (1 - side / one):.0f} % less)", flush=True)
+
+
 class _Clock:
     """Seconds, calls and (where given) batch sizes per part."""
 
@@ -218,10 +239,12 @@ class _Clock:
 
 def _timed_detector(detector, clock: _Clock):
     """The detector with its letterbox, network and whole call behind `clock` (instance attributes, so only this
-    detector is timed)."""
-    letterbox, net, detect = detector._letterbox, detector.net, detector.detect
+    detector is timed). With `detector.workers` > 1 "network" is each part's run, the parts side by side."""
+    letterbox, net, part_net, detect = detector._letterbox, detector.net, detector._part_net, detector.detect
     detector._letterbox = lambda frame, out: clock.call("letterbox", letterbox, frame, out)
     detector.net = lambda x: clock.call("network", net, x)
+    if part_net is not None:
+        detector._part_net = lambda x: clock.call("network", part_net, x)
     detector.detect = lambda frames: clock.call("detect", detect, frames)
     return detector
 
@@ -303,10 +326,10 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probe", nargs="+", default=["overlap", "detector-input"],
-                    choices=["overlap", "detector-input", "inside", "batch-sizes"])
+                    choices=["overlap", "detector-input", "inside", "batch-sizes", "detector-parts"])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--calls", type=int, default=300, help="batch-sizes: embedder calls a round")
-    ap.add_argument("--batch", type=int, default=8, help="overlap: frames the detector takes a step")
+    ap.add_argument("--batch", type=int, default=8, help="overlap, detector-parts: frames the detector takes a step")
     ap.add_argument("--crops", type=int, default=11, help="overlap: crops the embedder takes a step")
     ap.add_argument("--python-ms", type=float, default=15.0, help="overlap: ms of Python holding the GIL a step")
     ap.add_argument("--cameras", type=int, default=8, help="inside: cameras of the capacity run")
@@ -329,6 +352,8 @@ def main() -> int:
             probe_detector_input(config, frames, args.steps)
         elif probe == "batch-sizes":
             probe_batch_sizes(config, frames, args.calls)
+        elif probe == "detector-parts":
+            probe_detector_parts(config, frames, args.steps, args.batch)
         else:
             probe_inside(args.cameras, args.frames, args.set)
     return 0

@@ -77,7 +77,7 @@ def generate(preset: str, seed: int, knobs: list[str], out: Path) -> None:
 def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: int = 1,
                  colour_gains: dict[str, list[float]] | None = None,
                  prefill: Callable[[IdentityStore], None] | None = None,
-                 detector_every: int = 1) -> tuple[float, Path]:
+                 detector: dict | None = None) -> tuple[float, Path]:
     """Run the scene's cameras through `python -m pipeline run`; returns (wall seconds, store directory).
 
     With `workers` > 1 the cameras are split round-robin over that many `pipeline run` processes started
@@ -113,7 +113,7 @@ def run_pipeline(scene: Path, work: Path, matcher: dict, reid: dict, workers: in
             config = work / f"run{k}.yaml"
             config.write_text(yaml.safe_dump({"cameras": group, "store": store, "output": {"video": False},
                                               "matcher": matcher, "reid": reid,
-                                              "detector": {"every": detector_every}}))
+                                              "detector": detector or {"every": 1}}))
             out = work / ("out" if workers == 1 else f"out{k}")
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "run", str(config), "--output-dir", str(out),
@@ -276,7 +276,7 @@ def warm_colour_stats(scene: Path, region: str) -> dict[str, tuple[list[float], 
 
 
 def warm_stats_from_run(warm_scene: Path, work: Path, matcher: dict, reid: dict,
-                        detector_every: int = 1) -> dict[str, dict]:
+                        detector: dict | None = None) -> dict[str, dict]:
     """Every per-camera statistic the pipeline itself leaves in its store after a run on `warm_scene` (other
     people, the same cameras; its detections, tracks and crops): each camera's colour levels
     (`<prefix>:camera_colour`) and identity-feature means (`<prefix>:camera_features`), as raw store hashes, so
@@ -288,7 +288,7 @@ def warm_stats_from_run(warm_scene: Path, work: Path, matcher: dict, reid: dict,
         raise SystemExit(f"{warm_scene}: no cameras.yaml; make it with `python -m synth scenes ... --set people_seed=N`")
     store_dir = work / "out" / "store"
     if not store_dir.is_dir():
-        run_pipeline(warm_scene, work, matcher, reid, detector_every=detector_every)
+        run_pipeline(warm_scene, work, matcher, reid, detector=detector)
     with RedisServer(store_dir) as srv:
         store = IdentityStore(srv.client())
         stats = {key: store.r.hgetall(key) for key in (store.camera_colour_key, store.camera_features_key)}
@@ -371,10 +371,13 @@ def main() -> int:
     ap.add_argument("--detector-every", type=int, default=1,
                     help="detector.every: 1 (every frame, as every scene figure in the README was measured; the "
                          "pipeline's default stride came later) or the pipeline's stride to compare")
+    ap.add_argument("--detector", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="detector settings for every run, e.g. workers=1 (every: --detector-every)")
     ap.add_argument("--workers", type=int, default=1,
                     help="split the cameras over this many `pipeline run` processes sharing one Redis")
     args = ap.parse_args()
     forced, reid_settings = key_values(args.matcher, "--matcher"), key_values(args.reid, "--reid")
+    detector = {"every": args.detector_every, **key_values(args.detector, "--detector")}
     work = Path(args.work)
     models: dict[str, str | None] = {}
     for item in args.models:
@@ -422,9 +425,9 @@ def main() -> int:
                     prefill = (put_colour_stats(warm_colour_stats(warm_scene, region), region)
                                if args.warm_from == "gt" else
                                put_raw_stats(warm_stats_from_run(warm_scene, warm_scene.parent / run_dir.name,
-                                                                 matcher, reid, args.detector_every)))
+                                                                 matcher, reid, detector)))
                 wall, store_dir = run_pipeline(scene, run_dir, matcher, reid, args.workers, gains, prefill,
-                                               args.detector_every)
+                                               detector)
                 final, events, alive = read_identities(store_dir)
                 kinds = Counter(e["type"] for e in events)
                 seq_len, dup = build_sequence(scene, run_dir / "mot", final, run_dir / "eval")
@@ -447,6 +450,8 @@ def main() -> int:
              else "no topology"))
     if args.reid:
         print(f"reid settings for every model: {', '.join(args.reid)}")
+    if args.detector:
+        print(f"detector settings: {', '.join(args.detector)}")
     for label, (_, reid, shown) in settings.items():
         print(f"model {label}: {reid.get('model', 'the default (OMZ 0267)')}; matcher {shown}")
     if args.measured_gains:

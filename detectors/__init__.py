@@ -28,10 +28,12 @@ def create_detector(
     runtime: str = "onnxruntime",
     precision: str = "auto",
     spin_wait: bool = True,
+    workers: int = 1,
 ) -> Detector:
     """`min_height`: boxes shorter than this (px, original frame) are dropped; 0 keeps all. `runtime` and
     `precision` choose what runs a YOLOX file (detectors.yolox_onnx); Ultralytics runs its own. `spin_wait`:
-    ONNX Runtime's threads spin between runs (False: they sleep; detectors.yolox_onnx.yield_between_runs)."""
+    ONNX Runtime's threads spin between runs (False: they sleep; detectors.yolox_onnx.yield_between_runs).
+    `workers`: a YOLOX file in ONNX Runtime runs a batch as this many parts side by side (YoloxOnnxDetector)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown detector backend {backend!r}; choose one of {BACKENDS}")
     size = input_size or DEFAULT_INPUT_SIZE[backend]
@@ -40,7 +42,7 @@ def create_detector(
         from detectors.yolox_onnx import YoloxOnnxDetector
 
         detector = YoloxOnnxDetector(model_path, size, confidence, nms_iou, classes, runtime=runtime,
-                                     precision=precision, spin_wait=spin_wait)
+                                     precision=precision, spin_wait=spin_wait, workers=workers)
     else:
         if runtime != "onnxruntime" or precision != "auto":
             raise ValueError("detector.runtime / detector.precision apply to YOLOX files only; the ultralytics "

@@ -13,7 +13,7 @@ def detector_from_config(det: DetectorConfig) -> Detector:
     return create_detector(det.backend, resolve_model(det.model), input_size=det.input_size,
                            confidence=det.confidence, nms_iou=det.nms_iou, classes=det.classes,
                            min_height=det.min_height, runtime=det.runtime, precision=det.precision,
-                           spin_wait=det.spin_wait)
+                           spin_wait=det.spin_wait, workers=det.workers)
 
 
 def tracker_from_config(tracker: TrackerConfig) -> Tracker:

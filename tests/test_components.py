@@ -140,6 +140,69 @@ def test_yolox_in_openvino_finds_what_onnxruntime_finds(detector, shared_models,
     assert len(auto.net.compiled) == MAX_OPENVINO_SHAPES
 
 
+def test_yolox_parts_side_by_side_give_the_whole_batchs_boxes_in_order(detector, shared_models, shared_video):
+    """detector.workers: a batch split into parts that run side by side (each on its share of the threads) gives
+    every frame the boxes one run of the whole batch gives, in the batch's order, for any batch size and for
+    frames of different shapes; the runs really are side by side (the parts run in different threads at once);
+    a part that fails fails the call after every part has ended."""
+    import threading
+    import time
+
+    frames = _frames(shared_video["pets"], 7)
+    frames = [frames[k] for k in (6, 0, 3, 5, 1, 4, 2)]  # not in video order: order errors must show
+    portrait = np.ascontiguousarray(frames[2][:, :400])
+    split = create_detector("yolox", shared_models["yolox"], confidence=0.3, workers=3)
+    assert split.workers == 3 and split._part_net.session.get_session_options().intra_op_num_threads >= 1
+    for batch in (frames[:1], frames[:2], frames[:3], frames[:5], frames, [frames[0], portrait, frames[1]]):
+        want = [detector.detect([f])[0] for f in batch]
+        got = split.detect(batch)
+        assert len(got) == len(batch)
+        for g, w in zip(got, want):
+            assert len(g) == len(w) > 0
+            np.testing.assert_allclose(g.xyxy, w.xyxy, atol=0.05)
+            np.testing.assert_allclose(g.score, w.score, atol=1e-4)
+
+    spans, net = [], split._part_net
+
+    class Recording:
+        def __call__(self, x):
+            start = time.perf_counter()
+            out = net(x)
+            spans.append((threading.get_ident(), start, time.perf_counter()))
+            return out
+
+    split._part_net = Recording()
+    split.detect(frames[:6])
+    assert len(spans) == 3 and len({ident for ident, *_ in spans}) == 3
+    assert max(start for _, start, _ in spans) < min(end for *_, end in spans), "the parts ran one after another"
+
+    ended = []
+
+    lock = threading.Lock()
+
+    class OneFailsOneIsSlow:  # the caller's own part is quick; of the pool's two, one fails and one is slow
+        def __call__(self, x):
+            with lock:
+                role = "quick" if threading.current_thread() is threading.main_thread() else \
+                    ("fail" if "failed" not in ended else "slow")
+                if role == "fail":
+                    ended.append("failed")
+            if role == "fail":
+                raise RuntimeError("part failed")
+            if role == "slow":
+                time.sleep(0.5)
+            out = net(x)
+            ended.append("done")
+            return out
+
+    split._part_net = OneFailsOneIsSlow()
+    with pytest.raises(RuntimeError, match="part failed"):
+        split.detect(frames[:6])
+    assert sorted(ended) == ["done", "done", "failed"]  # the other parts had ended when the call raised
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        create_detector("yolox", shared_models["yolox"], workers=0)
+
+
 def test_detector_runtime_options_say_what_is_wrong(shared_models, tmp_path):
     with pytest.raises(ValueError, match="bf16 needs runtime openvino"):
         create_detector("yolox", shared_models["yolox"], precision="bf16")
@@ -345,7 +408,8 @@ def _spins(session) -> bool:
 @pytest.mark.parametrize("spin_wait", [None, True])
 def test_pipeline_models_sleep_between_runs_unless_told_to_spin(shared_video, tmp_path, spin_wait):
     """The runner's detector and ONNX Runtime embedder are built with detector/reid.spin_wait (default: off, so
-    the models and decoders of a run do not take each other's cores; README capacity table)."""
+    the models and decoders of a run do not take each other's cores; README capacity table) and the detector with
+    detector.workers."""
     from pipeline.config import parse_config
     from pipeline.runner import PipelineRunner
 
@@ -354,11 +418,15 @@ def test_pipeline_models_sleep_between_runs_unless_told_to_spin(shared_video, tm
            "reid": {"backend": "onnxruntime", "model": "person-reidentification-retail-0267.ort.onnx"},
            "output": {"dir": str(tmp_path)}}
     if spin_wait is not None:
-        raw["detector"] = {"spin_wait": spin_wait}
+        raw["detector"] = {"spin_wait": spin_wait, "workers": 1}
         raw["reid"]["spin_wait"] = spin_wait
     detector, embedder = PipelineRunner(parse_config(raw), tmp_path)._build_models()
     expected = bool(spin_wait)
     assert _spins(detector.net.session) is expected
+    # detector.workers (default 2): the parts' session too; 1: no parts
+    assert detector.workers == (1 if spin_wait else 2) and (detector._pool is None) == bool(spin_wait)
+    if detector.workers > 1:
+        assert _spins(detector._part_net.session) is expected
     assert _spins(embedder.session) is expected
     frame = _frames(shared_video["pets"], 1)[0]
     assert len(detector.detect([frame])[0]) >= 3  # the sessions still run
