@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -215,15 +216,18 @@ class _Clock:
         self.calls: dict[str, int] = {}
         self.sizes: dict[str, list[int]] = {}
         self.durations: dict[str, list[float]] = {}  # seconds of each call, where sizes are kept
+        self._lock = threading.Lock()
 
     def call(self, part: str, fn, *args, size: int | None = None):
         t = time.perf_counter()
         out = fn(*args)
-        self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t
-        self.calls[part] = self.calls.get(part, 0) + 1
-        if size is not None:
-            self.sizes.setdefault(part, []).append(size)
-            self.durations.setdefault(part, []).append(time.perf_counter() - t)
+        took = time.perf_counter() - t
+        with self._lock:  # the detector's parts call from two threads at once
+            self.seconds[part] = self.seconds.get(part, 0.0) + took
+            self.calls[part] = self.calls.get(part, 0) + 1
+            if size is not None:
+                self.sizes.setdefault(part, []).append(size)
+                self.durations.setdefault(part, []).append(took)
         return out
 
     def per_call_and_crop(self, part: str) -> tuple[float, float]:
