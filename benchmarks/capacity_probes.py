@@ -267,7 +267,6 @@ def _thread_cpu_s() -> dict[int, float]:
 
 def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
     import tempfile
-    import threading
 
     import capacity
     import pipeline.runner as runner

@@ -212,10 +212,11 @@ class YoloxOnnxDetector:
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         if self._pool is None or len(frames) < 2:
             return self._detect(frames, self.net)
-        parts = [list(p) for p in np.array_split(np.arange(len(frames)), min(self.workers, len(frames)))]
-        futures = [self._pool.submit(self._detect, [frames[i] for i in p], self._part_net) for p in parts[1:]]
+        split = np.array_split(np.arange(len(frames)), min(self.workers, len(frames)))
+        parts = [[frames[i] for i in indices] for indices in split]
+        futures = [self._pool.submit(self._detect, part, self._part_net) for part in parts[1:]]
         try:
-            results = self._detect([frames[i] for i in parts[0]], self._part_net)
+            results = self._detect(parts[0], self._part_net)
         finally:
             wait(futures)  # no part outlives the call, even when another part failed
         for future in futures:
