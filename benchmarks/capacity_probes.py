@@ -12,13 +12,15 @@
 * `inside`: the capacity run of capacity.py (default config and `--set` keys, `--cameras` copies of PETS, `--frames` each) with
   clocks on the detector's parts (letterbox a frame, the network a batch, the whole call) and on the ReID
   model's calls, then the same detector alone as capacity.py times it: what the run costs each part beyond what
-  it costs alone. Also the process's CPU use over the run and the reader (decoder) threads' share of it.
+  it costs alone. Also the process's CPU use over the run, the reader (decoder) threads' share of it, and the CPU
+  seconds of every thread by kind (the frame loop, the detector's threads, the readers, the ReID model's native
+  threads, the store worker), read from /proc: which thread is busy and which waits.
 * `batch-sizes`: the config's ReID model (OpenVINO) on batches of 1-9 crops of random size, as a run's steps make
   them: one dynamic-shape model, the same batches sorted by size, and fixed-shape copies for every size
   (`reid.fixed_batches`; README "A lighter default ReID model").
 * `detector-parts`: the config's detector on batches of `--batch` PETS frames as one ONNX Runtime run on all
-  cores (`detector.workers` 1) and as parts run side by side, each single-threaded on 2 cores (the default
-  `detector.workers` 2; README "Runs side by side").
+  cores (`detector.workers` 1) and frame by frame on threads side by side, each run single-threaded on 2 cores
+  (the default `detector.workers` 2; README "Runs side by side").
 * `detector-input`: the YOLOX session fed float32 NCHW made by NumPy from the uint8 NHWC batch (what the
   detector does) against the same graph with a uint8 NHWC input and the transpose and cast inside it.
 
@@ -204,8 +206,8 @@ def probe_detector_parts(config, frames: list[np.ndarray], steps: int, batch: in
     for _ in range(3):  # rounds: a shared host's speed drifts, so compare within a round
         one = _timed(lambda i: whole.detect(batches[i % len(batches)]), steps)
         side = _timed(lambda i: parts.detect(batches[i % len(batches)]), steps)
-        print(f"detector-parts: batch of {batch}: {one:.1f} ms as one run on all cores, {side:.1f} ms as {workers} "
-              f"parts side by side ({100 * (1 - side / one):.0f} % less)", flush=True)
+        print(f"detector-parts: batch of {batch}: {one:.1f} ms as one run on all cores, {side:.1f} ms frame by frame "
+              f"on {workers} threads side by side ({100 * (1 - side / one):.0f} % less)", flush=True)
 
 
 class _Clock:
@@ -255,14 +257,30 @@ def _timed_detector(detector, clock: _Clock):
 
 def _thread_cpu_s() -> dict[int, float]:
     """CPU seconds of each thread of this process, by native thread id (Linux /proc)."""
+    return {tid: cpu for tid, (_, cpu) in _thread_cpu_named().items()}
+
+
+def _thread_cpu_named() -> dict[int, tuple[str, float]]:
+    """(kernel thread name, CPU seconds) of each thread of this process, by native thread id (Linux /proc).
+    Native threads (ONNX Runtime's, OpenVINO's) have no Python name; their kernel name says whose they are."""
     out = {}
     for tid in os.listdir("/proc/self/task"):
         try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
         except FileNotFoundError:  # the thread ended between listing and reading
             continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
     return out
+
+
+def _thread_group(name: str) -> str:
+    """Threads of one kind under one name: reader-cam01 and reader-cam02 are both readers."""
+    for sep in ("-", "_"):
+        head = name.split(sep)[0]
+        if head != name:
+            return head
+    return name.rstrip("0123456789") or name
 
 
 def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
@@ -285,14 +303,21 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
 
     runner.detector_from_config, runner.create_embedder = timed_detector, timed_embedder
     readers: dict[int, float] = {}
+    threads_cpu: dict[int, tuple[str, float]] = {}  # every thread's last reading: threads end during the run
     done = threading.Event()
+    main_tid = threading.get_native_id()
 
     def watch_readers() -> None:  # reader threads end with their source: keep their last CPU reading
         while not done.wait(0.5):
-            cpu = _thread_cpu_s()
-            for t in threading.enumerate():
-                if t.name.startswith("reader-") and t.native_id in cpu:
-                    readers[t.native_id] = cpu[t.native_id]
+            cpu = _thread_cpu_named()
+            python_names = {t.native_id: t.name for t in threading.enumerate()}
+            for tid, (name, seconds) in cpu.items():
+                name = "frame loop (main)" if tid == main_tid else python_names.get(tid, name)
+                if name != "probe-watch":
+                    threads_cpu[tid] = (name, seconds)
+                if name.startswith("reader-"):
+                    readers[tid] = seconds
+    before = _thread_cpu_named()  # threads from before the run (their CPU so far is not the run's)
 
     watcher = threading.Thread(target=watch_readers, name="probe-watch", daemon=True)
     watcher.start()
@@ -316,6 +341,15 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
           f"{alone_fps:.1f} frames/s (1 in {config.detector.every} detected); process CPU {cpu_s:.1f} s over the "
           f"run's {run['wall_s']:.1f} s of wall ({100 * cpu_s / run['wall_s']:.0f} % of one core, with loading), "
           f"reader threads {sum(readers.values()):.1f} s")
+    groups: dict[str, list[float]] = {}
+    for tid, (name, seconds) in threads_cpu.items():
+        spent = seconds - before.get(tid, (name, 0.0))[1]
+        group = groups.setdefault(name if name == "frame loop (main)" else _thread_group(name), [0, 0.0])
+        group[0] += 1
+        group[1] += spent
+    print("  CPU by thread over the run (loading included; last reading every 0.5 s): " + ", ".join(
+        f"{name} {seconds:.1f} s ({n} thread{'s' if n > 1 else ''})"
+        for name, (n, seconds) in sorted(groups.items(), key=lambda kv: -kv[1][1])))
     for part in ("letterbox", "network", "detect"):
         print(f"  {part}: {run_clock.ms(part):.2f} ms a call in the run ({run_clock.calls[part]} calls), "
               f"{alone.ms(part):.2f} alone")

@@ -16,7 +16,9 @@ a frame in the step), so compiled models are kept, the least recently used dropp
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -165,12 +167,13 @@ class YoloxOnnxDetector:
         """`spin_wait`: ONNX Runtime's threads spin between runs (its default); False lets other work have the
         cores (`yield_between_runs`). OpenVINO schedules its own threads and ignores it.
 
-        `workers` (ONNX Runtime only): a batch of several frames is split into this many parts, run side by side,
-        each on its share of the cores (`threads`, or all cores, divided by `workers`; at least one thread each).
-        YOLOX-nano's layers are small: ONNX Runtime's threads inside one run wait for one another at every layer,
-        and on 2 cores two single-threaded runs of half the batch each took 6-36 % less time than one run of the
-        whole batch on two threads, for the same boxes (README, Benchmarks: "Runs side by side"). A single frame
-        runs whole, on all the threads."""
+        `workers` (ONNX Runtime only): the frames of a batch are run by this many threads side by side, each
+        taking the next frame until none is left, each run on its share of the cores (`threads`, or all cores,
+        divided by `workers`; at least one thread each). YOLOX-nano's layers are small: ONNX Runtime's threads
+        inside one run wait for one another at every layer, and on 2 cores two single-threaded runs side by side
+        took 6-36 % less time than one run of the whole batch on two threads, for the same boxes; frame by frame
+        rather than in fixed halves, the 8-camera pipeline carried 9-10 % more frames/s (README, Benchmarks: "Runs
+        side by side"). A single frame runs whole, on all the threads."""
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown YOLOX runtime {runtime!r}; choose one of {RUNTIMES}")
         if precision not in PRECISIONS:
@@ -183,7 +186,7 @@ class YoloxOnnxDetector:
         self.net = _OnnxRuntimeNet(model_path, threads, spin_wait) if runtime == "onnxruntime" else \
             _OpenVinoNet(model_path, threads, precision)
         # Runs side by side share one session (ONNX Runtime's run is thread-safe) with its share of the threads;
-        # the caller's thread runs the first part, the pool the others.
+        # the caller's thread and the pool's take the frames.
         self.workers = workers if runtime == "onnxruntime" else 1
         self._part_net = None
         self._pool = None
@@ -212,16 +215,29 @@ class YoloxOnnxDetector:
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         if self._pool is None or len(frames) < 2:
             return self._detect(frames, self.net)
-        split = np.array_split(np.arange(len(frames)), min(self.workers, len(frames)))
-        parts = [[frames[i] for i in indices] for indices in split]
-        futures = [self._pool.submit(self._detect, part, self._part_net) for part in parts[1:]]
+        # The frames are shared out one at a time, not as fixed parts: a thread held up (by the decoders, the
+        # ReID model, the store) takes fewer frames instead of holding up the step while the others wait, and
+        # one frame at a time on one thread ran faster a frame than two or four (README: "Runs side by side").
+        results: list[Detections | None] = [None] * len(frames)
+        taken = itertools.count()  # the next frame to run: each number goes to one thread (count is atomic)
+        failed = threading.Event()  # after a failure no thread starts another frame
+
+        def run_frames() -> None:
+            try:
+                while not failed.is_set() and (i := next(taken)) < len(frames):
+                    results[i] = self._detect([frames[i]], self._part_net)[0]
+            except BaseException:
+                failed.set()
+                raise
+
+        futures = [self._pool.submit(run_frames) for _ in range(min(self.workers, len(frames)) - 1)]
         try:
-            results = self._detect(parts[0], self._part_net)
+            run_frames()
         finally:
-            wait(futures)  # no part outlives the call, even when another part failed
+            wait(futures)  # no thread outlives the call, even when another failed
         for future in futures:
-            results += future.result()
-        return results
+            future.result()
+        return results  # type: ignore[return-value]
 
     def _detect(self, frames: Sequence[np.ndarray], net) -> list[Detections]:
         if not frames:

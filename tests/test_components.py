@@ -141,10 +141,11 @@ def test_yolox_in_openvino_finds_what_onnxruntime_finds(detector, shared_models,
 
 
 def test_yolox_parts_side_by_side_give_the_whole_batchs_boxes_in_order(detector, shared_models, shared_video):
-    """detector.workers: a batch split into parts that run side by side (each on its share of the threads) gives
-    every frame the boxes one run of the whole batch gives, in the batch's order, for any batch size and for
-    frames of different shapes; the runs really are side by side (the parts run in different threads at once);
-    a part that fails fails the call after every part has ended."""
+    """detector.workers: a batch whose frames are run by several threads side by side (each on its share of the
+    cores) gives every frame the boxes one run of the whole batch gives, in the batch's order, for any batch size
+    and for frames of different shapes; the runs really are side by side (the threads run frames at once); a
+    thread held up takes fewer frames; a frame that fails fails the call after every run under way has ended,
+    with no new one started."""
     import threading
     import time
 
@@ -162,43 +163,69 @@ def test_yolox_parts_side_by_side_give_the_whole_batchs_boxes_in_order(detector,
             np.testing.assert_allclose(g.xyxy, w.xyxy, atol=0.05)
             np.testing.assert_allclose(g.score, w.score, atol=1e-4)
 
-    spans, net = [], split._part_net
+    spans, net, lock = [], split._part_net, threading.Lock()
 
     class Recording:
         def __call__(self, x):
             start = time.perf_counter()
             out = net(x)
-            spans.append((threading.get_ident(), start, time.perf_counter()))
+            time.sleep(0.15)  # a frame's run is long enough for every thread to take one
+            with lock:
+                spans.append((threading.get_ident(), start, time.perf_counter(), len(x)))
             return out
 
     split._part_net = Recording()
-    split.detect(frames[:6])
-    assert len(spans) == 3 and len({ident for ident, *_ in spans}) == 3
-    assert max(start for _, start, _ in spans) < min(end for *_, end in spans), "the parts ran one after another"
+    assert len(split.detect(frames[:6])) == 6
+    assert sorted(n for *_, n in spans) == [1] * 6, "each frame runs once, on its own"
+    assert len({ident for ident, *_ in spans}) == 3, "every thread took frames"
+    firsts = [min(start for ident, start, *_ in spans if ident == t) for t in {ident for ident, *_ in spans}]
+    assert max(firsts) < min(end for _, _, end, _ in spans), "the threads ran one after another"
 
-    ended = []
+    # A thread held up takes fewer frames instead of holding up the call: the others take the rest.
+    spans.clear()
 
-    lock = threading.Lock()
-
-    class OneFailsOneIsSlow:  # the caller's own part is quick; of the pool's two, one fails and one is slow
+    class OneThreadSlow:
         def __call__(self, x):
-            with lock:
-                role = "quick" if threading.current_thread() is threading.main_thread() else \
-                    ("fail" if "failed" not in ended else "slow")
-                if role == "fail":
-                    ended.append("failed")
-            if role == "fail":
-                raise RuntimeError("part failed")
-            if role == "slow":
-                time.sleep(0.5)
+            if threading.current_thread() is not threading.main_thread() and not any(
+                    ident == threading.get_ident() for ident, *_ in spans):
+                time.sleep(0.4)
+            start = time.perf_counter()
             out = net(x)
-            ended.append("done")
+            with lock:
+                spans.append((threading.get_ident(), start, time.perf_counter(), len(x)))
             return out
 
-    split._part_net = OneFailsOneIsSlow()
+    split._part_net = OneThreadSlow()
+    started = time.perf_counter()
+    assert len(split.detect(frames[:6])) == 6
+    per_thread = {t: sum(1 for ident, *_ in spans if ident == t) for t in {ident for ident, *_ in spans}}
+    assert per_thread[threading.get_ident()] >= 4, per_thread  # in fixed parts it would have run 2 of the 6
+    assert time.perf_counter() - started < 0.4 + 3 * max(end - start for _, start, end, _ in spans)
+
+    running, ended = [0], []
+
+    class OneFails:  # the caller's first frame fails; the pool's threads take a while over theirs
+        def __call__(self, x):
+            with lock:
+                fail = threading.current_thread() is threading.main_thread() and "failed" not in ended
+                if fail:
+                    ended.append("failed")
+                else:
+                    running[0] += 1
+            if fail:
+                raise RuntimeError("part failed")
+            time.sleep(0.1)
+            out = net(x)
+            with lock:
+                running[0] -= 1
+                ended.append("done")
+            return out
+
+    split._part_net = OneFails()
     with pytest.raises(RuntimeError, match="part failed"):
-        split.detect(frames[:6])
-    assert sorted(ended) == ["done", "done", "failed"]  # the other parts had ended when the call raised
+        split.detect(frames[:7])
+    assert running == [0] and "failed" in ended  # no frame was still running when the call raised
+    assert ended.count("done") < 6, "after a failure no thread starts another frame"
     with pytest.raises(ValueError, match="workers must be at least 1"):
         create_detector("yolox", shared_models["yolox"], workers=0)
 
