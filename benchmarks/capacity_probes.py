@@ -251,7 +251,11 @@ def _timed_detector(detector, clock: _Clock):
     detector.net = lambda x: clock.call("network", net, x)
     if part_net is not None:
         detector._part_net = lambda x: clock.call("network", part_net, x)
-    detector.detect = lambda frames: clock.call("detect", detect, frames)
+    if getattr(detector, "queued", False):  # detect() is collect(submit()); the run calls them itself
+        collect = detector.collect
+        detector.collect = lambda batch: clock.call("detect", collect, batch)
+    else:
+        detector.detect = lambda frames: clock.call("detect", detect, frames)
     return detector
 
 
@@ -350,8 +354,8 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
     print("  CPU by thread over the run (loading included; last reading every 0.5 s): " + ", ".join(
         f"{name} {seconds:.1f} s ({n} thread{'s' if n > 1 else ''})"
         for name, (n, seconds) in sorted(groups.items(), key=lambda kv: -kv[1][1])))
-    for part in ("letterbox", "network", "detect"):
-        print(f"  {part}: {run_clock.ms(part):.2f} ms a call in the run ({run_clock.calls[part]} calls), "
+    for part in ("letterbox", "network", "detect"):  # with detector.ahead, "detect" is the loop's wait for a step
+        print(f"  {part}: {run_clock.ms(part):.2f} ms a call in the run ({run_clock.calls.get(part, 0)} calls), "
               f"{alone.ms(part):.2f} alone")
     for part, sizes in run_clock.sizes.items():  # the ReID model, and the outfit model where one is configured
         crops = sum(sizes)

@@ -65,8 +65,11 @@ class RecordingRunner(PipelineRunner):
 
         self.metrics.observe_batch = observe_and_keep
 
-    def _next_frames(self, cams):
-        batch = super()._next_frames(cams)
+    def _start_step(self, batch, *args):  # every step's frames, taken at its start or a step ahead
+        self._taken(batch)
+        return super()._start_step(batch, *args)
+
+    def _taken(self, batch) -> None:
         now = time.time()
         self.current = {f.camera_id: f.index for _, f in batch}
         with self.lock:
@@ -75,7 +78,6 @@ class RecordingRunner(PipelineRunner):
                 self.ages.append(now - f.wall_time)
             while len(self.captured) > 20_000:
                 self.captured.popitem(last=False)
-        return batch
 
 
 def pct(values: list[float], q: float) -> float:

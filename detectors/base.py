@@ -40,9 +40,18 @@ class Detections:
 
 
 class Detector(Protocol):
-    """Finds people in a batch of BGR frames (frames may have different sizes)."""
+    """Finds people in a batch of BGR frames (frames may have different sizes).
+
+    A detector whose `queued` is true also takes frames without waiting for them (`submit`, returning a handle)
+    and gives their boxes later (`collect(handle)`), in the order submitted: the frame loop detects the next
+    step's frames while it tracks and embeds this step's (detector.ahead)."""
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]: ...
+
+
+def queued(detector) -> bool:
+    """The detector takes `submit` / `collect` (see `Detector`)."""
+    return bool(getattr(detector, "queued", False))
 
 
 class MinHeightFilter:
@@ -60,4 +69,17 @@ class MinHeightFilter:
         self.min_height = float(min_height)
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
-        return [d.select(d.xyxy[:, 3] - d.xyxy[:, 1] >= self.min_height) for d in self.inner.detect(frames)]
+        return [self._kept(d) for d in self.inner.detect(frames)]
+
+    def _kept(self, d: Detections) -> Detections:
+        return d.select(d.xyxy[:, 3] - d.xyxy[:, 1] >= self.min_height)
+
+    @property
+    def queued(self) -> bool:
+        return bool(getattr(self.inner, "queued", False))
+
+    def submit(self, frames: Sequence[np.ndarray]):
+        return self.inner.submit(frames)
+
+    def collect(self, handle) -> list[Detections]:
+        return [self._kept(d) for d in self.inner.collect(handle)]

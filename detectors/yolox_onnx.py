@@ -16,11 +16,10 @@ a frame in the step), so compiled models are kept, the least recently used dropp
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -148,6 +147,26 @@ class _OpenVinoNet:
         return np.array(request.get_output_tensor(0).data)
 
 
+class FrameBatch:
+    """Frames submitted together to `YoloxOnnxDetector.submit`, and their boxes as the threads finish them."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self.frames = frames
+        self.results: list[Detections | None] = [None] * len(frames)
+        self.error: BaseException | None = None  # the first frame's failure; later frames are then skipped
+        self.done = threading.Event()
+        self._left = len(frames)
+        self._lock = threading.Lock()
+        if not frames:
+            self.done.set()
+
+    def frame_ended(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left == 0:
+                self.done.set()
+
+
 class YoloxOnnxDetector:
     """YOLOX ONNX detector (input BGR 0–255, top-left letterbox padded with 114, no normalisation)."""
 
@@ -195,6 +214,8 @@ class YoloxOnnxDetector:
             cores = threads or len(usable)
             self._part_net = _OnnxRuntimeNet(model_path, max(1, cores // self.workers), spin_wait)
             self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="yolox-part")
+        self._tasks: deque[tuple[FrameBatch, int]] = deque()  # frames queued for the threads side by side
+        self._tasks_lock = threading.Lock()
         self.input_size = input_size
         self.confidence = confidence
         self.nms_iou = nms_iou
@@ -212,32 +233,59 @@ class YoloxOnnxDetector:
         out[:nh, nw:] = 114
         return ratio
 
+    @property
+    def queued(self) -> bool:
+        """`submit` / `collect` run frames on the threads side by side (detector.workers > 1)."""
+        return self._pool is not None
+
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         if self._pool is None or len(frames) < 2:
             return self._detect(frames, self.net)
-        # The frames are shared out one at a time, not as fixed parts: a thread held up (by the decoders, the
-        # ReID model, the store) takes fewer frames instead of holding up the step while the others wait, and
-        # one frame at a time on one thread ran faster a frame than two or four (README: "Runs side by side").
-        results: list[Detections | None] = [None] * len(frames)
-        taken = itertools.count()  # the next frame to run: each number goes to one thread (count is atomic)
-        failed = threading.Event()  # after a failure no thread starts another frame
+        return self.collect(self.submit(frames))
 
-        def run_frames() -> None:
+    def submit(self, frames: Sequence[np.ndarray]) -> "FrameBatch":
+        """Queues the frames (one task each) for the threads side by side and returns at once; `collect` gives
+        their boxes. The frames are shared out one at a time, not as fixed parts: a thread held up (by the
+        decoders, the ReID model, the store) takes fewer frames instead of holding up the step while the others
+        wait, and one frame at a time on one thread ran faster a frame than two or four (README: "Runs side by
+        side"). Batches submitted one after another are run in that order."""
+        if self._pool is None:
+            raise RuntimeError("submit needs detector.workers > 1 (ONNX Runtime)")
+        batch = FrameBatch(list(frames))
+        with self._tasks_lock:
+            self._tasks.extend((batch, i) for i in range(len(batch.frames)))
+        for _ in range(min(self.workers - 1, len(batch.frames))):
+            self._pool.submit(self._run_queued)
+        return batch
+
+    def collect(self, batch: "FrameBatch") -> list[Detections]:
+        """The boxes of a submitted batch, in its frames' order. The calling thread runs queued frames (its own
+        batch's first) until every frame of the batch has ended; a frame that failed fails the call then, and
+        the batch's frames not yet started are not run."""
+        while not batch.done.is_set():
+            if not self._run_next():
+                batch.done.wait(0.05)
+        if batch.error is not None:
+            raise batch.error
+        return batch.results  # type: ignore[return-value]
+
+    def _run_queued(self) -> None:
+        while self._run_next():
+            pass
+
+    def _run_next(self) -> bool:
+        """Runs the oldest queued frame, if any (False: the queue was empty)."""
+        with self._tasks_lock:
+            if not self._tasks:
+                return False
+            batch, i = self._tasks.popleft()
+        if batch.error is None:
             try:
-                while not failed.is_set() and (i := next(taken)) < len(frames):
-                    results[i] = self._detect([frames[i]], self._part_net)[0]
-            except BaseException:
-                failed.set()
-                raise
-
-        futures = [self._pool.submit(run_frames) for _ in range(min(self.workers, len(frames)) - 1)]
-        try:
-            run_frames()
-        finally:
-            wait(futures)  # no thread outlives the call, even when another failed
-        for future in futures:
-            future.result()
-        return results  # type: ignore[return-value]
+                batch.results[i] = self._detect([batch.frames[i]], self._part_net)[0]
+            except BaseException as exc:  # handed to the batch's collect, which raises it
+                batch.error = batch.error or exc
+        batch.frame_ended()
+        return True
 
     def _detect(self, frames: Sequence[np.ndarray], net) -> list[Detections]:
         if not frames:

@@ -27,6 +27,7 @@ from pipeline.embedded import open_store_client
 from pipeline.matcher import matcher_from_config, thresholds_from_model
 from pipeline.metrics import PipelineMetrics
 from pipeline.models import resolve_model
+from detectors.base import queued
 from pipeline.perception import detector_from_config, tracker_from_config
 from pipeline.outage import StoreFailure, StoreLink, StoreUnavailable, runtime_client_options
 from pipeline.redact import redact
@@ -60,6 +61,17 @@ class CameraRun:
     tracker_restarts: int = 0
     tracks_split: int = 0  # tracks ended at an identity swap and continued under a new id (reid.swap_threshold)
     detect_phase: int = 0  # with detector.every n: the frames k with (k + detect_phase) % n == 0 are detected
+    scheduled: int = 0  # frames taken into a step so far (`frames` counts the steps finished)
+
+
+@dataclass
+class _Step:
+    """One step of the frame loop: at most one frame per camera, and the detection of those it detects."""
+    batch: list[tuple[CameraRun, Frame]]
+    due: list[int]  # positions in `batch` of the frames detected (detector.every)
+    started: float  # wall time its frames were taken
+    found: list | None = None  # Detections of the `due` frames, once in
+    handle: object = None  # the detector's handle while they are queued (detector.ahead)
 
 
 @dataclass
@@ -150,6 +162,7 @@ class PipelineRunner:
         self.embedder = None  # the ReID model, built in run()
         self._pending = PendingCrops()  # crops waiting for the ReID model (reid.embed_wait_steps)
         self._steps = 0  # steps of the frame loop so far
+        self.steps_ahead = 0  # steps whose detection was queued while the step before was finished (detector.ahead)
         self.crops_check = 0
         # (camera, frame index) -> capture wall time of recent frames, for the capture-to-event latency of
         # events the store worker publishes later (bounded: only recent frames can still be decided on)
@@ -590,99 +603,156 @@ class PipelineRunner:
                 log.info("camera %s added", cam.id)
 
     def _loop(self, cams, detector, embedder, progress) -> None:
-        stage, worker = self.stage, self.worker
-        every = self.config.detector.every
-        while not self._stop.is_set():
-            batch = self._next_frames(cams)
-            if not batch:
-                return
-            step_started, stage_before = time.time(), dict(self.stage_s)
-            with self._captured_lock:
-                for c, frame in batch:
-                    self._captured[(c.camera_id, frame.index)] = (frame.wall_time, frame.video_time)
-                while len(self._captured) > 10_000:
-                    self._captured.popitem(last=False)
-            t = time.perf_counter()
-            # detector.every > 1: a camera's frames between detections are tracked by motion alone (None).
-            due = [k for k, (c, _) in enumerate(batch) if (c.frames + c.detect_phase) % every == 0]
-            detections: list = [None] * len(batch)
-            for k, dets in zip(due, detector.detect([batch[k][1].image for k in due]) if due else []):
-                detections[k] = dets
-            self.stage_s["detect"] += time.perf_counter() - t
-            if self.levels is not None and self.levels.learns_background:
-                t = time.perf_counter()
-                for (c, frame), dets in zip(batch, detections):
-                    if dets is not None:  # each camera's background is learnt outside the boxes it holds
-                        self.levels.see_frame(c.camera_id, frame.image, dets.xyxy)
-                self.stage_s["embed"] += time.perf_counter() - t
+        # detector.ahead (a detector that takes frames without waiting: `queued`): the next step's frames, where
+        # they are already waiting, go to the detector's threads before this step is tracked and embedded, so the
+        # frame loop's own work runs beside the detection instead of leaving its cores idle (README, Benchmarks:
+        # "Detection a step ahead"). Steps are still finished one at a time, in order.
+        ahead = self.config.detector.ahead and queued(detector)
+        step = None
+        while True:
+            if step is None:
+                if self._stop.is_set():
+                    return
+                batch = self._next_frames(cams)
+                if not batch:
+                    return
+                step = self._start_step(batch, detector, ahead)
+            following = None
+            if ahead and (frames := self._frames_ahead(cams)):
+                following = self._start_step(frames, detector, ahead)
+                self.steps_ahead += 1
+            self._finish_step(step, detector, progress)
+            step = following
 
-            events: list[IdentityEvent] = []
-            pending = self._pending
-            per_camera_tracks = []
+    def _frames_ahead(self, cams: list[CameraRun]) -> list[tuple[CameraRun, Frame]]:
+        """Frames already waiting (at most one per camera) for the next step, or [] when anything but frames
+        waits: a stop, a camera command, a state change or a camera's end. Those are `_next_frames`' to handle
+        once the steps under way are finished, so no camera ends or changes with a frame of it in a step."""
+        if self._stop.is_set() or not self._commands.empty() or self.sources.changes_waiting():
+            return []
+        self.worker.check()
+        running = [c for c in cams if c.status == "running"]
+        now = time.monotonic()
+        for c in running:
+            c.reader.check_stall(now)  # a camera that stopped sending is noticed while the others keep the loop busy
+        if any(c.reader.end_waiting() for c in running):
+            return []
+        return [(c, frame) for c in running if (frame := c.reader.poll_frame()) is not None]
+
+    def _start_step(self, batch: list[tuple[CameraRun, Frame]], detector, ahead: bool) -> "_Step":
+        """Records the step's frames and starts their detection: queued on the detector's threads (ahead),
+        else run now."""
+        started = time.time()
+        with self._captured_lock:
+            for c, frame in batch:
+                self._captured[(c.camera_id, frame.index)] = (frame.wall_time, frame.video_time)
+            while len(self._captured) > 10_000:
+                self._captured.popitem(last=False)
+        every = self.config.detector.every
+        # detector.every > 1: a camera's frames between detections are tracked by motion alone (None). Frames
+        # are counted as they are taken (`scheduled`): a camera's frame may still wait in the step before.
+        due = []
+        for k, (c, _) in enumerate(batch):
+            if (c.scheduled + c.detect_phase) % every == 0:
+                due.append(k)
+            c.scheduled += 1
+        images = [batch[k][1].image for k in due]
+        if not images:
+            return _Step(batch, due, started, found=[])
+        if ahead:
+            return _Step(batch, due, started, handle=detector.submit(images))
+        t = time.perf_counter()
+        found = detector.detect(images)
+        self.stage_s["detect"] += time.perf_counter() - t
+        return _Step(batch, due, started, found=found)
+
+    def _finish_step(self, step: "_Step", detector, progress) -> None:
+        """Tracks, crops, embeds and publishes one step, once its detections are in."""
+        stage, worker, every = self.stage, self.worker, self.config.detector.every
+        batch, step_started, stage_before = step.batch, step.started, dict(self.stage_s)
+        found = step.found
+        if found is None:
+            t = time.perf_counter()
+            found = detector.collect(step.handle)  # this thread runs queued frames too; a failure is raised here
+            # the loop's time on detection: the rest of it ran beside the step before
+            self.stage_s["detect"] += time.perf_counter() - t
+        detections: list = [None] * len(batch)
+        for k, dets in zip(step.due, found):
+            detections[k] = dets
+        if self.levels is not None and self.levels.learns_background:
             t = time.perf_counter()
             for (c, frame), dets in zip(batch, detections):
-                size = (frame.image.shape[1], frame.image.shape[0])
-                if c.frame_size is not None and size != c.frame_size:
-                    self._restart_tracking(c, size)
-                c.frame_size = size
-                if c.frames == 0 and (slow := slow_stride(c.reader.camera.fps, c.reader.source_fps, every)):
-                    log.warning("camera %s: %s", c.camera_id, slow)
-                c.frames += 1
-                tracks = c.tracker.update(dets, frame.image) if dets is not None else c.tracker.predict(frame.image)
-                with stage.lock:  # tracklets are shared with the store worker's decisions
-                    started, requests = c.tracklets.update(c.frames, frame.index, frame.video_time, tracks,
-                                                           frame.image.shape,
-                                                           self.clock.frame_time(c.camera_id, frame.video_time))
-                c.tracks_seen.update(int(t_) for t_ in tracks.track_id)
-                for tl in started:
-                    events.append(IdentityEvent("track.started", c.camera_id, tl.track_id, tl.tracklet_id,
-                                                bbox=_bbox(tl.last_bbox), frame_index=frame.index))
-                for req in requests:
-                    x1, y1, x2, y2 = req.bbox
-                    person_mean = self.levels.person_mean(c.camera_id, frame.image, req.bbox) \
-                        if self.levels is not None and self.levels.learns_background else None
-                    pending.add(req, frame.image[y1:y2, x1:x2], c.camera_id, frame.video_time, person_mean,
-                                self._steps)
-                per_camera_tracks.append((c, frame, tracks))
-            self.stage_s["track"] += time.perf_counter() - t
+                if dets is not None:  # each camera's background is learnt outside the boxes it holds
+                    self.levels.see_frame(c.camera_id, frame.image, dets.xyxy)
+            self.stage_s["embed"] += time.perf_counter() - t
 
-            # The step's crops wait up to reid.embed_wait_steps steps to share one call of the ReID model with
-            # later steps' crops (never past their tracklet's end: _end_tracklets).
-            if pending and (self._steps - pending.first_step >= self.config.reid.embed_wait_steps
-                            or len(pending) >= EMBED_FLUSH_CROPS):
-                self._embed_pending()
-            self._steps += 1
+        events: list[IdentityEvent] = []
+        pending = self._pending
+        per_camera_tracks = []
+        t = time.perf_counter()
+        for (c, frame), dets in zip(batch, detections):
+            size = (frame.image.shape[1], frame.image.shape[0])
+            if c.frame_size is not None and size != c.frame_size:
+                self._restart_tracking(c, size)
+            c.frame_size = size
+            if c.frames == 0 and (slow := slow_stride(c.reader.camera.fps, c.reader.source_fps, every)):
+                log.warning("camera %s: %s", c.camera_id, slow)
+            c.frames += 1
+            tracks = c.tracker.update(dets, frame.image) if dets is not None else c.tracker.predict(frame.image)
+            with stage.lock:  # tracklets are shared with the store worker's decisions
+                started, requests = c.tracklets.update(c.frames, frame.index, frame.video_time, tracks,
+                                                       frame.image.shape,
+                                                       self.clock.frame_time(c.camera_id, frame.video_time))
+            c.tracks_seen.update(int(t_) for t_ in tracks.track_id)
+            for tl in started:
+                events.append(IdentityEvent("track.started", c.camera_id, tl.track_id, tl.tracklet_id,
+                                            bbox=_bbox(tl.last_bbox), frame_index=frame.index))
+            for req in requests:
+                x1, y1, x2, y2 = req.bbox
+                person_mean = self.levels.person_mean(c.camera_id, frame.image, req.bbox) \
+                    if self.levels is not None and self.levels.learns_background else None
+                pending.add(req, frame.image[y1:y2, x1:x2], c.camera_id, frame.video_time, person_mean,
+                            self._steps)
+            per_camera_tracks.append((c, frame, tracks))
+        self.stage_s["track"] += time.perf_counter() - t
 
-            # Decisions and track ends are the store worker's: hand them over, never wait for them.
-            t, embedding = time.perf_counter(), self.stage_s["embed"]
-            self._publish(events)
-            for c, _, _ in per_camera_tracks:
-                self._end_tracklets(c)
-            worker.request_step()
-            self.stage_s["match"] += time.perf_counter() - t - (self.stage_s["embed"] - embedding)
+        # The step's crops wait up to reid.embed_wait_steps steps to share one call of the ReID model with
+        # later steps' crops (never past their tracklet's end: _end_tracklets).
+        if pending and (self._steps - pending.first_step >= self.config.reid.embed_wait_steps
+                        or len(pending) >= EMBED_FLUSH_CROPS):
+            self._embed_pending()
+        self._steps += 1
 
-            t = time.perf_counter()
-            for c, frame, tracks in per_camera_tracks:
-                if c.mot is not None:
-                    write_mot_rows(c.mot, frame.index, tracks)
-                live_due = self.live_frames is not None and self.live_frames.due(c.camera_id)
-                if self.config.output.video or live_due:
-                    with stage.lock:
-                        ids = {tid: tl.identity_id for tid, tl in c.tracklets.live.items()}
-                    drawn = draw_tracks(frame.image, tracks, ids, c.camera_id, frame.index)
-                if self.config.output.video:
-                    if c.video is None:
-                        c.video = VideoOut(self.output_dir / f"{c.camera_id}.mp4",
-                                           c.reader.camera.fps or c.reader.source_fps or 25.0)
-                    c.video.write(drawn)
-                if live_due:
-                    jpeg = self.live_frames.put(c.camera_id, drawn, frame.index)
-                    if self.snapshots is not None:  # a dashboard beside the run reads it from the store
-                        self.snapshots.publish_frame(c.camera_id, jpeg, _camera_info(c, self.live_frames))
-            self.stage_s["output"] += time.perf_counter() - t
-            self.metrics.observe_batch(batch, {s: self.stage_s[s] - stage_before.get(s, 0.0) for s in STAGES},
-                                       step_started)
-            progress.update(batch)
+        # Decisions and track ends are the store worker's: hand them over, never wait for them.
+        t, embedding = time.perf_counter(), self.stage_s["embed"]
+        self._publish(events)
+        for c, _, _ in per_camera_tracks:
+            self._end_tracklets(c)
+        worker.request_step()
+        self.stage_s["match"] += time.perf_counter() - t - (self.stage_s["embed"] - embedding)
+
+        t = time.perf_counter()
+        for c, frame, tracks in per_camera_tracks:
+            if c.mot is not None:
+                write_mot_rows(c.mot, frame.index, tracks)
+            live_due = self.live_frames is not None and self.live_frames.due(c.camera_id)
+            if self.config.output.video or live_due:
+                with stage.lock:
+                    ids = {tid: tl.identity_id for tid, tl in c.tracklets.live.items()}
+                drawn = draw_tracks(frame.image, tracks, ids, c.camera_id, frame.index)
+            if self.config.output.video:
+                if c.video is None:
+                    c.video = VideoOut(self.output_dir / f"{c.camera_id}.mp4",
+                                       c.reader.camera.fps or c.reader.source_fps or 25.0)
+                c.video.write(drawn)
+            if live_due:
+                jpeg = self.live_frames.put(c.camera_id, drawn, frame.index)
+                if self.snapshots is not None:  # a dashboard beside the run reads it from the store
+                    self.snapshots.publish_frame(c.camera_id, jpeg, _camera_info(c, self.live_frames))
+        self.stage_s["output"] += time.perf_counter() - t
+        self.metrics.observe_batch(batch, {s: self.stage_s[s] - stage_before.get(s, 0.0) for s in STAGES},
+                                   step_started)
+        progress.update(batch)
 
     def _end_tracklets(self, c: CameraRun, everything: bool = False) -> None:
         """Hand the tracklets of camera `c` that end now (all of them with `everything`) to the store worker,

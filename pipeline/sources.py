@@ -374,6 +374,17 @@ class CameraReader(threading.Thread):
                 return END
             return None
 
+    def poll_frame(self) -> Frame | None:
+        """A frame if one is waiting, else None; never the end marker, which stays for `poll` (the frame loop
+        takes frames ahead of its step only while nothing but frames waits: `end_waiting`)."""
+        with self._cond:
+            return self.poll() if self._buffer else None
+
+    def end_waiting(self) -> bool:
+        """The reader has finished and only the end marker is left to take."""
+        with self._cond:
+            return self._done and not self._end_returned and not self._buffer
+
     def ready(self) -> bool:
         """A frame or the end marker is waiting (call with the shared condition held)."""
         return bool(self._buffer) or (self._done and not self._end_returned)
@@ -585,6 +596,11 @@ class CameraSet:
             out = list(self._changes)
             self._changes.clear()
         return out
+
+    def changes_waiting(self) -> bool:
+        """State changes wait for `state_changes` (the frame loop publishes them before it takes frames)."""
+        with self.cond:
+            return bool(self._changes)
 
     def wait(self, readers: list[CameraReader], timeout: float) -> None:
         """Block until one of `readers` has a frame or its end, a state changed, or `timeout` passed."""

@@ -28,8 +28,8 @@ def _rss_mb() -> float:
 
 
 class SlowRunner(PipelineRunner):
-    """The real runner whose detector takes `delay_s` per batch (a consumer slower than the camera),
-    recording how old each frame is when the pipeline takes it."""
+    """The real runner whose steps take `delay_s` more each (a consumer slower than the camera), recording how
+    old each frame is when the pipeline takes it (at a step's start, or a step ahead: detector.ahead)."""
 
     delay_s = 0.4
 
@@ -39,24 +39,16 @@ class SlowRunner(PipelineRunner):
         self.depths: list[int] = []
         self.taken_at: list[float] = []  # when each batch was taken: consecutive differences are the steps
 
-    def _build_models(self):
-        detector, embedder = super()._build_models()
-        real = detector.detect
-
-        def slow_detect(images):
-            time.sleep(self.delay_s)
-            return real(images)
-
-        detector.detect = slow_detect
-        return detector, embedder
-
-    def _next_frames(self, cams):
-        batch = super()._next_frames(cams)
+    def _start_step(self, batch, *args):
         now = time.time()
         self.taken_at.append(time.monotonic())
         self.ages.extend(now - f.wall_time for _, f in batch)
-        self.depths.extend(c.reader.queue_depth for c in cams if c.status == "running")
-        return batch
+        self.depths.extend(c.reader.queue_depth for c in self._cams if c.status == "running")
+        return super()._start_step(batch, *args)
+
+    def _finish_step(self, *args):
+        time.sleep(self.delay_s)
+        return super()._finish_step(*args)
 
 
 def test_slow_consumer_keeps_memory_and_latency_bounded(tmp_path, shared_video, shared_models, redis_server):

@@ -203,3 +203,93 @@ def test_an_outfit_model_fills_the_outfit_descriptors(tmp_path, shared_video, sh
     client = redis.Redis.from_url(redis_server.url)
     sizes = {len(v) // 4 for key in client.scan_iter("fused:looks:*") for v in client.hvals(key)}
     assert sizes == {256} and DESCRIPTOR_DIM != 256
+
+
+def _short_clip(source: Path, path: Path, frames: int) -> Path:
+    """The first `frames` frames of `source` as an MJPG file: a camera that ends before the others."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(source))
+    out = None
+    for _ in range(frames):
+        ok, frame = cap.read()
+        assert ok
+        if out is None:
+            out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 7.0, frame.shape[1::-1])
+        out.write(frame)
+    out.release()
+    cap.release()
+    return path
+
+
+def test_detection_a_step_ahead_gives_the_same_tracks_and_runs_beside_the_loop(tmp_path, shared_video, monkeypatch):
+    """`detector.ahead` (default on): the next step's frames are detected on the detector's threads while the
+    frame loop tracks this step. Every camera's tracks are those of a run without it (the same boxes, ids and
+    frames, in order, for a camera that ends mid-run too), no frame is lost, and the detection really ran beside
+    the tracking."""
+    import threading
+    import time
+
+    import pipeline.runner as runner
+    from pipeline.config import parse_config
+
+    short = _short_clip(shared_video["pets"], tmp_path / "short.avi", 15)
+    spans = {"detect": [], "track": []}
+    build_detector, build_tracker = runner.detector_from_config, runner.tracker_from_config
+
+    def recorded(kind, fn):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            spans[kind].append((threading.current_thread() is threading.main_thread(), start, time.perf_counter()))
+            return out
+        return call
+
+    def detector_from_config(det):
+        detector = build_detector(det)
+        detector._part_net = recorded("detect", detector._part_net)
+        return detector
+
+    def tracker_from_config(cfg):
+        tracker = build_tracker(cfg)
+        tracker.update, tracker.predict = recorded("track", tracker.update), recorded("track", tracker.predict)
+        return tracker
+
+    ended_at = {}  # camera -> frames the first camera had finished when it ended
+    end_camera = runner.PipelineRunner._end_camera
+
+    def recording_end(self, c, *args, **kwargs):
+        ended_at[c.camera_id] = self._cams[0].frames
+        return end_camera(self, c, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "detector_from_config", detector_from_config)
+    monkeypatch.setattr(runner, "tracker_from_config", tracker_from_config)
+    monkeypatch.setattr(runner.PipelineRunner, "_end_camera", recording_end)
+    rows, summaries = {}, {}
+    for ahead in (True, False):
+        for kind in spans:
+            spans[kind].clear()
+        raw = {"cameras": [{"id": "a", "source": str(shared_video["pets"])},
+                           {"id": "b", "source": str(shared_video["pets"])}, {"id": "c", "source": str(short)}],
+               "store": "embedded", "detector": {"ahead": ahead}, "output": {"video": False, "dir": str(tmp_path)}}
+        run = runner.PipelineRunner(parse_config(raw), tmp_path / f"out-{ahead}", max_frames=40,
+                                    mot_dir=tmp_path / f"mot-{ahead}", progress=False)
+        summaries[ahead] = run.run()
+        assert not summaries[ahead].failed
+        rows[ahead] = {c: _check_mot(tmp_path / f"mot-{ahead}" / f"{c}.txt", 40) for c in "abc"}
+        # the short camera's end is taken as it comes, not once the others end (frames ahead wait for it)
+        assert ended_at["c"] <= 20, ended_at
+        if ahead:
+            assert run.steps_ahead >= 25, f"only {run.steps_ahead} of ~40 steps were detected ahead"
+            beside = [d for d in spans["detect"] if not d[0]
+                      if any(t[0] and t[1] < d[2] and d[1] < t[2] for t in spans["track"])]
+            assert len(beside) >= 3, "the detector's threads never ran while the frame loop tracked"
+        else:
+            assert run.steps_ahead == 0
+    assert {c["camera"]: c["frames"] for c in summaries[True].cameras} == {"a": 40, "b": 40, "c": 15}
+    for camera in "abc":
+        got, want = rows[True][camera], rows[False][camera]
+        assert np.all(np.diff(got[:, 0]) >= 0), f"camera {camera}: frames out of order"
+        assert got.shape == want.shape and np.array_equal(got[:, :2], want[:, :2]), camera  # frames and ids
+        np.testing.assert_allclose(got[:, 2:7], want[:, 2:7], atol=0.5)  # boxes and scores
+    assert rows[True]["c"][:, 0].max() == 15  # the short camera's last frames were tracked, though others ran on
