@@ -14,6 +14,7 @@ includes that wait. track.ended names a frame seen long before, by design, and i
 printed: frame age at the start of processing, and processed vs served frame rates.
 
     .venv/bin/python benchmarks/latency_rtsp.py [--seconds 45] [--fps 10] [--backend ffmpeg|gstreamer]
+        [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -91,6 +93,8 @@ def main() -> int:
     ap.add_argument("--fps", type=int, default=10, help="frame rate each RTSP server serves")
     ap.add_argument("--backend", choices=("ffmpeg", "gstreamer"), default="ffmpeg")
     ap.add_argument("--transport", choices=("tcp", "udp"), default="tcp")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (dotted path, YAML value), as capacity.py --set")
     args = ap.parse_args()
     if (why := server_unavailable()) is not None:
         print(f"cannot run: {why}", file=sys.stderr)
@@ -104,6 +108,16 @@ def main() -> int:
         cfg.write_text("cameras:\n" + "".join(
             f"  - {{id: {cam}, source: '{srv.url}', backend: {args.backend}, transport: {args.transport}}}\n"
             for cam, srv in servers.items()) + f"store: {redis.url}\noutput: {{video: false}}\n")
+        if args.set:
+            from capacity import set_key  # benchmarks/ is this script's own folder
+
+            raw = yaml.safe_load(cfg.read_text())
+            for item in args.set:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+                set_key(raw, key, value)
+            cfg.write_text(yaml.safe_dump(raw))
         runner = RecordingRunner(load_config(cfg), tmp / "out", progress=False)
         thread = threading.Thread(target=runner.run, name="pipeline")
         client = redis.client()
@@ -158,7 +172,8 @@ def main() -> int:
     print(f"\nCapture -> identity event at a Redis consumer, loopback RTSP ({args.backend}, {args.transport}), "
           f"2 cameras x {args.fps} fps served, {measured:.0f} s measured after {args.warmup:.0f} s warm-up; "
           f"{platform.machine()} {os.cpu_count()}-core CPU, {date}, Python {platform.python_version()}, "
-          f"nice {os.nice(0)}; load average (1 min) {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end\n")
+          f"nice {os.nice(0)}; load average (1 min) {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+          f"{'; ' + ', '.join(args.set) if args.set else ''}\n")
     print("| events | n | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
     for name, vals in latencies.items():

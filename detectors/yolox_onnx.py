@@ -191,8 +191,9 @@ class YoloxOnnxDetector:
         divided by `workers`; at least one thread each). YOLOX-nano's layers are small: ONNX Runtime's threads
         inside one run wait for one another at every layer, and on 2 cores two single-threaded runs side by side
         took 6-36 % less time than one run of the whole batch on two threads, for the same boxes; frame by frame
-        rather than in fixed halves, the 8-camera pipeline carried 9-10 % more frames/s (README, Benchmarks: "Runs
-        side by side"). A single frame runs whole, on all the threads."""
+        rather than in fixed halves, the 8-camera pipeline carried 6 % more frames/s on average (README,
+        Benchmarks: "Runs side by side", "Frame by frame, and detection a step ahead"). `detect` of a single frame
+        runs it whole, on all the threads; `submit`ted frames always go to the threads side by side."""
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown YOLOX runtime {runtime!r}; choose one of {RUNTIMES}")
         if precision not in PRECISIONS:

@@ -128,12 +128,12 @@ class DetectorConfig(Strict):
         "tight loop); false: they sleep, so the ReID model and the decoders get the cores (README: capacity)")
     workers: int = Field(
         2, ge=1, le=64, description="onnxruntime only: a step's frames are run by this many threads side by side, "
-        "each taking the next frame, each run on its share of the cores (on 2 cores 26-30 % less time than one run "
+        "each taking the next frame, each run on its share of the cores (on 2 cores 25-33 % less time than one run "
         "of all of them on both cores; README: capacity, 'Runs side by side'); 1: one run, all cores")
     ahead: bool = Field(
         True, description="with workers > 1: frames already waiting go to the detector's threads a step ahead, while "
-        "the frame loop tracks and embeds the step before (the same boxes; README: capacity, 'Detection a step "
-        "ahead'); false: each step is detected, then tracked")
+        "the frame loop tracks and embeds the step before (the same boxes; README: capacity, 'Frame by frame, and "
+        "detection a step ahead'); false: each step is detected, then tracked")
 
 
 class TrackerConfig(Strict):

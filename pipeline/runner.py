@@ -606,7 +606,7 @@ class PipelineRunner:
         # detector.ahead (a detector that takes frames without waiting: `queued`): the next step's frames, where
         # they are already waiting, go to the detector's threads before this step is tracked and embedded, so the
         # frame loop's own work runs beside the detection instead of leaving its cores idle (README, Benchmarks:
-        # "Detection a step ahead"). Steps are still finished one at a time, in order.
+        # "Frame by frame, and detection a step ahead"). Steps are still finished one at a time, in order.
         ahead = self.config.detector.ahead and queued(detector)
         step = None
         while True:
