@@ -260,9 +260,9 @@ class YoloxOnnxDetector:
         return batch
 
     def collect(self, batch: "FrameBatch") -> list[Detections]:
-        """The boxes of a submitted batch, in its frames' order. The calling thread runs queued frames (its own
-        batch's first) until every frame of the batch has ended; a frame that failed fails the call then, and
-        the batch's frames not yet started are not run."""
+        """The boxes of a submitted batch, in its frames' order. The calling thread runs queued frames too, the
+        oldest first (so a later batch's once its own are all under way), until every frame of the batch has
+        ended; a frame that failed fails the call then, and the batch's frames not yet started are not run."""
         while not batch.done.is_set():
             if not self._run_next():
                 batch.done.wait(0.05)

@@ -277,6 +277,9 @@ def test_detection_a_step_ahead_gives_the_same_tracks_and_runs_beside_the_loop(t
         summaries[ahead] = run.run()
         assert not summaries[ahead].failed
         rows[ahead] = {c: _check_mot(tmp_path / f"mot-{ahead}" / f"{c}.txt", 40) for c in "abc"}
+        # each step's detection time is in that step's stage times (the metrics' per-step histogram)
+        observed = run.metrics.registry.get_sample_value("pipeline_stage_seconds_sum", {"stage": "detect"})
+        assert run.stage_s["detect"] > 0 and observed == pytest.approx(run.stage_s["detect"], abs=1e-6)
         # the short camera's end is taken as it comes, not once the others end (frames ahead wait for it)
         assert ended_at["c"] <= 20, ended_at
         if ahead:
