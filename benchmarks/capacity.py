@@ -60,15 +60,20 @@ def set_key(raw: dict, dotted: str, value: str) -> None:
     node[last] = yaml.safe_load(value)
 
 
-def build_config(cameras: int, video: Path, store_dir: Path, overrides: list[str]):
-    raw = {"cameras": [{"id": f"cam{k + 1:02d}", "source": str(video)} for k in range(cameras)],
-           "store": "embedded", "output": {"video": False, "dir": str(store_dir)}}
-    for item in overrides:
+def apply_sets(raw: dict, items: list[str]) -> dict:
+    """`--set KEY=VALUE` items (dotted path, YAML value) applied to a raw config mapping."""
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
         set_key(raw, key, value)
-    return parse_config(raw)
+    return raw
+
+
+def build_config(cameras: int, video: Path, store_dir: Path, overrides: list[str]):
+    raw = {"cameras": [{"id": f"cam{k + 1:02d}", "source": str(video)} for k in range(cameras)],
+           "store": "embedded", "output": {"video": False, "dir": str(store_dir)}}
+    return parse_config(apply_sets(raw, overrides))
 
 
 def run_pipeline(config, out: Path, frames: int) -> dict:

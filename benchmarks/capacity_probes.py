@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mot_pets import read_frames  # noqa: E402  (benchmarks/ is this script's own folder)
+from detectors.base import queued  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "pets09-s2l1" / "vtest.avi"
@@ -194,7 +195,7 @@ def probe_detector_input(config, frames: list[np.ndarray], steps: int) -> None:
 
 def probe_detector_parts(config, frames: list[np.ndarray], steps: int, batch: int) -> None:
     """The config's detector on batches of `batch` PETS frames (each slot its own frame) as one run on all cores
-    (detector.workers 1) and as `detector.workers` parts side by side (at least 2), in rounds."""
+    (detector.workers 1) and frame by frame on `detector.workers` threads side by side (at least 2), in rounds."""
     from pipeline.perception import detector_from_config
 
     workers = max(2, config.detector.workers)
@@ -202,7 +203,7 @@ def probe_detector_parts(config, frames: list[np.ndarray], steps: int, batch: in
     parts = detector_from_config(config.detector.model_copy(update={"workers": workers}))
     batches = [[frames[(i + 7 * k) % len(frames)] for k in range(batch)] for i in range(len(frames))]
     for a, b in zip(whole.detect(batches[0]), parts.detect(batches[0])):
-        assert len(a) == len(b) and np.allclose(a.xyxy, b.xyxy, atol=0.05), "the parts must find the same boxes"
+        assert len(a) == len(b) and np.allclose(a.xyxy, b.xyxy, atol=0.05), "the threads side by side must find the same boxes"
     for _ in range(3):  # rounds: a shared host's speed drifts, so compare within a round
         one = _timed(lambda i: whole.detect(batches[i % len(batches)]), steps)
         side = _timed(lambda i: parts.detect(batches[i % len(batches)]), steps)
@@ -245,23 +246,18 @@ class _Clock:
 
 def _timed_detector(detector, clock: _Clock):
     """The detector with its letterbox, network and whole call behind `clock` (instance attributes, so only this
-    detector is timed). With `detector.workers` > 1 "network" is each part's run, the parts side by side."""
+    detector is timed). With `detector.workers` > 1 "network" is each frame's run on the threads side by side."""
     letterbox, net, part_net, detect = detector._letterbox, detector.net, detector._part_net, detector.detect
     detector._letterbox = lambda frame, out: clock.call("letterbox", letterbox, frame, out)
     detector.net = lambda x: clock.call("network", net, x)
     if part_net is not None:
         detector._part_net = lambda x: clock.call("network", part_net, x)
-    if getattr(detector, "queued", False):  # detect() is collect(submit()); the run calls them itself
+    if queued(detector):  # detect() is collect(submit()); the run calls them itself
         collect = detector.collect
         detector.collect = lambda batch: clock.call("detect", collect, batch)
     else:
         detector.detect = lambda frames: clock.call("detect", detect, frames)
     return detector
-
-
-def _thread_cpu_s() -> dict[int, float]:
-    """CPU seconds of each thread of this process, by native thread id (Linux /proc)."""
-    return {tid: cpu for tid, (_, cpu) in _thread_cpu_named().items()}
 
 
 def _thread_cpu_named() -> dict[int, tuple[str, float]]:

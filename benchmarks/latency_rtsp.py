@@ -68,10 +68,6 @@ class RecordingRunner(PipelineRunner):
         self.metrics.observe_batch = observe_and_keep
 
     def _start_step(self, batch, *args):  # every step's frames, taken at its start or a step ahead
-        self._taken(batch)
-        return super()._start_step(batch, *args)
-
-    def _taken(self, batch) -> None:
         now = time.time()
         self.current = {f.camera_id: f.index for _, f in batch}
         with self.lock:
@@ -80,6 +76,7 @@ class RecordingRunner(PipelineRunner):
                 self.ages.append(now - f.wall_time)
             while len(self.captured) > 20_000:
                 self.captured.popitem(last=False)
+        return super()._start_step(batch, *args)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -109,15 +106,9 @@ def main() -> int:
             f"  - {{id: {cam}, source: '{srv.url}', backend: {args.backend}, transport: {args.transport}}}\n"
             for cam, srv in servers.items()) + f"store: {redis.url}\noutput: {{video: false}}\n")
         if args.set:
-            from capacity import set_key  # benchmarks/ is this script's own folder
+            from capacity import apply_sets  # benchmarks/ is this script's own folder
 
-            raw = yaml.safe_load(cfg.read_text())
-            for item in args.set:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-                set_key(raw, key, value)
-            cfg.write_text(yaml.safe_dump(raw))
+            cfg.write_text(yaml.safe_dump(apply_sets(yaml.safe_load(cfg.read_text()), args.set)))
         runner = RecordingRunner(load_config(cfg), tmp / "out", progress=False)
         thread = threading.Thread(target=runner.run, name="pipeline")
         client = redis.client()

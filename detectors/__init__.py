@@ -33,7 +33,8 @@ def create_detector(
     """`min_height`: boxes shorter than this (px, original frame) are dropped; 0 keeps all. `runtime` and
     `precision` choose what runs a YOLOX file (detectors.yolox_onnx); Ultralytics runs its own. `spin_wait`:
     ONNX Runtime's threads spin between runs (False: they sleep; detectors.yolox_onnx.yield_between_runs).
-    `workers`: a YOLOX file in ONNX Runtime runs a batch as this many parts side by side (YoloxOnnxDetector)."""
+    `workers`: a YOLOX file in ONNX Runtime runs a batch's frames on this many threads side by side, a frame at
+    a time (YoloxOnnxDetector)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown detector backend {backend!r}; choose one of {BACKENDS}")
     size = input_size or DEFAULT_INPUT_SIZE[backend]
