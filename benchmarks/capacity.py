@@ -23,8 +23,8 @@ after another within a round, so compared configs meet the same drift of a share
 each config's runs and their range.
 
 Frames are read as fast as the run takes them (file sources are not paced), so frames/s is capacity, not the
-cameras' own rate. `--set` overrides any config key (dotted path, YAML value) for every camera count, so each
-option of the README's capacity table is one command. `--json` writes the rows for the README.
+cameras' own rate. `--set` overrides any config key (dotted path, YAML value; `cameras.*.KEY` sets a camera key on every camera)
+for every camera count, so each option of the README's capacity table is one command. `--json` writes the rows for the README.
 """
 
 from __future__ import annotations
@@ -51,13 +51,22 @@ VIDEO = ROOT.parent / "shared" / "data" / "pets09-s2l1" / "vtest.avi"
 
 
 def set_key(raw: dict, dotted: str, value: str) -> None:
-    node = raw
+    """Sets a dotted key; `cameras.*.KEY` sets KEY on every camera."""
+    nodes = [raw]
     *path, last = dotted.split(".")
     for key in path:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
+        if key == "*":
+            if not all(isinstance(n, list) for n in nodes):
+                raise SystemExit(f"--set {dotted}: '*' must follow a list (cameras.*.KEY)")
+            nodes = [item for n in nodes for item in n]
+            continue
+        nodes = [n.setdefault(key, {}) for n in nodes]
+        if not all(isinstance(n, (dict, list)) for n in nodes):
             raise SystemExit(f"--set {dotted}: {key} is not a mapping in the config")
-    node[last] = yaml.safe_load(value)
+    for n in nodes:
+        if not isinstance(n, dict):
+            raise SystemExit(f"--set {dotted}: a list needs '*' before the key (cameras.*.KEY)")
+        n[last] = yaml.safe_load(value)
 
 
 def apply_sets(raw: dict, items: list[str]) -> dict:

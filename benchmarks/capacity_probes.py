@@ -21,6 +21,15 @@
 * `detector-parts`: the config's detector on batches of `--batch` PETS frames as one ONNX Runtime run on all
   cores (`detector.workers` 1) and frame by frame on threads side by side, each run single-threaded on 2 cores
   (the default `detector.workers` 2; README "Runs side by side").
+* `cpu`: the capacity run's CPU over its frame loop, per camera-frame, by part (the detector's runs on every
+  thread, the ReID model's calls, the tracker, the decoders, the rest), for each `--variant` (as capacity.py's)
+  in each of `--repeat` rounds: what all but the detector costs, as a share of the detector's own CPU. Unlike
+  frames/s this share hardly moves with a shared host's speed (README: "The ReID model on its share of the cores").
+* `reid-threads`: the config's ReID model alone on one thread and on every core, `--calls` calls of 4 and of 12
+  PETS crops: wall and CPU ms a crop (README: "... the ReID model on its share of the cores").
+* `decode`: `--cameras` FFmpeg readers side by side (the pipeline's capture class) on PETS and the two room
+  videos, `decode_threads` 0 against 1 over `--repeat` rounds: CPU and wall ms a frame (README: "One thread a
+  decoder").
 * `detector-input`: the YOLOX session fed float32 NCHW made by NumPy from the uint8 NHWC batch (what the
   detector does) against the same graph with a uint8 NHWC input and the transpose and cast inside it.
 
@@ -360,10 +369,173 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
               "fitted to the calls: {:.2f} ms a call + {:.2f} ms a crop".format(*run_clock.per_call_and_crop(part)))
 
 
+def probe_decode(cameras: int, frames: int, repeat: int) -> None:
+    """The pipeline's FFmpeg capture (`OpenCVCapture`) on `cameras` readers side by side, one thread each as the
+    run has them, with `decode_threads` 0 (FFmpeg's choice: a thread per core) and 1 (the default), alternated
+    over `repeat` rounds: the process's CPU and wall time a frame, for PETS (MPEG-4 part 2) and the two room
+    videos (H.264)."""
+    from pipeline.config import CameraConfig
+    from pipeline.sources import OpenCVCapture
+
+    room = ROOT.parent / "shared" / "data" / "videos"
+    videos = [VIDEO, room / "people-detection.264", room / "one-by-one-person-detection.mp4"]
+    for video in videos:
+        got: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
+        for _ in range(repeat):
+            for threads in (0, 1):
+                counts = [0] * cameras
+
+                def read(k: int) -> None:
+                    capture = OpenCVCapture(CameraConfig(id=f"d{k}", source=str(video), decode_threads=threads))
+                    try:
+                        while counts[k] < frames and capture.read() is not None:
+                            counts[k] += 1
+                    finally:
+                        capture.close()
+                readers = [threading.Thread(target=read, args=(k,)) for k in range(cameras)]
+                cpu, wall = time.process_time(), time.perf_counter()
+                for r in readers:
+                    r.start()
+                for r in readers:
+                    r.join()
+                n = sum(counts)
+                got[threads].append(((time.process_time() - cpu) / n * 1000, (time.perf_counter() - wall) / n * 1000))
+        print(f"decode {video.name}, {cameras} readers x {frames} frames: ms of CPU a frame (wall) with "
+              + "; ".join(f"decode_threads {t}: " + ", ".join(f"{c:.3f} ({w:.3f})" for c, w in got[t]) for t in got))
+
+
+def probe_reid_threads(config, frames: list[np.ndarray], calls: int) -> None:
+    """The config's ReID model alone on one thread and on every core, calls of 4 and of 12 crops cut from PETS
+    frames: wall and CPU ms a crop (the CPU the process spent, so a second thread's share counts)."""
+    from pipeline.models import resolve_model
+    from reid.inference.factory import create_embedder
+
+    rng = np.random.default_rng(0)
+    crops = []
+    for k in range(48):
+        h, w = int(rng.integers(64, 220)), int(rng.integers(28, 90))
+        y, x = int(rng.integers(0, frames[0].shape[0] - h)), int(rng.integers(0, frames[0].shape[1] - w))
+        crops.append(frames[k % len(frames)][y:y + h, x:x + w])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for threads in (1, cores):
+        embedder = create_embedder(resolve_model(config.reid.model), config.reid.backend, threads=threads)
+        for size in (4, 12):
+            batches = [crops[(i * size) % 48:(i * size) % 48 + size] for i in range(calls)]
+            batches = [b for b in batches if len(b) == size]
+            embedder.embed(batches[0])
+            cpu, wall = time.process_time(), time.perf_counter()
+            for b in batches:
+                embedder.embed(b)
+            n = len(batches) * size
+            print(f"reid-threads {Path(config.reid.model).name}, {threads} thread{'s' if threads > 1 else ''}, "
+                  f"calls of {size}: {(time.perf_counter() - wall) / n * 1000:.2f} ms a crop, "
+                  f"{(time.process_time() - cpu) / n * 1000:.2f} ms of CPU a crop")
+
+
+def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> None:
+    """CPU seconds of the frame loop's window (models loaded, store drained after), per camera-frame, by part:
+    the detector's runs on every thread (thread CPU inside each run), the ReID model's calls (the calling
+    thread's CPU; threads of its own count under "rest"), the tracker, the reader (decoder) threads, and the
+    rest of the process. The rest over the detector's share is what the ratio of capacity.py pays; unlike
+    frames/s it hardly moves when a shared host speeds up or slows down, since both scale with it."""
+    import tempfile
+
+    import capacity
+    import detectors.yolox_onnx as yolox
+    import pipeline.runner as runner
+    import trackers.ultralytics_trackers as ultralytics_trackers
+    from reid.inference import factory
+
+    spent: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def clocked(owner, name: str, part: str) -> None:
+        inner = getattr(owner, name)
+
+        def call(*args, **kwargs):
+            t = time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                with lock:
+                    spent[part] = spent.get(part, 0.0) + time.thread_time() - t
+        setattr(owner, name, call)
+
+    clocked(yolox.YoloxOnnxDetector, "_detect", "detector")
+    clocked(ultralytics_trackers.UltralyticsTracker, "update", "tracker")
+    clocked(ultralytics_trackers.UltralyticsTracker, "predict", "tracker")
+    build_embedder = factory.create_embedder
+
+    def clocked_embedder(*args, **kwargs):
+        embedder = build_embedder(*args, **kwargs)
+        clocked(embedder, "embed", "ReID calls")
+        return embedder
+    runner.create_embedder = clocked_embedder
+
+    loop, window = runner.PipelineRunner._loop, {}
+
+    def watched_loop(self, *args, **kwargs):
+        readers: dict[int, float] = {}  # reader threads end with their source: keep their last reading
+        done = threading.Event()
+
+        def watch() -> None:
+            while True:
+                names = {t.native_id: t.name for t in threading.enumerate()}
+                for tid, (_, seconds) in _thread_cpu_named().items():
+                    if names.get(tid, "").startswith("reader"):
+                        readers[tid] = seconds
+                if done.wait(0.1):
+                    return
+        spent.clear()
+        before = _thread_cpu_named()
+        watcher = threading.Thread(target=watch, name="probe-watch", daemon=True)
+        watcher.start()
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            return loop(self, *args, **kwargs)
+        finally:
+            window.update(cpu=time.process_time() - cpu, wall=time.perf_counter() - wall, parts=dict(spent))
+            done.set()
+            watcher.join()
+            window["readers"] = sum(s - before.get(tid, ("", 0.0))[1] for tid, s in readers.items())
+    runner.PipelineRunner._loop = watched_loop
+
+    parsed = [capacity.parse_variant(v) for v in variants] or [("config", [])]
+    rows: dict[str, list[dict]] = {name: [] for name, _ in parsed}
+    for round_ in range(1, repeat + 1):
+        for name, overrides in parsed:
+            with tempfile.TemporaryDirectory() as tmp:
+                config = capacity.build_config(cameras, VIDEO, Path(tmp) / "store", overrides)
+                run = capacity.run_pipeline(config, Path(tmp) / "out", frames)
+            n, parts = run["frames"], window["parts"]
+            ms = {k: v / n * 1000 for k, v in parts.items()}
+            ms["readers"] = window["readers"] / n * 1000
+            total = window["cpu"] / n * 1000
+            ms["rest"] = total - sum(ms.values())
+            beyond = (total - ms["detector"]) / ms["detector"] * 100
+            rows[name].append({"beyond": beyond, "total": total, "ms": ms, "cores": window["cpu"] / window["wall"]})
+            print(f"cpu round {round_}, {name}: {n / window['wall']:.1f} frames/s, process {total:.2f} ms of CPU a "
+                  f"camera-frame ({window['cpu'] / window['wall']:.2f} cores busy): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
+                  + f"; all but the detector {beyond:.1f} % of the detector's", flush=True)
+    print("| variant | CPU beyond the detector, % of its own (runs) | ms of CPU a camera-frame: all / detector / "
+          "ReID calls / tracker / readers / rest | cores busy |")
+    print("|---|---|---|---|")
+    for name, got in rows.items():
+        def span(key, fmt="{:.2f}"):
+            vals = [g["ms"][key] if key in g["ms"] else g[key] for g in got]
+            lo, hi = min(vals), max(vals)
+            return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else fmt.format(lo) + "–" + fmt.format(hi)
+        runs = ", ".join(f"{g['beyond']:.1f}" for g in got)
+        print(f"| {name} | {runs} | {span('total')} / {span('detector')} / "
+              f"{span('ReID calls')} / {span('tracker')} / {span('readers')} / {span('rest')} | {span('cores')} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probe", nargs="+", default=["overlap", "detector-input"],
-                    choices=["overlap", "detector-input", "inside", "batch-sizes", "detector-parts"])
+                    choices=["overlap", "detector-input", "inside", "batch-sizes", "detector-parts", "cpu", "decode",
+                             "reid-threads"])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--calls", type=int, default=300, help="batch-sizes: embedder calls a round")
     ap.add_argument("--batch", type=int, default=8, help="overlap, detector-parts: frames the detector takes a step")
@@ -374,6 +546,9 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="inside, batch-sizes: a config key (of the capacity run), as capacity.py --set "
                          "(repeatable)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                    help="cpu: configs compared in each round, as capacity.py --variant (repeatable)")
+    ap.add_argument("--repeat", type=int, default=1, help="cpu: rounds of all variants")
     args = ap.parse_args()
     if not VIDEO.is_file():
         raise SystemExit(f"{VIDEO}: video not found (../shared/data beside the checkout; see README)")
@@ -391,6 +566,12 @@ def main() -> int:
             probe_batch_sizes(config, frames, args.calls)
         elif probe == "detector-parts":
             probe_detector_parts(config, frames, args.steps, args.batch)
+        elif probe == "reid-threads":
+            probe_reid_threads(config, frames, args.calls)
+        elif probe == "decode":
+            probe_decode(args.cameras, args.frames, args.repeat)
+        elif probe == "cpu":
+            probe_cpu(args.cameras, args.frames, args.variant, args.repeat)
         else:
             probe_inside(args.cameras, args.frames, args.set)
     return 0

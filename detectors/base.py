@@ -54,6 +54,12 @@ def queued(detector) -> bool:
     return bool(getattr(detector, "queued", False))
 
 
+def frame_threads(detector) -> int | None:
+    """Threads one frame's run takes when the detector runs frames side by side (`queued`), else None: the
+    share of the cores another model running beside those runs has to itself."""
+    return getattr(detector, "frame_threads", None) if queued(detector) else None
+
+
 class MinHeightFilter:
     """Drops boxes shorter than `min_height` px from another detector's output.
 
@@ -77,6 +83,10 @@ class MinHeightFilter:
     @property
     def queued(self) -> bool:
         return bool(getattr(self.inner, "queued", False))
+
+    @property
+    def frame_threads(self) -> int | None:
+        return getattr(self.inner, "frame_threads", None)
 
     def submit(self, frames: Sequence[np.ndarray]):
         return self.inner.submit(frames)

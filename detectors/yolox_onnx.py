@@ -210,10 +210,12 @@ class YoloxOnnxDetector:
         self.workers = workers if runtime == "onnxruntime" else 1
         self._part_net = None
         self._pool = None
+        self.frame_threads: int | None = None  # threads of one frame's run side by side (workers > 1)
         if self.workers > 1:
             usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
             cores = threads or len(usable)
-            self._part_net = _OnnxRuntimeNet(model_path, max(1, cores // self.workers), spin_wait)
+            self.frame_threads = max(1, cores // self.workers)
+            self._part_net = _OnnxRuntimeNet(model_path, self.frame_threads, spin_wait)
             self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="yolox-part")
         self._tasks: deque[tuple[FrameBatch, int]] = deque()  # frames queued for the threads side by side
         self._tasks_lock = threading.Lock()

@@ -63,6 +63,12 @@ class CameraConfig(Strict):
     realtime: bool = Field(False, description="files: hand frames over at the source's frame rate, as a live "
                            "camera would (demos, dashboard tests); live sources are real time anyway")
     reconnect: ReconnectConfig = ReconnectConfig()
+    # Cameras are decoded side by side, one reader thread each: one decoder thread a camera costs less CPU a
+    # frame than FFmpeg's one per core (which sync every frame) and leaves the cores to the models (README:
+    # capacity, "One thread a decoder").
+    decode_threads: int = Field(1, ge=0, le=64, description="decoder threads for this camera (FFmpeg's, or the "
+                                "GStreamer decoder's max-threads); 0: the decoder's own choice (one per core), "
+                                "for one camera of high resolution on many cores")
     # A camera's colour cast measured once (e.g. a grey card), for a levelled ReID model: a camera that has seen
     # few people cannot read its cast from them (README, "Colour levelling in training and in the pipeline").
     colour_gains: tuple[float, float, float] | None = Field(
@@ -179,7 +185,9 @@ class ReidConfig(Strict):
         1.0, ge=0, le=1000, description="crops a second a track still takes, only for the swap check, once "
         "max_crops_per_track is reached or only small crops remain, while its box is near another track's and 2 s "
         "after (0: none)")
-    threads: int = Field(0, ge=0, le=1024)
+    threads: int = Field(0, ge=0, le=1024, description="the ReID model's threads; 0: beside a detector running "
+                         "frames side by side (detector.workers > 1), one frame's share of the cores (1 on 2 cores), "
+                         "else the backend's own choice (README: capacity, 'The ReID model on its share of the cores')")
     # OpenVINO re-plans a dynamic-shape model at every change of batch size (~3.5 ms a call on 2 cores), and the
     # crops of one step make a new size nearly every call; but each copy costs 0.3-0.9 s of CPU to compile, which
     # a run pays back only after minutes: off by default (README, "A lighter default ReID model").

@@ -27,7 +27,7 @@ from pipeline.embedded import open_store_client
 from pipeline.matcher import matcher_from_config, thresholds_from_model
 from pipeline.metrics import PipelineMetrics
 from pipeline.models import resolve_model
-from detectors.base import queued
+from detectors.base import frame_threads, queued
 from pipeline.perception import detector_from_config, tracker_from_config
 from pipeline.outage import StoreFailure, StoreLink, StoreUnavailable, runtime_client_options
 from pipeline.redact import redact
@@ -155,6 +155,7 @@ class PipelineRunner:
         self.levels: CameraLevels | None = None  # per-camera colour levelling, when the model asks for it
         self.centring: CameraFeatureMeans | None = None  # per-camera feature centring (reid.centring: camera)
         self.feature_space = ""  # the model (and embedding) the centring means belong to
+        self.reid_threads = config.reid.threads  # with 0, set from the detector in _build_models
         self.swap_check: SwapCheck | None = None  # built in run(): its level may be the model file's own
         self.clock = RunClock(video=False)  # replaced in run() by the one matcher.clock asks for
         self.undelivered = 0
@@ -203,6 +204,7 @@ class PipelineRunner:
             detector = detector_from_config(det)
         except Exception as exc:
             raise ConfigError(self.config_path or "<config>", "detector.model", _why(exc)) from exc
+        self.reid_threads = reid_threads(self.config.reid.threads, detector)
         embedder = self._embedder("model")
         self.outfit_embedder = self._embedder("outfit_model") if self.config.reid.outfit_model is not None else None
         self.levels = self._levels(embedder)
@@ -271,7 +273,7 @@ class PipelineRunner:
         """The embedder of the model file named by `reid.<key>`; one that cannot be loaded is a ConfigError."""
         reid = self.config.reid
         try:
-            return create_embedder(resolve_model(getattr(reid, key)), reid.backend, threads=reid.threads,
+            return create_embedder(resolve_model(getattr(reid, key)), reid.backend, threads=self.reid_threads,
                                    spin_wait=reid.spin_wait, flip_sum=reid.flip_sum and key == "model",
                                    fixed_batches=reid.fixed_batches)
         except Exception as exc:
@@ -849,6 +851,17 @@ class PipelineRunner:
 # The slowest detection rate a stride was measured to track at: PETS09-S2L1 at 7 fps, one frame in 2 (README,
 # Benchmarks: "A stride by default").
 MIN_DETECTIONS_PER_S = 3.5
+
+
+def reid_threads(configured: int, detector) -> int:
+    """The ReID model's threads: `reid.threads` when set; with 0 and a detector running frames on threads side by
+    side, one frame's share of the cores (1 on 2 cores with 2 workers), since the model runs in the frame loop's
+    thread while the detector's other threads run frames: on all cores, its threads waited on each other at every
+    layer for a core the detector held (README: Benchmarks, "The ReID model on its share of the cores"); else 0,
+    the backend's own choice."""
+    if configured:
+        return configured
+    return frame_threads(detector) or 0
 
 
 def slow_stride(camera_fps: float | None, source_fps: float, every: int) -> str | None:

@@ -85,6 +85,8 @@ class OpenCVCapture:
         self.last_error: str | None = None
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(camera.open_timeout_s * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(camera.read_timeout_s * 1000)]
+        if camera.kind != "device" and camera.decode_threads:
+            params += [cv2.CAP_PROP_N_THREADS, camera.decode_threads]
         if camera.kind == "device":
             api = cv2.CAP_V4L2 if hasattr(cv2, "CAP_V4L2") and os.name == "posix" else cv2.CAP_ANY
             cap = cv2.VideoCapture(int(camera.source), api, params)
@@ -209,6 +211,9 @@ class GStreamerCapture:
         else:
             head = "uridecodebin name=src"
         self._pipe = Gst.parse_launch(f"{head} ! {convert} ! {sink}")
+        self.decoder_threads: dict[str, int] = {}  # decoder element -> max-threads it was given
+        if camera.decode_threads:
+            self._pipe.connect("deep-element-added", self._limit_threads)
         src = self._pipe.get_by_name("src")
         if camera.kind == "device":
             src.set_property("device", f"/dev/video{int(camera.source)}")
@@ -233,6 +238,12 @@ class GStreamerCapture:
             ok, duration = self._pipe.query_duration(Gst.Format.TIME)
             if ok and duration > 0 and self.fps:
                 self.frame_count = int(round(duration / 1e9 * self.fps))
+
+    def _limit_threads(self, _pipe, _bin, element) -> None:
+        # decodebin picks the decoder once it knows the stream, so the limit is set as elements appear.
+        if element.find_property("max-threads") is not None:
+            element.set_property("max-threads", self.camera.decode_threads)
+            self.decoder_threads[element.get_name()] = self.camera.decode_threads
 
     def _pull(self, timeout_s: float) -> np.ndarray | None:
         Gst = self._Gst

@@ -459,6 +459,44 @@ def test_pipeline_models_sleep_between_runs_unless_told_to_spin(shared_video, tm
     assert len(detector.detect([frame])[0]) >= 3  # the sessions still run
 
 
+def test_reid_model_takes_its_share_of_the_cores_beside_the_detectors_threads(shared_video, shared_models, tmp_path):
+    """reid.threads 0 (default): beside a detector running frames on threads side by side, the ReID model runs on
+    one frame's share of the cores (on all of them its threads waited on each other for a core the detector held;
+    README: "The ReID model on its share of the cores"), through MinHeightFilter too and for ONNX Runtime
+    embedders; with one detector thread, the backend's own choice; a configured count always wins."""
+    import os
+
+    from pipeline.config import parse_config
+    from pipeline.runner import PipelineRunner
+    from reid.inference.openvino_backend import OpenVinoEmbedder
+
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+
+    def built(**sections):
+        raw = {"cameras": [{"id": "a", "source": str(shared_video["pets"])}], "output": {"dir": str(tmp_path)},
+               **sections}
+        return PipelineRunner(parse_config(raw), tmp_path)._build_models()
+
+    def ov_threads(embedder) -> int:
+        return int(embedder.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    detector, embedder = built()
+    assert detector.frame_threads == share and ov_threads(embedder) == share
+    detector, embedder = built(detector={"min_height": 20})
+    assert ov_threads(embedder) == share
+    own_choice = ov_threads(OpenVinoEmbedder(shared_models["reid_default"], threads=0))
+    _, on_all = built(detector={"workers": 1})
+    assert ov_threads(on_all) == own_choice
+    _, embedder = built(reid={"threads": 1}, detector={"workers": 1})
+    assert ov_threads(embedder) == 1
+    # the same features on one thread as on all (so no accuracy figure moves with the thread count)
+    frame = _frames(shared_video["pets"], 1)[0]
+    crops = [frame[y:y + h, x:x + w] for y, x, h, w in ((100, 200, 120, 50), (300, 400, 80, 30), (50, 600, 200, 90))]
+    assert np.array_equal(embedder.embed(crops).identity, on_all.embed(crops).identity)
+    _, embedder = built(reid={"backend": "onnxruntime", "model": "person-reidentification-retail-0267.ort.onnx"})
+    assert embedder.session.get_session_options().intra_op_num_threads == share
+
+
 def test_run_summary_counts_swap_check_crops_apart(shared_video, tmp_path, monkeypatch):
     """RunSummary.crops_check: of the crops embedded, those taken only for the swap check (benchmarks/capacity.py
     prints both), counted against the crop requests the tracklets made."""

@@ -3,9 +3,11 @@ config, metrics exposition."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
+import numpy as np
 import pytest
 
 from pipeline.config import CameraConfig, ConfigError, parse_config
@@ -73,6 +75,60 @@ def test_file_reader_bounded_buffer_no_drops(shared_video):
             got.append(item.index)
     reader.close()
     assert got == list(range(0, 40, 2)) and reader.dropped_stale == 0 and reader.state == "ended"
+
+
+@pytest.mark.parametrize("backend", ["ffmpeg", "gstreamer"])
+def test_decoders_take_the_configured_threads(shared_video, request, backend):
+    """One decoder thread a camera by default (many cameras share the cores; README: "One thread a decoder"):
+    FFmpeg then starts no thread beside the reader's own, for PETS's MPEG-4 (whose extra thread is not the
+    codec's) and for H.264; the configured count when set; the decoder's own choice with 0. The frames are the
+    same either way."""
+    from pipeline.sources import GStreamerCapture, OpenCVCapture
+
+    if backend == "gstreamer":
+        request.getfixturevalue("gstreamer_backend")
+
+    def threads_now() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    def open_and_read(source, **extra):
+        cam = CameraConfig(id="d", source=str(source), backend=backend, **extra)
+        before = threads_now()
+        capture = (GStreamerCapture if backend == "gstreamer" else OpenCVCapture)(cam)
+        try:
+            frames = [capture.read() for _ in range(3)]
+            assert all(f is not None for f in frames), "the camera must still decode"
+            if backend == "gstreamer":
+                Gst = capture._Gst
+                limits, it = [], capture._pipe.iterate_recurse()
+                while True:
+                    result, element = it.next()
+                    if result != Gst.IteratorResult.OK:
+                        break
+                    if element.find_property("max-threads") is not None:
+                        limits.append(element.get_property("max-threads"))
+                return limits, frames
+            return threads_now() - before, frames
+        finally:
+            capture.close()
+
+    if backend == "gstreamer":
+        (limits, frames), (_, own_choice_frames) = (open_and_read(shared_video["room_h264"]),
+                                                     open_and_read(shared_video["room_h264"], decode_threads=0))
+        assert limits == [1]
+        assert open_and_read(shared_video["room_h264"], decode_threads=3)[0] == [3]
+        assert open_and_read(shared_video["room_h264"], decode_threads=0)[0] == [0]  # the decoder's own choice
+        assert all(np.array_equal(a, b) for a, b in zip(frames, own_choice_frames))
+        return
+    for video in (shared_video["pets"], shared_video["room_h264"]):
+        started, frames = open_and_read(video)
+        assert started == 0, f"{video.name}: one decoder thread must start no thread beside the reader's"
+        started_own, own_choice_frames = open_and_read(video, decode_threads=0)
+        if (os.cpu_count() or 1) > 1:
+            assert started_own > 0, f"{video.name}: FFmpeg's own choice threads on more than one core"
+        assert all(np.array_equal(a, b) for a, b in zip(frames, own_choice_frames))
+    assert open_and_read(shared_video["room_h264"], decode_threads=3)[0] > open_and_read(
+        shared_video["room_h264"], decode_threads=2)[0]
 
 
 def test_missing_device_fails_alone_with_a_clear_error():
