@@ -63,12 +63,12 @@ class CameraConfig(Strict):
     realtime: bool = Field(False, description="files: hand frames over at the source's frame rate, as a live "
                            "camera would (demos, dashboard tests); live sources are real time anyway")
     reconnect: ReconnectConfig = ReconnectConfig()
-    # Cameras are decoded side by side, one reader thread each: one decoder thread a camera costs less CPU a
-    # frame than FFmpeg's one per core (which sync every frame) and leaves the cores to the models (README:
-    # capacity, "One thread a decoder").
-    decode_threads: int = Field(1, ge=0, le=64, description="decoder threads for this camera (FFmpeg's, or the "
-                                "GStreamer decoder's max-threads); 0: the decoder's own choice (one per core), "
-                                "for one camera of high resolution on many cores")
+    # Cameras are decoded side by side, one reader thread each: with eight of them, one decoder thread a camera
+    # took 17-20 % less CPU a frame than FFmpeg's default of one per core, for the same frames (README:
+    # Benchmarks, "One thread a decoder").
+    decode_threads: int = Field(1, ge=0, le=64, description="decoder threads for this camera: FFmpeg's for files "
+                                "and streams, the max-threads of a GStreamer decoder that has it; 0: the decoder's "
+                                "own choice (one per core), for one camera of high resolution on many cores")
     # A camera's colour cast measured once (e.g. a grey card), for a levelled ReID model: a camera that has seen
     # few people cannot read its cast from them (README, "Colour levelling in training and in the pipeline").
     colour_gains: tuple[float, float, float] | None = Field(
