@@ -52,6 +52,8 @@ def test_camera_config_validation(tmp_path):
     assert cfg.cameras[0].reconnect.max_s == 5 and cfg.metrics.port == 9108
     with pytest.raises(ConfigError, match=r"cameras\[0\]\.backend"):
         parse_config({"cameras": [{"id": "x", "source": "rtsp://h/s", "backend": "vlc"}]})
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.decode_threads"):
+        parse_config({"cameras": [{"id": "x", "source": "rtsp://h/s", "decode_threads": -1}]})
     with pytest.raises(ConfigError, match="max_s must be at least initial_s"):
         parse_config({"cameras": [{"id": "x", "source": "rtsp://h/s", "reconnect": {"initial_s": 5, "max_s": 1}}]})
 
