@@ -23,7 +23,8 @@
   (the default `detector.workers` 2; README "Runs side by side").
 * `cpu`: the capacity run's CPU over its frame loop, per camera-frame, by part (the detector's runs on every
   thread, the ReID model's calls, the tracker, the decoders, the rest), for each `--variant` (as capacity.py's)
-  in each of `--repeat` rounds: what all but the detector costs, as a share of the detector's own CPU. Unlike
+  in each of `--repeat` rounds: what all but the detector costs, as a share of the detector's own CPU, and the
+  detector's CPU a detected frame in the run against alone. Unlike
   frames/s this share hardly moves with a shared host's speed (README: "The ReID model on its share of the cores").
 * `reid-threads`: the config's ReID model alone on one thread and on every core, `--calls` calls of 4 and of 12
   PETS crops: wall and CPU ms a crop (README: "... the ReID model on its share of the cores").
@@ -432,12 +433,21 @@ def probe_reid_threads(config, frames: list[np.ndarray], calls: int) -> None:
                   f"{(time.process_time() - cpu) / n * 1000:.2f} ms of CPU a crop")
 
 
+def _alone_frames(config, cameras: int, frames: int) -> int:
+    """Frames capacity.detector_only runs: the warm-up batch and one batch of the largest phase per frame."""
+    every = config.detector.every if config.detector.stagger else 1
+    batch = -(-cameras // every)
+    return (frames + 1) * batch
+
+
 def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> None:
     """CPU seconds of the frame loop's window (models loaded, store drained after), per camera-frame, by part:
     the detector's runs on every thread (thread CPU inside each run), the ReID model's calls (the calling
     thread's CPU; threads of its own count under "rest"), the tracker, the reader (decoder) threads, and the
     rest of the process. The rest over the detector's share is what the ratio of capacity.py pays; unlike
-    frames/s it hardly moves when a shared host speeds up or slows down, since both scale with it."""
+    frames/s it hardly moves when a shared host speeds up or slows down, since both scale with it. Then the
+    detector alone as capacity.py times it: its CPU a detected frame there against in the run (what the rest
+    costs the detector through caches and cores)."""
     import tempfile
 
     import capacity
@@ -513,14 +523,22 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
             total = window["cpu"] / n * 1000
             ms["rest"] = total - sum(ms.values())
             beyond = (total - ms["detector"]) / ms["detector"] * 100
-            rows[name].append({"beyond": beyond, "total": total, "ms": ms, "cores": window["cpu"] / window["wall"]})
+            detected = n / (config.detector.every if config.detector.stagger else 1)  # as capacity.py counts them
+            in_run = parts["detector"] / detected * 1000
+            # the same detector alone on the same frames, batched as the run batches them (capacity.py's timing)
+            spent.clear()
+            capacity.detector_only(config, VIDEO, cameras, frames)
+            alone = spent["detector"] / _alone_frames(config, cameras, frames) * 1000
+            rows[name].append({"beyond": beyond, "total": total, "ms": ms, "cores": window["cpu"] / window["wall"],
+                               "in_run": in_run, "alone": alone})
             print(f"cpu round {round_}, {name}: {n / window['wall']:.1f} frames/s, process {total:.2f} ms of CPU a "
                   f"camera-frame ({window['cpu'] / window['wall']:.2f} cores busy): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
-                  + f"; all but the detector {beyond:.1f} % of the detector's", flush=True)
+                  + f"; all but the detector {beyond:.1f} % of the detector's; the detector {in_run:.2f} ms of CPU a "
+                  f"detected frame in the run, {alone:.2f} alone", flush=True)
     print("| variant | CPU beyond the detector, % of its own (runs) | ms of CPU a camera-frame: all / detector / "
-          "ReID calls / tracker / readers / rest | cores busy |")
-    print("|---|---|---|---|")
+          "ReID calls / tracker / readers / rest | cores busy | detector, ms of CPU a detected frame: run / alone |")
+    print("|---|---|---|---|---|")
     for name, got in rows.items():
         def span(key, fmt="{:.2f}"):
             vals = [g["ms"][key] if key in g["ms"] else g[key] for g in got]
@@ -528,7 +546,8 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
             return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else fmt.format(lo) + "–" + fmt.format(hi)
         runs = ", ".join(f"{g['beyond']:.1f}" for g in got)
         print(f"| {name} | {runs} | {span('total')} / {span('detector')} / "
-              f"{span('ReID calls')} / {span('tracker')} / {span('readers')} / {span('rest')} | {span('cores')} |")
+              f"{span('ReID calls')} / {span('tracker')} / {span('readers')} / {span('rest')} | {span('cores')} | "
+              f"{span('in_run')} / {span('alone')} |")
 
 
 def main() -> int:
