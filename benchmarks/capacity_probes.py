@@ -421,8 +421,7 @@ def probe_reid_threads(config, frames: list[np.ndarray], calls: int) -> None:
     for threads in (1, cores):
         embedder = create_embedder(resolve_model(config.reid.model), config.reid.backend, threads=threads)
         for size in (4, 12):
-            batches = [crops[(i * size) % 48:(i * size) % 48 + size] for i in range(calls)]
-            batches = [b for b in batches if len(b) == size]
+            batches = [crops[(i * size) % 48:(i * size) % 48 + size] for i in range(calls)]  # 48: whole calls
             embedder.embed(batches[0])
             cpu, wall = time.process_time(), time.perf_counter()
             for b in batches:
@@ -431,13 +430,6 @@ def probe_reid_threads(config, frames: list[np.ndarray], calls: int) -> None:
             print(f"reid-threads {Path(config.reid.model).name}, {threads} thread{'s' if threads > 1 else ''}, "
                   f"calls of {size}: {(time.perf_counter() - wall) / n * 1000:.2f} ms a crop, "
                   f"{(time.process_time() - cpu) / n * 1000:.2f} ms of CPU a crop")
-
-
-def _alone_frames(config, cameras: int, frames: int) -> int:
-    """Frames capacity.detector_only runs: the warm-up batch and one batch of the largest phase per frame."""
-    every = config.detector.every if config.detector.stagger else 1
-    batch = -(-cameras // every)
-    return (frames + 1) * batch
 
 
 def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> None:
@@ -457,6 +449,7 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
     from reid.inference import factory
 
     spent: dict[str, float] = {}
+    detected = [0]  # frames the detector ran since the last reset (counted, so any stride or batching holds)
     lock = threading.Lock()
 
     def clocked(owner, name: str, part: str) -> None:
@@ -469,6 +462,8 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
             finally:
                 with lock:
                     spent[part] = spent.get(part, 0.0) + time.thread_time() - t
+                    if part == "detector":
+                        detected[0] += len(args[1])  # _detect(self, frames, net)
         setattr(owner, name, call)
 
     clocked(yolox.YoloxOnnxDetector, "_detect", "detector")
@@ -497,6 +492,7 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
                 if done.wait(0.1):
                     return
         spent.clear()
+        detected[0] = 0
         before = _thread_cpu_named()
         watcher = threading.Thread(target=watch, name="probe-watch", daemon=True)
         watcher.start()
@@ -504,7 +500,8 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
         try:
             return loop(self, *args, **kwargs)
         finally:
-            window.update(cpu=time.process_time() - cpu, wall=time.perf_counter() - wall, parts=dict(spent))
+            window.update(cpu=time.process_time() - cpu, wall=time.perf_counter() - wall, parts=dict(spent),
+                          detected=detected[0])
             done.set()
             watcher.join()
             window["readers"] = sum(s - before.get(tid, ("", 0.0))[1] for tid, s in readers.items())
@@ -523,12 +520,12 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
             total = window["cpu"] / n * 1000
             ms["rest"] = total - sum(ms.values())
             beyond = (total - ms["detector"]) / ms["detector"] * 100
-            detected = n / (config.detector.every if config.detector.stagger else 1)  # as capacity.py counts them
-            in_run = parts["detector"] / detected * 1000
+            in_run = parts["detector"] / window["detected"] * 1000
             # the same detector alone on the same frames, batched as the run batches them (capacity.py's timing)
             spent.clear()
+            detected[0] = 0
             capacity.detector_only(config, VIDEO, cameras, frames)
-            alone = spent["detector"] / _alone_frames(config, cameras, frames) * 1000
+            alone = spent["detector"] / detected[0] * 1000
             rows[name].append({"beyond": beyond, "total": total, "ms": ms, "cores": window["cpu"] / window["wall"],
                                "in_run": in_run, "alone": alone})
             print(f"cpu round {round_}, {name}: {n / window['wall']:.1f} frames/s, process {total:.2f} ms of CPU a "

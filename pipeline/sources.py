@@ -211,7 +211,6 @@ class GStreamerCapture:
         else:
             head = "uridecodebin name=src"
         self._pipe = Gst.parse_launch(f"{head} ! {convert} ! {sink}")
-        self.decoder_threads: dict[str, int] = {}  # decoder element -> max-threads it was given
         if camera.decode_threads:
             self._pipe.connect("deep-element-added", self._limit_threads)
         src = self._pipe.get_by_name("src")
@@ -243,7 +242,6 @@ class GStreamerCapture:
         # decodebin picks the decoder once it knows the stream, so the limit is set as elements appear.
         if element.find_property("max-threads") is not None:
             element.set_property("max-threads", self.camera.decode_threads)
-            self.decoder_threads[element.get_name()] = self.camera.decode_threads
 
     def _pull(self, timeout_s: float) -> np.ndarray | None:
         Gst = self._Gst
