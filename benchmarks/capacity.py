@@ -7,7 +7,8 @@ For each camera count the script runs `PipelineRunner` (what `python -m pipeline
 track, embed, match, the embedded Redis store; annotated video off, as on a server) on N copies of
 PETS09-S2L1 (768x576, ../shared/data) for `--frames` frames each, then times the detector alone on the same
 frames, batched as the run batches them (one frame per camera per step; with a staggered stride, the cameras
-of one phase), decoded beforehand, each slot of a batch its own frame (as each camera's is), once just before
+of one phase) and fed as the run feeds them (with `detector.ahead`, the next step queued before this one's boxes
+are taken), decoded beforehand, each slot of a batch its own frame (as each camera's is), once just before
 the run and once just after (their mean is the detector-only rate: a shared host drifts). It prints:
 
 * pipeline frames/s over all cameras and the real-time cameras it carries at `--camera-fps` (10);
@@ -96,10 +97,14 @@ def run_pipeline(config, out: Path, frames: int) -> dict:
             "stage_ms": summary.stage_ms_per_frame, "crops": summary.crops, "crops_check": summary.crops_check}
 
 
-def detector_only(config, video: Path, cameras: int, frames: int, detector=None) -> float:
+def detector_only(config, video: Path, cameras: int, frames: int, detector=None, ahead: bool | None = None,
+                  stats: dict | None = None) -> float:
     """Frames/s of the configured detector alone on the same frames, batched as the run batches them: one frame
     per camera a step, or with a staggered stride (`detector.every` n, `detector.stagger`) the cameras of one
-    phase a step. `detector`: one already built from the config (capacity_probes.py times its parts)."""
+    phase a step; queued a step ahead where the run queues them so (`detector.ahead`; `ahead` overrides it).
+    `detector`: one already built from the config (capacity_probes.py times its parts); `stats`, when given, gets
+    the cores the process kept busy over the timed part ("cores")."""
+    from detectors.base import queued
     from pipeline.perception import detector_from_config
 
     every = config.detector.every if config.detector.stagger else 1
@@ -111,10 +116,26 @@ def detector_only(config, video: Path, cameras: int, frames: int, detector=None)
     spread = max(len(images) // batch, 1)
     batches = [[images[(i + k * spread) % len(images)] for k in range(batch)] for i in range(len(images))]
     detector.detect(batches[0])  # warm-up: first-call allocations are not throughput
-    t = time.perf_counter()
-    for frames_of_step in batches:
-        detector.detect(frames_of_step)
-    return len(batches) * batch / (time.perf_counter() - t)
+    t, cpu = time.perf_counter(), time.process_time()
+    if (config.detector.ahead if ahead is None else ahead) and queued(detector):
+        # As the run feeds it (detector.ahead, and a file camera's frames always wait): the next step's frames are
+        # queued before this step's boxes are taken, so the detector's threads do not idle at the end of each
+        # step. Step by step the detector alone left 7-9 % of 2 cores idle, which the run then filled with its
+        # other work: a baseline the run beat by its schedule, not by costing little (README, Benchmarks:
+        # "The detector alone, fed as the run feeds it").
+        handle = detector.submit(batches[0])
+        for frames_of_step in batches[1:]:
+            following = detector.submit(frames_of_step)
+            detector.collect(handle)
+            handle = following
+        detector.collect(handle)
+    else:
+        for frames_of_step in batches:
+            detector.detect(frames_of_step)
+    wall = time.perf_counter() - t
+    if stats is not None:
+        stats["cores"] = (time.process_time() - cpu) / wall
+    return len(batches) * batch / wall
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:

@@ -28,6 +28,9 @@
   frames/s this share hardly moves with a shared host's speed (README: "The ReID model on its share of the cores").
 * `reid-threads`: the config's ReID model alone on one thread and on every core, `--calls` calls of 4 and of 12
   PETS crops: wall and CPU ms a crop (README: "... the ReID model on its share of the cores").
+* `detector-schedule`: capacity.py's detector-only timing (`--cameras`, `--frames`, `--set`) step by step and a
+  step ahead (as the run feeds it), alternating over `--repeat` rounds: frames/s and cores busy (README: "The
+  detector alone, fed as the run feeds it").
 * `decode`: `--cameras` FFmpeg readers side by side (the pipeline's capture class) on PETS and the two room
   videos, `decode_threads` 0 against 1 over `--repeat` rounds: CPU and wall ms a frame (README: "One thread a
   decoder").
@@ -480,16 +483,17 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
     loop, window = runner.PipelineRunner._loop, {}
 
     def watched_loop(self, *args, **kwargs):
-        readers: dict[int, float] = {}  # reader threads end with their source: keep their last reading
+        # every thread's last reading (threads such as the readers end with their source), with its name: the
+        # Python name where it has one, else the kernel's (native threads of ONNX Runtime and OpenVINO)
+        last: dict[int, tuple[str, float]] = {}
         done = threading.Event()
 
         def watch() -> None:
             while True:
                 names = {t.native_id: t.name for t in threading.enumerate()}
-                for tid, (_, seconds) in _thread_cpu_named().items():
-                    if names.get(tid, "").startswith("reader"):
-                        readers[tid] = seconds
-                if done.wait(0.1):
+                for tid, (kernel_name, seconds) in _thread_cpu_named().items():
+                    last[tid] = (names.get(tid, kernel_name), seconds)
+                if done.wait(0.5):  # reading /proc costs CPU too (not counted: the probe's own thread)
                     return
         spent.clear()
         detected[0] = 0
@@ -504,7 +508,13 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
                           detected=detected[0])
             done.set()
             watcher.join()
-            window["readers"] = sum(s - before.get(tid, ("", 0.0))[1] for tid, s in readers.items())
+            by_thread: dict[str, float] = {}
+            for tid, (name, seconds) in last.items():
+                group = "frame loop" if name == threading.current_thread().name else _thread_group(name)
+                by_thread[group] = by_thread.get(group, 0.0) + seconds - before.get(tid, ("", 0.0))[1]
+            window["probe"] = by_thread.pop("probe", 0.0)
+            window["by_thread"] = by_thread
+            window["readers"] = by_thread.get("reader", 0.0)
     runner.PipelineRunner._loop = watched_loop
 
     parsed = [capacity.parse_variant(v) for v in variants] or [("config", [])]
@@ -517,24 +527,31 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
             n, parts = run["frames"], window["parts"]
             ms = {k: v / n * 1000 for k, v in parts.items()}
             ms["readers"] = window["readers"] / n * 1000
-            total = window["cpu"] / n * 1000
+            total = (window["cpu"] - window["probe"]) / n * 1000  # the pipeline's, not the probe's watcher
             ms["rest"] = total - sum(ms.values())
             beyond = (total - ms["detector"]) / ms["detector"] * 100
             in_run = parts["detector"] / window["detected"] * 1000
             # the same detector alone on the same frames, batched as the run batches them (capacity.py's timing)
             spent.clear()
             detected[0] = 0
-            capacity.detector_only(config, VIDEO, cameras, frames)
+            alone_fps = capacity.detector_only(config, VIDEO, cameras, frames)
             alone = spent["detector"] / detected[0] * 1000
+            alone_cores = alone * alone_fps / 1000  # the detector alone keeps this many cores busy
             rows[name].append({"beyond": beyond, "total": total, "ms": ms, "cores": window["cpu"] / window["wall"],
-                               "in_run": in_run, "alone": alone})
+                               "in_run": in_run, "alone": alone, "alone_cores": alone_cores})
             print(f"cpu round {round_}, {name}: {n / window['wall']:.1f} frames/s, process {total:.2f} ms of CPU a "
                   f"camera-frame ({window['cpu'] / window['wall']:.2f} cores busy): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
                   + f"; all but the detector {beyond:.1f} % of the detector's; the detector {in_run:.2f} ms of CPU a "
-                  f"detected frame in the run, {alone:.2f} alone", flush=True)
+                  f"detected frame in the run, {alone:.2f} alone (keeping {alone_cores:.2f} cores busy)", flush=True)
+            # where each thread's CPU went (the parts above cut across threads: the frame loop runs detector frames
+            # and the ReID calls too); what the parts leave over ("rest") is in the frame loop and the helpers
+            print("  by thread, ms of CPU a camera-frame: " + ", ".join(
+                f"{k} {v / n * 1000:.2f}" for k, v in sorted(window["by_thread"].items(), key=lambda kv: -kv[1])
+                if v / n * 1000 >= 0.01), flush=True)
     print("| variant | CPU beyond the detector, % of its own (runs) | ms of CPU a camera-frame: all / detector / "
-          "ReID calls / tracker / readers / rest | cores busy | detector, ms of CPU a detected frame: run / alone |")
+          "ReID calls / tracker / readers / rest | cores busy: run / detector alone | detector, ms of CPU a detected "
+          "frame: run / alone |")
     print("|---|---|---|---|---|")
     for name, got in rows.items():
         def span(key, fmt="{:.2f}"):
@@ -543,15 +560,40 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
             return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else fmt.format(lo) + "–" + fmt.format(hi)
         runs = ", ".join(f"{g['beyond']:.1f}" for g in got)
         print(f"| {name} | {runs} | {span('total')} / {span('detector')} / "
-              f"{span('ReID calls')} / {span('tracker')} / {span('readers')} / {span('rest')} | {span('cores')} | "
+              f"{span('ReID calls')} / {span('tracker')} / {span('readers')} / {span('rest')} | {span('cores')} / "
+              f"{span('alone_cores')} | "
               f"{span('in_run')} / {span('alone')} |")
+
+
+def probe_detector_schedule(config, cameras: int, frames: int, repeat: int) -> None:
+    """capacity.py's detector-only timing fed step by step (each step's boxes taken before the next step is
+    queued: the baseline until 2026-12-06) and a step ahead (as the run feeds it with `detector.ahead`), in
+    alternation for `repeat` rounds: frames/s and the cores the detector keeps busy (README: "The detector alone,
+    fed as the run feeds it")."""
+    import capacity
+    from pipeline.perception import detector_from_config
+
+    detector = detector_from_config(config.detector)
+    got: dict[str, list[tuple[float, float]]] = {"step by step": [], "a step ahead": []}
+    for round_ in range(1, repeat + 1):
+        for name, ahead in (("step by step", False), ("a step ahead", True)):
+            stats: dict = {}
+            fps = capacity.detector_only(config, VIDEO, cameras, frames, detector=detector, ahead=ahead, stats=stats)
+            got[name].append((fps, stats["cores"]))
+        (sync, sync_cores), (ahead_fps, ahead_cores) = got["step by step"][-1], got["a step ahead"][-1]
+        print(f"detector-schedule round {round_}: step by step {sync:.1f} frames/s ({sync_cores:.2f} cores busy), "
+              f"a step ahead {ahead_fps:.1f} ({ahead_cores:.2f}); ahead / step by step {ahead_fps / sync:.3f}",
+              flush=True)
+    ratios = [a[0] / s[0] for s, a in zip(got["step by step"], got["a step ahead"])]
+    print(f"detector-schedule: a step ahead / step by step over {repeat} rounds: "
+          + ", ".join(f"{r:.3f}" for r in ratios) + f" (mean {np.mean(ratios):.3f})")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probe", nargs="+", default=["overlap", "detector-input"],
                     choices=["overlap", "detector-input", "inside", "batch-sizes", "detector-parts", "cpu", "decode",
-                             "reid-threads"])
+                             "reid-threads", "detector-schedule"])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--calls", type=int, default=300, help="batch-sizes: embedder calls a round")
     ap.add_argument("--batch", type=int, default=8, help="overlap, detector-parts: frames the detector takes a step")
@@ -588,6 +630,9 @@ def main() -> int:
             probe_decode(args.cameras, args.frames, args.repeat)
         elif probe == "cpu":
             probe_cpu(args.cameras, args.frames, args.variant, args.repeat)
+        elif probe == "detector-schedule":
+            probe_detector_schedule(capacity.build_config(args.cameras, VIDEO, Path("unused"), args.set),
+                                    args.cameras, args.frames, args.repeat)
         else:
             probe_inside(args.cameras, args.frames, args.set)
     return 0
