@@ -296,6 +296,40 @@ def _thread_group(name: str) -> str:
     return name.rstrip("0123456789") or name
 
 
+class _ThreadCpu:
+    """CPU seconds of every thread of this process over a window, by kind (`_thread_group`), read from /proc: a
+    watcher thread ("probe-watch") keeps each thread's last reading every `every_s` s (threads such as the readers
+    end within the window). Threads go by their Python name where they have one, else by the kernel's (native
+    threads of ONNX Runtime and OpenVINO); the thread that opened the window by `main`."""
+
+    def __init__(self, main: str, every_s: float = 0.5) -> None:
+        self.main, self.every_s, self.main_tid = main, every_s, threading.get_native_id()
+        self.before = _thread_cpu_named()  # threads from before the window (their CPU so far is not its)
+        self.last: dict[int, tuple[str, float]] = {}
+        self._done = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="probe-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while True:
+            names = {t.native_id: t.name for t in threading.enumerate()}
+            for tid, (kernel_name, seconds) in _thread_cpu_named().items():
+                self.last[tid] = (self.main if tid == self.main_tid else names.get(tid, kernel_name), seconds)
+            if self._done.wait(self.every_s):  # reading /proc costs CPU too: the watcher's own, under "probe"
+                return
+
+    def stop(self) -> dict[str, list]:
+        """{kind: [threads, CPU seconds in the window]}; the watcher's own CPU under "probe"."""
+        self._done.set()
+        self._watcher.join()
+        groups: dict[str, list] = {}
+        for tid, (name, seconds) in self.last.items():
+            group = groups.setdefault(name if name == self.main else _thread_group(name), [0, 0.0])
+            group[0] += 1
+            group[1] += seconds - self.before.get(tid, (name, 0.0))[1]
+        return groups
+
+
 def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
     import tempfile
 
@@ -315,25 +349,7 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
         return embedder
 
     runner.detector_from_config, runner.create_embedder = timed_detector, timed_embedder
-    readers: dict[int, float] = {}
-    threads_cpu: dict[int, tuple[str, float]] = {}  # every thread's last reading: threads end during the run
-    done = threading.Event()
-    main_tid = threading.get_native_id()
-
-    def watch_readers() -> None:  # reader threads end with their source: keep their last CPU reading
-        while not done.wait(0.5):
-            cpu = _thread_cpu_named()
-            python_names = {t.native_id: t.name for t in threading.enumerate()}
-            for tid, (name, seconds) in cpu.items():
-                name = "frame loop (main)" if tid == main_tid else python_names.get(tid, name)
-                if name != "probe-watch":
-                    threads_cpu[tid] = (name, seconds)
-                if name.startswith("reader-"):
-                    readers[tid] = seconds
-    before = _thread_cpu_named()  # threads from before the run (their CPU so far is not the run's)
-
-    watcher = threading.Thread(target=watch_readers, name="probe-watch", daemon=True)
-    watcher.start()
+    threads_cpu = _ThreadCpu("frame loop (main)")
     try:
         with tempfile.TemporaryDirectory(prefix="capacity-probe-") as tmp:
             config = capacity.build_config(cameras, VIDEO, Path(tmp) / "out", overrides)
@@ -341,8 +357,8 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
             run = capacity.run_pipeline(config, Path(tmp) / "out", frames)
             cpu_s = time.process_time() - cpu0
     finally:
-        done.set()
-        watcher.join()
+        groups = threads_cpu.stop()
+        groups.pop("probe", None)
         runner.detector_from_config, runner.create_embedder = build_detector, build_embedder
     from pipeline.perception import detector_from_config
 
@@ -353,13 +369,7 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
     print(f"inside: {cameras} cameras x {frames} frames, pipeline {run['fps']:.1f} frames/s, detector alone "
           f"{alone_fps:.1f} frames/s (1 in {config.detector.every} detected); process CPU {cpu_s:.1f} s over the "
           f"run's {run['wall_s']:.1f} s of wall ({100 * cpu_s / run['wall_s']:.0f} % of one core, with loading), "
-          f"reader threads {sum(readers.values()):.1f} s")
-    groups: dict[str, list[float]] = {}
-    for tid, (name, seconds) in threads_cpu.items():
-        spent = seconds - before.get(tid, (name, 0.0))[1]
-        group = groups.setdefault(name if name == "frame loop (main)" else _thread_group(name), [0, 0.0])
-        group[0] += 1
-        group[1] += spent
+          f"reader threads {groups.get('reader', [0, 0.0])[1]:.1f} s")
     print("  CPU by thread over the run (loading included; last reading every 0.5 s): " + ", ".join(
         f"{name} {seconds:.1f} s ({n} thread{'s' if n > 1 else ''})"
         for name, (n, seconds) in sorted(groups.items(), key=lambda kv: -kv[1][1])))
@@ -483,36 +493,17 @@ def probe_cpu(cameras: int, frames: int, variants: list[str], repeat: int) -> No
     loop, window = runner.PipelineRunner._loop, {}
 
     def watched_loop(self, *args, **kwargs):
-        # every thread's last reading (threads such as the readers end with their source), with its name: the
-        # Python name where it has one, else the kernel's (native threads of ONNX Runtime and OpenVINO)
-        last: dict[int, tuple[str, float]] = {}
-        done = threading.Event()
-
-        def watch() -> None:
-            while True:
-                names = {t.native_id: t.name for t in threading.enumerate()}
-                for tid, (kernel_name, seconds) in _thread_cpu_named().items():
-                    last[tid] = (names.get(tid, kernel_name), seconds)
-                if done.wait(0.5):  # reading /proc costs CPU too (not counted: the probe's own thread)
-                    return
         spent.clear()
         detected[0] = 0
-        before = _thread_cpu_named()
-        watcher = threading.Thread(target=watch, name="probe-watch", daemon=True)
-        watcher.start()
+        threads_cpu = _ThreadCpu("frame loop")
         cpu, wall = time.process_time(), time.perf_counter()
         try:
             return loop(self, *args, **kwargs)
         finally:
             window.update(cpu=time.process_time() - cpu, wall=time.perf_counter() - wall, parts=dict(spent),
                           detected=detected[0])
-            done.set()
-            watcher.join()
-            by_thread: dict[str, float] = {}
-            for tid, (name, seconds) in last.items():
-                group = "frame loop" if name == threading.current_thread().name else _thread_group(name)
-                by_thread[group] = by_thread.get(group, 0.0) + seconds - before.get(tid, ("", 0.0))[1]
-            window["probe"] = by_thread.pop("probe", 0.0)
+            by_thread = {kind: seconds for kind, (_, seconds) in threads_cpu.stop().items()}
+            window["probe"] = by_thread.pop("probe", 0.0)  # the pipeline's CPU is counted without the watcher's
             window["by_thread"] = by_thread
             window["readers"] = by_thread.get("reader", 0.0)
     runner.PipelineRunner._loop = watched_loop
