@@ -8,11 +8,12 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 CONFIG ?= configs/demo.yaml
 SHARED ?= ../shared
 # The default ReID model's INT8 file, built from ../shared by `make install` (below).
-DEFAULT_REID := models/reid/person-reidentification-retail-0288-int8.xml
+DEFAULT_REID := models/reid/person-reidentification-retail-0288-224x112-int8.xml
+REID_0288 := $(SHARED)/models/reid/person-reidentification-retail-0288/FP32/person-reidentification-retail-0288.xml
 GST_DEBS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav libgirepository1.0-dev libcairo2-dev pkg-config gcc
 
-.PHONY: run test install install-test system-test-deps reid-int8 clean
+.PHONY: run test install install-test system-test-deps reid-int8 reid-0288-full clean
 
 $(VENV)/.venv-ok:
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
@@ -54,17 +55,27 @@ system-test-deps:
 	@if [ -x $(PY) ] && ! $(PY) -c "import gi" >/dev/null 2>&1 && pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null; then \
 		$(PIP) install -e '.[gstreamer]'; fi
 
-# The default ReID model: Intel's 0288 (a float OpenVINO IR in ../shared) quantised to INT8 for CPUs, about a
-# fifth of the float 0267's time a crop on a 2-core Xeon, with the same linking on PETS (README, Benchmarks: "A
-# lighter default ReID model"). `reid export` calibrates it on a SynthCC set made here (never downloaded) and
-# gates it (rank-1 drop <= 1 point); about a minute, once.
+# The default ReID model: Intel's 0288 (a float OpenVINO IR in ../shared) at a 224x112 input instead of its
+# 256x128 (three quarters of the multiply-adds, the same scores: README, Benchmarks: "0288 at 224x112"),
+# quantised to INT8 for CPUs, about a fifth of the float 0267's time a crop on a 2-core Xeon, with the same
+# linking on PETS (README, Benchmarks: "A lighter default ReID model"). `reid export` calibrates it on a SynthCC
+# set made here (never downloaded) and gates it (rank-1 drop <= 1 point, for the resize against the file as
+# published and for INT8 against the resized float); about a minute, once.
 # Rebuilt when the runtime's table of known files (its preprocessing and levels, carried into the file) or the
 # export's recipe changes.
 $(DEFAULT_REID): reid/inference/onnx_backend.py reid/export.py | $(VENV)/.installed-run
 	$(PY) -m synth people --preset bench --seed 1 --out models/.synthcc-calib-0288 --force
-	$(PY) -m reid export --weights $(SHARED)/models/reid/person-reidentification-retail-0288/FP32/person-reidentification-retail-0288.xml \
+	$(PY) -m reid export --weights $(REID_0288) --input-size 224x112 \
 		--format openvino --int8 --calib models/.synthcc-calib-0288 --out $@
 	rm -rf models/.synthcc-calib-0288
+
+# 0288 at its own 256x128 in INT8 (the default until 2026-12-07), for comparisons: `make reid-0288-full`.
+REID_0288_FULL := models/reid/person-reidentification-retail-0288-int8.xml
+reid-0288-full: $(REID_0288_FULL)
+$(REID_0288_FULL): reid/inference/onnx_backend.py reid/export.py | $(VENV)/.installed-run
+	$(PY) -m synth people --preset bench --seed 1 --out models/.synthcc-calib-0288-full --force
+	$(PY) -m reid export --weights $(REID_0288) --format openvino --int8 --calib models/.synthcc-calib-0288-full --out $@
+	rm -rf models/.synthcc-calib-0288-full
 
 # Intel's 0267 (the default until 2026-12-06) quantised to INT8 for CPUs: 2.5-3x faster a crop than bfloat16/FP32
 # (README, Benchmarks: "INT8 ReID"). `reid export` calibrates it on a SynthCC set made here and gates it (rank-1

@@ -56,7 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", required=True, help="a SynthCC set (its test people: query + gallery)")
     ap.add_argument("--from", dest="source", default="person-reidentification-retail-0267.ort.onnx")
-    ap.add_argument("--to", dest="target", default="person-reidentification-retail-0288-int8.xml")
+    ap.add_argument("--to", dest="target", default="person-reidentification-retail-0288-224x112-int8.xml")
     ap.add_argument("--link", type=float, default=0.55, help="a link level of --from (matcher.threshold)")
     ap.add_argument("--swap", type=float, default=0.3, help="a swap-check level of --from (reid.swap_threshold)")
     args = ap.parse_args()

@@ -55,6 +55,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.config import ReidConfig  # noqa: E402
 from pipeline.store import IdentityStore  # noqa: E402
 from synth.truth import DECISION_KINDS, decision_kinds, outfit_event_check, track_people  # noqa: E402
 
@@ -453,7 +454,7 @@ def main() -> int:
     if args.detector:
         print(f"detector settings: {', '.join(args.detector)}")
     for label, (_, reid, shown) in settings.items():
-        print(f"model {label}: {reid.get('model', 'the default (OMZ 0267)')}; matcher {shown}")
+        print(f"model {label}: {reid.get('model', 'the default (' + ReidConfig().model + ')')}; matcher {shown}")
     if args.measured_gains:
         print("cameras: colour_gains measured on each camera's ground-truth boxes (benchmarks/levelling_scene_gains.py)")
     if args.warm:

@@ -151,9 +151,11 @@ class ReidConfig(Strict):
     backend: Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt"] = "auto"
     # Intel's 0288 in INT8 (`make install` builds it from ../shared): the default since 2026-12-06, about a fifth
     # of the float 0267's time a crop on a 2-core Xeon, with the same linking on PETS (README, "A lighter default
-    # ReID model"); 0267 (`person-reidentification-retail-0267.ort.onnx`) is the better same-clothes model on
-    # SynthCC, where people keep their clothes.
-    model: str = "person-reidentification-retail-0288-int8.xml"
+    # ReID model"); since 2026-12-07 at a 224x112 input (`reid export --input-size`), three quarters of its
+    # multiply-adds at 256x128 with the same scores (README, "0288 at 224x112"). 0267
+    # (`person-reidentification-retail-0267.ort.onnx`) is the better same-clothes model on SynthCC, where people
+    # keep their clothes.
+    model: str = "person-reidentification-retail-0288-224x112-int8.xml"
     min_height: int = Field(64, ge=1, le=100_000, description="smallest crop height (px) worth embedding")
     min_width: int = Field(20, ge=1, le=100_000)
     # 32: on PETS09-S2L1's two-camera cut the boxes on tracks that never got an identity went from 3.9 % to 0 with

@@ -18,9 +18,11 @@ class ModelNotFound(FileNotFoundError):
 
 # Files the project builds from ../shared on this machine (never downloaded): how to make each.
 BUILT_HERE = {
-    "person-reidentification-retail-0288-int8.xml":
-        "the default ReID model, built by `make install` (`make models/reid/person-reidentification-retail-0288-int8.xml`"
-        ": Intel's 0288 from ../shared/models/reid quantised to INT8 by `python -m reid export --int8`)",
+    "person-reidentification-retail-0288-224x112-int8.xml":
+        "the default ReID model, built by `make install` (`make models/reid/person-reidentification-retail-0288-224x112-"
+        "int8.xml`: Intel's 0288 from ../shared/models/reid at a 224x112 input, quantised to INT8 by `python -m reid "
+        "export --input-size 224x112 --int8`)",
+    "person-reidentification-retail-0288-int8.xml": "built by `make reid-0288-full` (0288 at its own 256x128, INT8)",
     "person-reidentification-retail-0267-int8.xml": "built by `make reid-int8`",
 }
 

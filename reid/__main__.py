@@ -108,6 +108,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_size(text: str | None) -> tuple[int, int] | None:
+    """`--input-size HxW` as (height, width)."""
+    from reid.export import ExportError
+
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ExportError(f"--input-size {text!r}: give HEIGHTxWIDTH in pixels, e.g. 224x112")
+    return int(parts[0]), int(parts[1])
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from reid.export import ExportError, ExportOptions, run_export
     from reid.inference.tensorrt_backend import BatchProfile
@@ -121,7 +133,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         int8=args.int8, calib=Path(args.calib) if args.calib else None, calib_size=args.calib_size,
         eval_root=Path(args.eval_root) if args.eval_root else None, batch=batch,
         parity_video=Path(args.parity_video) if args.parity_video else None,
-        parity_gt=Path(args.parity_gt) if args.parity_gt else None, threads=args.threads, feature=args.feature)
+        parity_gt=Path(args.parity_gt) if args.parity_gt else None, threads=args.threads, feature=args.feature,
+        input_size=_input_size(args.input_size))
     report = run_export(opts)
     print(report.format_text())
     if not report.passed:
@@ -232,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--parity-gt", help="MOT ground truth giving the parity boxes (default: its gt/gt_dev.txt)")
     x.add_argument("--threads", type=int, default=0, help="CPU threads (0: library default)")
     x.add_argument("--feature", choices=FEATURES, help=FEATURE_HELP + "; the exported graph returns it")
+    x.add_argument("--input-size", metavar="HxW", help="an OpenVINO IR source at another input size, e.g. 224x112 "
+                   "(its whole-map pooling kernel resampled; gated on SynthCC rank-1 against the file as published)")
     x.set_defaults(func=cmd_export)
     c = sub.add_parser("calibrate", help="measure a model's cosine distributions and suggest matcher thresholds")
     c.add_argument("--weights", required=True, help="a model file the pipeline runs (.safetensors, .onnx, .xml)")

@@ -260,22 +260,92 @@ class OnnxFileReference(nn.Module):
         return "none (an ONNX source is kept as published)"
 
 
+def _overlap(old: int, new: int) -> np.ndarray:
+    """(new, old): the share of each old cell that each new cell covers when a row of `old` cells is spread over
+    `new` cells of equal length (each column sums to 1)."""
+    edges_old, edges_new = np.arange(old + 1, dtype=np.float64), np.linspace(0, old, new + 1)
+    lo = np.maximum(edges_new[:-1, None], edges_old[None, :-1])
+    hi = np.minimum(edges_new[1:, None], edges_old[None, 1:])
+    return np.clip(hi - lo, 0, None)
+
+
+def resize_ir_input(model, height: int, width: int):
+    """An OpenVINO ReID graph taking `height` x `width` crops instead of its own size.
+
+    Convolutions and global means follow any input size; what does not is a last convolution whose kernel
+    covers its whole input map (a learned weighted pooling: Intel's 0288 ends in a 16x8 depthwise one). Its
+    kernel is resampled to the new map, each new cell taking the summed weights of the old cells it covers, so
+    the same features over a smaller map pool to about the same value. Whether the resized model is still as
+    good is measured, not assumed: `reid export --input-size` gates it on SynthCC rank-1 against the file as
+    published. ExportError where the graph is not one this can resize."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    shape = model.inputs[0].get_partial_shape()
+    if shape.rank.is_dynamic or shape.rank.get_length() != 4 or shape[2].is_dynamic or shape[3].is_dynamic:
+        raise ExportError(f"--input-size: the model's input must be NCHW with a fixed height and width, got {shape}")
+    old_h, old_w = shape[2].get_length(), shape[3].get_length()
+    if height <= 0 or width <= 0:
+        raise ExportError(f"--input-size must be positive, got {height}x{width}")
+    pools = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in ("Convolution", "GroupConvolution"):
+            continue
+        src, kernel = op.input(0).get_partial_shape(), op.input(1).get_partial_shape()
+        if src.is_dynamic or kernel.is_dynamic:
+            continue
+        map_hw, kernel_hw = tuple(src.to_shape())[2:], tuple(kernel.to_shape())[-2:]
+        if map_hw != kernel_hw or map_hw == (1, 1):
+            continue
+        weights = op.input_value(1).get_node()
+        if weights.get_type_name() == "Convert":  # a compressed (FP16) file: the float weights behind it
+            weights = weights.input_value(0).get_node()
+        if weights.get_type_name() != "Constant":
+            raise ExportError(f"--input-size: the pooling convolution {op.get_friendly_name()} takes its kernel from "
+                              f"a {weights.get_type_name()}, not a constant; this graph cannot be resized")
+        stride_h, stride_w = old_h // map_hw[0], old_w // map_hw[1]
+        if old_h % map_hw[0] or old_w % map_hw[1] or height % stride_h or width % stride_w:
+            raise ExportError(f"--input-size {height}x{width}: the model reduces its {old_h}x{old_w} input "
+                              f"{stride_h}x{stride_w}-fold before {op.get_friendly_name()}; give a height that is a "
+                              f"multiple of {stride_h} and a width that is a multiple of {stride_w}")
+        pools.append((op, weights, map_hw, (height // stride_h, width // stride_w)))
+    for op, weights, (mh, mw), (nh, nw) in pools:
+        k = weights.get_data().astype(np.float32)
+        resampled = np.einsum("ih,...hw,jw->...ij", _overlap(mh, nh), k, _overlap(mw, nw))
+        op.input(1).replace_source_output(ops.constant(np.ascontiguousarray(resampled, np.float32)).output(0))
+    before = [o.get_partial_shape() for o in model.outputs]
+    new_shape = ov.PartialShape([shape[0], shape[1], height, width])
+    try:
+        model.reshape({model.inputs[0].any_name: new_shape})
+    except RuntimeError as exc:
+        raise ExportError(f"--input-size {height}x{width}: OpenVINO cannot reshape the graph "
+                          f"({str(exc).strip().splitlines()[-1]})") from exc
+    after = [o.get_partial_shape() for o in model.outputs]
+    if [list(s)[1:] for s in before] != [list(s)[1:] for s in after]:
+        raise ExportError(f"--input-size {height}x{width}: the outputs change shape ({before} -> {after}); the graph "
+                          f"pools in a way this cannot resize")
+    return model
+
+
 class OpenVinoFileReference(nn.Module):
     """An OpenVINO IR ReID file (a third party's float IR, as Intel's 0288) as the reference of its own export:
     the file as published, in exact FP32 on the CPU plugin, batch axis dynamic, preprocessing as the runtime's
     OpenVINO embedder reads it (its runtime info, a sidecar or the table of known files). An IR source exports
     only to OpenVINO (an INT8 or FP16 IR); there is no ONNX file to give ONNX Runtime or TensorRT."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, input_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         import openvino as ov
         import openvino.properties.hint as hints
 
-        from reid.inference.openvino_backend import dynamic_batch, read_openvino_spec
+        from reid.inference.openvino_backend import dynamic_batch, read_openvino_spec, spec_with_input_size
 
         core = ov.Core()
         model = core.read_model(str(path))
-        self.spec = read_openvino_spec(model, path)
+        spec = read_openvino_spec(model, path)
+        if input_size is not None:
+            model = resize_ir_input(model, *input_size)
+        self.spec = spec_with_input_size(model, spec)
         model = dynamic_batch(model)
         self.compiled = core.compile_model(model, "CPU", {hints.inference_precision: ov.Type.f32})
         names = [o.any_name for o in self.compiled.outputs]
@@ -296,10 +366,16 @@ FILE_REFERENCES = {".onnx": (OnnxFileReference, "an ONNX ReID file"),
                    ".xml": (OpenVinoFileReference, "an OpenVINO ReID file (IR)")}
 
 
-def load_model(weights: str | Path, feature: str | None = None) -> tuple[nn.Module, PreprocessSpec]:
+def load_model(weights: str | Path, feature: str | None = None,
+               input_size: tuple[int, int] | None = None) -> tuple[nn.Module, PreprocessSpec]:
+    """The reference an export is checked against, and its preprocessing; `input_size` (OpenVINO IR files only)
+    resizes the file's input (`resize_ir_input`)."""
     from reid.models import load_checkpoint
 
     kind = FILE_REFERENCES.get(Path(weights).suffix.lower())
+    if input_size is not None and kind is not FILE_REFERENCES[".xml"]:
+        raise ExportError(f"--input-size resizes an OpenVINO IR (.xml); {weights} is not one (a model trained here "
+                          f"takes the size it was trained at: data.height / data.width in its recipe)")
     if kind is not None:  # a third party's file, run as published
         reference, what = kind
         if feature is not None:
@@ -308,7 +384,9 @@ def load_model(weights: str | Path, feature: str | None = None) -> tuple[nn.Modu
         if not Path(weights).is_file():
             raise ExportError(f"--weights: {weights} not found")
         try:
-            model = reference(Path(weights))
+            model = reference(Path(weights)) if input_size is None else reference(Path(weights), input_size)
+        except ExportError:
+            raise
         except Exception as exc:  # unreadable file, a graph the runtime refuses, no preprocessing spec
             raise ExportError(f"--weights {weights}: cannot be run as {what}: {exc}") from exc
         return model.eval(), spec_with_dims(model, model.spec)
@@ -444,16 +522,20 @@ def quantise_openvino(model, calib: list[np.ndarray], spec: PreprocessSpec, over
 
 
 def export_openvino(onnx_path: Path, out_xml: Path, spec: PreprocessSpec, fp16: bool,
-                    calib: list[np.ndarray] | None, overflow_fix: str = "enable") -> None:
+                    calib: list[np.ndarray] | None, overflow_fix: str = "enable",
+                    input_size: tuple[int, int] | None = None) -> None:
     """ONNX (or a float OpenVINO IR) -> OpenVINO IR with the spec in its runtime info; INT8 via NNCF
     post-training quantisation (`quantise_openvino`; `overflow_fix` other than its default only for
-    benchmarks/int8_parity.py)."""
+    benchmarks/int8_parity.py); an IR source at `input_size` if given (`resize_ir_input`)."""
     import openvino as ov
 
     if onnx_path.suffix.lower() == ".xml":  # an IR source (OpenVinoFileReference): read as published
         from reid.inference.openvino_backend import dynamic_batch
 
-        model = dynamic_batch(ov.Core().read_model(str(onnx_path)))
+        model = ov.Core().read_model(str(onnx_path))
+        if input_size is not None:
+            model = resize_ir_input(model, *input_size)
+        model = dynamic_batch(model)
     else:
         model = ov.convert_model(str(onnx_path))
     if calib is not None:
@@ -516,10 +598,21 @@ def spec_mismatches(checkpoint: PreprocessSpec, declared: PreprocessSpec) -> lis
     return out
 
 
+class _ReferenceFeatures:
+    """A reference model (and its preprocessing) in the embedder's place, for `retrieval_check`."""
+
+    def __init__(self, model: nn.Module, spec: PreprocessSpec) -> None:
+        self.model, self.spec = model, spec
+
+    def embed(self, crops: list[np.ndarray]):
+        return type("Features", (), {"identity": torch_features(self.model, crops, self.spec)[0]})
+
+
 def retrieval_check(model: nn.Module, spec: PreprocessSpec, embedder: Embedder, root: Path,
-                    batch: int = 64) -> list[RetrievalResult]:
+                    batch: int = 64, label: str = "export", cross: bool = True) -> list[RetrievalResult]:
     """Rank-1 / mAP of the PyTorch model and of the exported file on the same SynthCC query/gallery: the
-    file's features alone, and the file's query features against the model's gallery features."""
+    file's features alone (`label`), and (`cross`) the file's query features against the model's gallery
+    features."""
     from reid.datasets.levelling import load_for_model
     from reid.evaluation import cosine_distance, evaluate
     from reid.transforms import read_record
@@ -540,19 +633,22 @@ def retrieval_check(model: nn.Module, spec: PreprocessSpec, embedder: Embedder, 
             return np.asarray([getattr(r, attr) for r in recs], np.int64)
 
         ref, cand = np.concatenate(ref_parts), np.concatenate(cand_parts)
-        pairs = {"reference": (ref[:nq], ref[nq:]), "export": (cand[:nq], cand[nq:]),
-                 "export vs reference": (cand[:nq], ref[nq:])}
+        pairs = {"reference": (ref[:nq], ref[nq:]), label: (cand[:nq], cand[nq:])}
+        if cross:
+            pairs["export vs reference"] = (cand[:nq], ref[nq:])
         scores = {}
         for label, (query, gallery) in pairs.items():
             dist = cosine_distance(query, gallery)
             scores[label] = {proto: evaluate(dist, ids(q, "pid"), ids(g, "pid"), ids(q, "camid"), ids(g, "camid"),
                                              ids(q, "clothes"), ids(g, "clothes"), mode=mode)
                              for proto, mode in split.protocols.items()}
-        for label in ("export", "export vs reference"):
+        for features in pairs:
+            if features == "reference":
+                continue
             for proto in split.protocols:
-                r, c = scores["reference"][proto], scores[label][proto]
+                r, c = scores["reference"][proto], scores[features][proto]
                 results.append(RetrievalResult(f"synthcc:{split.name}", proto, float(r["rank1"]), float(c["rank1"]),
-                                               float(r["mAP"]), float(c["mAP"]), features=label))
+                                               float(r["mAP"]), float(c["mAP"]), features=features))
     return results
 
 
@@ -574,6 +670,7 @@ class ExportOptions:
     parity_crops: int = 64
     threads: int = 0
     feature: str | None = None  # override of the checkpoint's retrieval vector (ArchConfig.feature)
+    input_size: tuple[int, int] | None = None  # (height, width): an OpenVINO IR source resized (resize_ir_input)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -618,12 +715,14 @@ class _Checked:
     out: Path
     fp32_onnx: Path
     source_sha: str
+    # with --input-size: the file as published, at its own size (the resize is gated against it)
+    published: tuple[nn.Module, PreprocessSpec] | None = None
 
 
 def _prepare(opts: ExportOptions) -> _Checked:
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    model, spec = load_model(opts.weights, opts.feature)
+    model, spec = load_model(opts.weights, opts.feature, opts.input_size)
     spec = PreprocessSpec(**{**spec.__dict__, "extra": {**spec.extra, "batch_profile": str(opts.batch),
                                                         "retrieval_feature": model.arch.feature}})
     out = opts.artefact_path()
@@ -638,6 +737,11 @@ def _prepare(opts: ExportOptions) -> _Checked:
     eval_root = opts.eval_root
     if opts.int8 and eval_root is None and opts.calib and (opts.calib / "query").is_dir():
         eval_root = opts.calib
+    if opts.input_size is not None and eval_root is None and opts.calib and (opts.calib / "query").is_dir():
+        eval_root = opts.calib
+    if opts.input_size is not None and eval_root is None:
+        raise ExportError("--input-size exports are gated on SynthCC rank-1 against the file as published: pass "
+                          "--eval-root SYNTHCC_DIR (or a SynthCC root as --calib)")
     if opts.int8 and eval_root is None:
         raise ExportError("--int8 exports are gated on a SynthCC retrieval check: pass --eval-root SYNTHCC_DIR "
                           "(or a SynthCC root as --calib)")
@@ -653,7 +757,8 @@ def _prepare(opts: ExportOptions) -> _Checked:
     else:
         fp32_onnx = out
     return _Checked(model, spec, crops, torch_features(model, crops, spec), eval_root, out, fp32_onnx,
-                    sha256_file(opts.weights))
+                    sha256_file(opts.weights),
+                    load_model(opts.weights) if opts.input_size is not None else None)
 
 
 def level_calibration(images: list[np.ndarray], spec: PreprocessSpec) -> list[np.ndarray]:
@@ -694,7 +799,7 @@ def run_export(opts: ExportOptions, log=print) -> ExportReport:
     elif opts.format == "onnx" and opts.int8:
         onnx_to_int8(c.fp32_onnx, c.out, c.spec, calib, c.source_sha)
     elif opts.format == "openvino":
-        export_openvino(c.fp32_onnx, c.out, c.spec, opts.fp16, calib)
+        export_openvino(c.fp32_onnx, c.out, c.spec, opts.fp16, calib, input_size=opts.input_size)
     report = ExportReport(str(opts.weights), opts.format, opts.precision, str(c.out), str(c.fp32_onnx), simplifier,
                           json.loads(c.spec.to_json()))
     _check(opts, c, report, log)
@@ -756,8 +861,13 @@ def _check(opts: ExportOptions, c: _Checked, report: ExportReport, log) -> None:
         report.parity += parity(f"tensorrt {opts.precision} vs {ref}", c.reference, embedder, c.crops, threshold,
                                 mean_threshold)
     report.spec_mismatches = spec_mismatches(c.spec, embedder.spec)
+    if c.published is not None:
+        # the resize's own cost: the resized float model against the file as published, both in exact FP32
+        log(f"input-size retrieval check on {c.eval_root} ...")
+        report.retrieval += retrieval_check(*c.published, _ReferenceFeatures(c.model, c.spec), Path(c.eval_root),
+                                            label=f"{c.spec.height}x{c.spec.width} float", cross=False)
     if opts.int8:
         log(f"INT8 retrieval check on {c.eval_root} ...")
-        report.retrieval = retrieval_check(c.model, c.spec, embedder, Path(c.eval_root))
+        report.retrieval += retrieval_check(c.model, c.spec, embedder, Path(c.eval_root))
     if c.fp32_onnx != c.out and opts.format == "onnx":
         report.notes.append(f"FP32 ONNX kept at {c.fp32_onnx}")

@@ -31,7 +31,7 @@ YOLOX = MODELS / "detectors" / "yolox_nano.onnx"
 REID_0267 = MODELS / "reid" / "person-reidentification-retail-0267.ort.onnx"
 REID_0288 = MODELS / "reid" / "person-reidentification-retail-0288" / "FP32" / "person-reidentification-retail-0288.xml"
 # The default ReID model: built from REID_0288 by `make install` / `make install-test` (Makefile, DEFAULT_REID).
-REID_DEFAULT = PROJECT / "models" / "reid" / "person-reidentification-retail-0288-int8.xml"
+REID_DEFAULT = PROJECT / "models" / "reid" / "person-reidentification-retail-0288-224x112-int8.xml"
 
 
 def _need(*paths: Path) -> None:

@@ -234,7 +234,7 @@ def test_model_paths_resolve_against_the_config_file(tmp_path, monkeypatch, shar
     assert main(["validate", str(cfg)]) == 0, capsys.readouterr().err
     # a bare name that is not beside the YAML is still searched in the model folders
     cfg.write_text(f"cameras: [{{id: a, source: {shared_video['pets']}}}]\n")
-    assert load_config(cfg).reid.model == "person-reidentification-retail-0288-int8.xml"
+    assert load_config(cfg).reid.model == "person-reidentification-retail-0288-224x112-int8.xml"
     # a missing outfit model is one error line naming its key
     cfg.write_text(f"cameras: [{{id: a, source: {shared_video['pets']}}}]\nreid: {{outfit_model: nowhere.onnx}}\n")
     assert main(["validate", str(cfg)]) == 2

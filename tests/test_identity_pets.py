@@ -47,6 +47,7 @@ LINKED_PEOPLE_FLOOR = 3
 # re-entries as one). On a 2-core AVX2 EPYC without VNNI the INT8 file guarded against 8-bit overflow in its first
 # layer only also missed a swap: 70.6 against 79.1 (every layer guarded since: 76.0 / 77.9, 82.0 / 77.6; README,
 # "INT8 on CPUs without VNNI"); crops that wait a step for one ReID call (reid.embed_wait_steps 1): the same.
+# 0288 at a 224x112 input (the default since 2026-12-07): the same 76.0 / 77.9 and 82.0 / 77.6, 8 of 8 linked.
 # The MOT-id form counts each recognised re-entry as an error (camera b's gt 1, 162 boxes, is camera a's gt 19),
 # so better per-camera tracks raise its bar while correct links lower its score: it is a loose guard against
 # linking gone wrong, and the re-entries-as-one floor is the test of what linking adds.

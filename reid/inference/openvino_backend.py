@@ -54,6 +54,15 @@ def read_openvino_spec(model: ov.Model, path: Path) -> PreprocessSpec:
                      f"with `python -m reid export --format openvino`")
 
 
+def spec_with_input_size(model: ov.Model, spec: PreprocessSpec) -> PreprocessSpec:
+    """`spec` with the height and width the IR's input fixes, where it fixes them (a file resized by
+    `reid export --input-size` is read at its own size, whatever its name's entry in the known files says)."""
+    shape = model.inputs[0].get_partial_shape()
+    if shape.rank.is_static and shape.rank.get_length() == 4 and shape[2].is_static and shape[3].is_static:
+        return PreprocessSpec(**{**spec.__dict__, "height": shape[2].get_length(), "width": shape[3].get_length()})
+    return spec
+
+
 def dynamic_batch(model: ov.Model) -> ov.Model:
     """The model with a dynamic batch axis (files exported with a fixed batch still take any batch)."""
     shape = model.inputs[0].get_partial_shape()
@@ -183,8 +192,7 @@ class OpenVinoEmbedder:
         if shape.rank.get_length() != 4:
             raise ValueError(f"{path}: expected a 4-D NCHW input, got {shape}")
         model = dynamic_batch(model)
-        if shape[2].is_static and shape[3].is_static:
-            spec = PreprocessSpec(**{**spec.__dict__, "height": shape[2].get_length(), "width": shape[3].get_length()})
+        spec = spec_with_input_size(model, spec)
         model = fold_normalisation(model, spec)
         config: dict = {hints.performance_mode: hints.PerformanceMode.THROUGHPUT if hint == "throughput"
                         else hints.PerformanceMode.LATENCY}
