@@ -16,6 +16,9 @@ the PyTorch reference uses the checkpoint's. So the declared preprocessing must 
 the INT8 retrieval check scores the export's features both alone and as queries against a gallery of the
 reference's features: a file whose features are self-consistent but not those of the model (a wrong colour
 order or mean/std barely moves rank-1 within its own features) fails the second.
+
+`--input-size HxW` gives a float OpenVINO IR another input size (`resize_ir_input`); the resized float model is
+then the reference of the gates above, and is itself gated on SynthCC rank-1 against the file as published.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -303,8 +307,11 @@ def resize_ir_input(model, height: int, width: int):
         if weights.get_type_name() != "Constant":
             raise ExportError(f"--input-size: the pooling convolution {op.get_friendly_name()} takes its kernel from "
                               f"a {weights.get_type_name()}, not a constant; this graph cannot be resized")
+        if old_h % map_hw[0] or old_w % map_hw[1]:
+            raise ExportError(f"--input-size: {op.get_friendly_name()} pools a {map_hw[0]}x{map_hw[1]} map of a "
+                              f"{old_h}x{old_w} input, not a whole fraction of it; this graph cannot be resized")
         stride_h, stride_w = old_h // map_hw[0], old_w // map_hw[1]
-        if old_h % map_hw[0] or old_w % map_hw[1] or height % stride_h or width % stride_w:
+        if height % stride_h or width % stride_w:
             raise ExportError(f"--input-size {height}x{width}: the model reduces its {old_h}x{old_w} input "
                               f"{stride_h}x{stride_w}-fold before {op.get_friendly_name()}; give a height that is a "
                               f"multiple of {stride_h} and a width that is a multiple of {stride_w}")
@@ -318,8 +325,8 @@ def resize_ir_input(model, height: int, width: int):
     try:
         model.reshape({model.inputs[0].any_name: new_shape})
     except RuntimeError as exc:
-        raise ExportError(f"--input-size {height}x{width}: OpenVINO cannot reshape the graph "
-                          f"({str(exc).strip().splitlines()[-1]})") from exc
+        why = (str(exc).strip().splitlines() or ["no reason given"])[-1]
+        raise ExportError(f"--input-size {height}x{width}: OpenVINO cannot reshape the graph ({why})") from exc
     after = [o.get_partial_shape() for o in model.outputs]
     if [list(s)[1:] for s in before] != [list(s)[1:] for s in after]:
         raise ExportError(f"--input-size {height}x{width}: the outputs change shape ({before} -> {after}); the graph "
@@ -604,8 +611,8 @@ class _ReferenceFeatures:
     def __init__(self, model: nn.Module, spec: PreprocessSpec) -> None:
         self.model, self.spec = model, spec
 
-    def embed(self, crops: list[np.ndarray]):
-        return type("Features", (), {"identity": torch_features(self.model, crops, self.spec)[0]})
+    def embed(self, crops: list[np.ndarray]) -> SimpleNamespace:
+        return SimpleNamespace(identity=torch_features(self.model, crops, self.spec)[0])
 
 
 def retrieval_check(model: nn.Module, spec: PreprocessSpec, embedder: Embedder, root: Path,
