@@ -742,9 +742,8 @@ def _prepare(opts: ExportOptions) -> _Checked:
     video, gt = default_pets_paths()
     crops = pets_crops(opts.parity_video or video, opts.parity_gt or gt, opts.parity_crops)
     eval_root = opts.eval_root
-    if opts.int8 and eval_root is None and opts.calib and (opts.calib / "query").is_dir():
-        eval_root = opts.calib
-    if opts.input_size is not None and eval_root is None and opts.calib and (opts.calib / "query").is_dir():
+    gated = opts.int8 or opts.input_size is not None  # both are checked on SynthCC retrieval
+    if gated and eval_root is None and opts.calib and (opts.calib / "query").is_dir():
         eval_root = opts.calib
     if opts.input_size is not None and eval_root is None:
         raise ExportError("--input-size exports are gated on SynthCC rank-1 against the file as published: pass "
