@@ -782,16 +782,18 @@ class PipelineRunner:
         identity = emb.identity if self.centring is None else \
             self.centring.centre([cam for cam, _ in where], emb.identity)
         # the outfit model's feature; else the model's clothes-sensitive output when it has one; else the
-        # colour/texture descriptor
-        if self.outfit_embedder is not None:
-            # check-only crops never reach an embedding: the second model skips them
-            kept = [i for i, r in enumerate(requests) if not r.check_only]
-            looks = [None] * len(images)
-            if kept:
-                for i, look in zip(kept, self.outfit_embedder.embed([images[i] for i in kept]).identity):
-                    looks[i] = look
-        else:
-            looks = emb.appearance if emb.appearance is not None else outfit_descriptors(model_crops)
+        # colour/texture descriptor. Check-only crops never reach an embedding: no look is made for them.
+        kept = [i for i, r in enumerate(requests) if not r.check_only]
+        looks = [None] * len(images)
+        if kept:
+            if self.outfit_embedder is not None:
+                kept_looks = self.outfit_embedder.embed([images[i] for i in kept]).identity
+            elif emb.appearance is not None:
+                kept_looks = emb.appearance[kept]
+            else:
+                kept_looks = outfit_descriptors([model_crops[i] for i in kept])
+            for i, look in zip(kept, kept_looks):
+                looks[i] = look
         swapped = []
         with self.stage.lock:
             for req, vec, look in zip(requests, identity, looks):

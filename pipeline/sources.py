@@ -345,6 +345,11 @@ class CameraReader(threading.Thread):
         self.live = camera.kind != "file"
         self.max_frames = max_frames
         self._cond = cond or threading.Condition()
+        # The consumer waits on the shared condition for "a camera has a frame"; a file reader waits for room in
+        # its buffer on its own condition of the same lock, so taking one camera's frame wakes that reader alone
+        # (on the shared condition every waiting reader woke for every frame taken, each taking the GIL only to
+        # find its buffer still full).
+        self._room = threading.Condition(self._cond._lock)  # type: ignore[attr-defined]  # the shared lock
         self._on_state = on_state
         self._buffer: deque[Frame] = deque()
         self._capacity = 1 if self.live else FILE_BUFFER
@@ -363,6 +368,7 @@ class CameraReader(threading.Thread):
         self.taken = 0  # frames handed to the pipeline (fps out), written by the consumer under the lock
         self.skipped = 0  # dropped by the processing-rate cap (`fps`)
         self.dropped_stale = 0  # live: replaced by a newer frame before the pipeline took them
+        self.room_waits = 0  # files: waits for room in its buffer (ended by its frame taken or by the timeout)
         self.reconnects = 0  # successful reconnections after a loss
         self.connect_failures = 0  # failed open attempts
         self.last_frame_mono: float | None = None
@@ -376,7 +382,7 @@ class CameraReader(threading.Thread):
                 frame = self._buffer.popleft()
                 self.taken += 1
                 self._out_rate.append(time.monotonic())
-                self._cond.notify_all()  # a file reader may be waiting for room
+                self._room.notify()  # this file reader may be waiting for room
                 return frame
             if self._done and not self._end_returned:
                 self._end_returned = True
@@ -415,6 +421,7 @@ class CameraReader(threading.Thread):
         self._stop_event.set()
         with self._cond:
             self._cond.notify_all()
+            self._room.notify_all()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop and wait for the thread (bounded by the camera's open/read timeouts)."""
@@ -452,7 +459,8 @@ class CameraReader(threading.Thread):
                     self.dropped_stale += 1
             else:
                 while len(self._buffer) >= self._capacity and not self._stop_event.is_set():
-                    self._cond.wait(0.2)
+                    self._room.wait(0.2)
+                    self.room_waits += 1
                 if self._stop_event.is_set():
                     return False
             self._buffer.append(frame)

@@ -499,13 +499,21 @@ def test_reid_model_takes_its_share_of_the_cores_beside_the_detectors_threads(sh
 
 def test_run_summary_counts_swap_check_crops_apart(shared_video, tmp_path, monkeypatch):
     """RunSummary.crops_check: of the crops embedded, those taken only for the swap check (benchmarks/capacity.py
-    prints both), counted against the crop requests the tracklets made."""
+    prints both), counted against the crop requests the tracklets made. The colour/texture descriptor is made
+    for the other crops only (a check crop's look is never used)."""
+    import pipeline.runner as runner_module
     from pipeline.config import parse_config
     from pipeline.runner import PipelineRunner
     from pipeline.tracklets import CameraTracklets
 
-    requested = []
-    update = CameraTracklets.update
+    requested, described = [], []
+    update, describe = CameraTracklets.update, runner_module.outfit_descriptors
+
+    def counting(crops):
+        described.append(len(crops))
+        return describe(crops)
+
+    monkeypatch.setattr(runner_module, "outfit_descriptors", counting)
 
     def recording(self, *args, **kwargs):
         started, requests = update(self, *args, **kwargs)
@@ -521,6 +529,7 @@ def test_run_summary_counts_swap_check_crops_apart(shared_video, tmp_path, monke
     assert summary.crops == len(requested) and summary.crops_check == checks
     # with one crop a track, PETS's groups make check crops most of them (and near-but-not-check crops exist)
     assert 0 < len(requested) - checks < checks and any(r.near and not r.check_only for r in requested)
+    assert sum(described) == len(requested) - checks
 
 
 def test_crops_wait_for_one_reid_call_but_never_past_their_tracks_end(shared_video, tmp_path, monkeypatch):

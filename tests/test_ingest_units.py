@@ -79,6 +79,37 @@ def test_file_reader_bounded_buffer_no_drops(shared_video):
     assert got == list(range(0, 40, 2)) and reader.dropped_stale == 0 and reader.state == "ended"
 
 
+def test_taking_one_cameras_frame_wakes_only_its_reader(shared_video):
+    """File readers with full buffers wait for room: a frame taken from one camera wakes that camera's reader
+    alone (with eight cameras, waking every reader on every frame taken cost CPU and GIL hand-offs beside the
+    detector; README: "One wake-up a frame taken"). Nothing is lost or reordered."""
+    from pipeline.sources import FILE_BUFFER
+
+    cs = CameraSet()
+    readers = [cs.reader(CameraConfig(id=k, source=str(shared_video["pets"])), max_frames=200) for k in "abc"]
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + 30
+    while any(r.queue_depth < FILE_BUFFER for r in readers):
+        assert time.monotonic() < deadline, "the readers must fill their buffers"
+        time.sleep(0.01)
+    a, others = readers[0], readers[1:]
+    before = [r.room_waits for r in others]
+    started = time.monotonic()
+    taken = []
+    for _ in range(40):
+        taken.append(a.poll().index)
+        while a.queue_depth < FILE_BUFFER:  # a refills its buffer: one wake-up of a each time
+            time.sleep(0.001)
+    elapsed = time.monotonic() - started
+    woke = [r.room_waits - b for r, b in zip(others, before)]
+    for r in readers:
+        r.close()
+    assert taken == list(range(40)) and a.decoded >= 40 + FILE_BUFFER
+    # the others wake only at their 0.2 s timeout while the 40 frames are taken (80 wake-ups each if shared)
+    assert all(w <= elapsed / 0.2 + 2 for w in woke), (woke, elapsed)
+
+
 @pytest.mark.parametrize("backend", ["ffmpeg", "gstreamer"])
 def test_decoders_take_the_configured_threads(shared_video, request, backend):
     """One decoder thread a camera by default (many cameras share the cores; README: "One thread a decoder"):
