@@ -100,6 +100,7 @@ def test_taking_one_cameras_frame_wakes_only_its_reader(shared_video):
     for _ in range(40):
         taken.append(a.poll().index)
         while a.queue_depth < FILE_BUFFER:  # a refills its buffer: one wake-up of a each time
+            assert time.monotonic() < deadline, "the reader must refill its buffer"
             time.sleep(0.001)
     elapsed = time.monotonic() - started
     woke = [r.room_waits - b for r, b in zip(others, before)]
