@@ -644,11 +644,11 @@ def retrieval_check(model: nn.Module, spec: PreprocessSpec, embedder: Embedder, 
         if cross:
             pairs["export vs reference"] = (cand[:nq], ref[nq:])
         scores = {}
-        for label, (query, gallery) in pairs.items():
+        for features, (query, gallery) in pairs.items():
             dist = cosine_distance(query, gallery)
-            scores[label] = {proto: evaluate(dist, ids(q, "pid"), ids(g, "pid"), ids(q, "camid"), ids(g, "camid"),
-                                             ids(q, "clothes"), ids(g, "clothes"), mode=mode)
-                             for proto, mode in split.protocols.items()}
+            scores[features] = {proto: evaluate(dist, ids(q, "pid"), ids(g, "pid"), ids(q, "camid"),
+                                                ids(g, "camid"), ids(q, "clothes"), ids(g, "clothes"), mode=mode)
+                                for proto, mode in split.protocols.items()}
         for features in pairs:
             if features == "reference":
                 continue
