@@ -98,6 +98,18 @@ MAX_OPENVINO_SHAPES = 16
 PRECISIONS = ("auto", "f32", "bf16")
 
 
+def nchw_float32(batch: np.ndarray) -> np.ndarray:
+    """(B, H, W, C) uint8 frames as the network's (B, C, H, W) float32 input. OpenCV splits each frame's channels
+    and each plane is widened on its own: 0.33 ms a 640x480 frame on one core, where NumPy's transposing cast of
+    the whole batch (a strided read of every byte) took 0.77 (2-core AMD EPYC, 2026-12-07); the same values."""
+    b, h, w, c = batch.shape
+    out = np.empty((b, c, h, w), np.float32)
+    for i in range(b):
+        for k, plane in enumerate(cv2.split(batch[i])):
+            np.copyto(out[i, k], plane)
+    return out
+
+
 class _OnnxRuntimeNet:
     def __init__(self, model_path: str | Path, threads: int, spin_wait: bool) -> None:
         self.session = onnx_session_with_dynamic_batch(model_path, threads, dynamic_spatial=True, spin_wait=spin_wait)
@@ -301,7 +313,7 @@ class YoloxOnnxDetector:
         grid, stride = self._grids[hw]
         batch = np.empty((len(frames), hw[0], hw[1], 3), np.uint8)
         ratios = np.array([self._letterbox(f, batch[i]) for i, f in enumerate(frames)], np.float32)
-        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+        x = nchw_float32(batch)
         raw = net(x)  # (B, A, 5 + C)
         if raw.shape[1] != grid.shape[0]:
             raise RuntimeError(f"{raw.shape[1]} anchors from a {hw} input; expected {grid.shape[0]} "

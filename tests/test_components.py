@@ -39,6 +39,16 @@ def detector(shared_models):
     return create_detector("yolox", shared_models["yolox"], confidence=0.3)
 
 
+def test_yolox_network_input_is_the_frames_channels_as_float():
+    """The detector's input (B, 3, H, W) float32 holds each frame's channels, pixel for pixel."""
+    from detectors.yolox_onnx import nchw_float32
+
+    batch = np.random.default_rng(3).integers(0, 256, (3, 37, 53, 3), dtype=np.uint8)
+    x = nchw_float32(batch)
+    assert x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_array_equal(x, batch.transpose(0, 3, 1, 2).astype(np.float32))
+
+
 def test_yolox_finds_pets_people_and_batches(detector, shared_video):
     frames = _frames(shared_video["pets"], 3)
     batched = detector.detect(frames)
@@ -384,6 +394,54 @@ def test_a_split_track_goes_on_under_a_new_id_and_the_others_keep_theirs(kind):
     assert all(sorted(f) == sorted([new, right]) for f in after), after
     assert after[-1][new] < after[-1][right]  # the new id is on the same (left) box
     assert tracker.split(left) is None and tracker.split(10_000) is None
+
+
+def test_batched_kalman_filter_matches_the_librarys_per_track_filter():
+    """ByteTrack's filter predicts and corrects all tracks in a few array operations; each track's result is the
+    library's own predict / update of that track alone (to rounding)."""
+    from ultralytics.trackers.utils.kalman_filter import KalmanFilterXYAH
+
+    from trackers.ultralytics_trackers import _batched_kalman_xyah
+
+    rng = np.random.default_rng(7)
+    batched, reference = _batched_kalman_xyah()(), KalmanFilterXYAH()
+    for kf in (batched, reference):
+        kf._std_weight_position, kf._std_weight_velocity = 1 / 20, 1 / 60
+    n = 40
+    mean = np.column_stack([rng.uniform(0, 700, n), rng.uniform(0, 500, n), rng.uniform(0.2, 0.6, n),
+                            rng.uniform(30, 200, n), rng.normal(0, 3, (n, 4))])
+    a = rng.normal(size=(n, 8, 8))
+    cov = a @ a.transpose(0, 2, 1) + np.eye(8)
+    measured = mean[:, :4] + rng.normal(0, 2, (n, 4))
+    for got, want in ((batched.multi_predict(mean, cov), [reference.predict(m, c) for m, c in zip(mean, cov)]),
+                      (batched.multi_update(mean, cov, measured),
+                       [reference.update(m, c, z) for m, c, z in zip(mean, cov, measured)])):
+        np.testing.assert_allclose(got[0], np.array([w[0] for w in want]), rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(got[1], np.array([w[1] for w in want]), rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("params", [{}, {"iou_buffer": 0.2}])
+def test_bytetrack_on_arrays_gives_the_librarys_tracks_on_pets(shared_models, shared_video, params):
+    """ByteTrack with its boxes, costs and filter corrections computed for all tracks at once (the pipeline's)
+    against the same tracker on the library's per-track path: on real PETS detections at the pipeline's
+    confidence and stride (update, predict, ...), every frame's boxes, ids, scores and detection indices agree."""
+    from trackers.ultralytics_trackers import _project_tracker
+
+    frames = _frames(shared_video["pets"], 120)
+    dets = create_detector("yolox", shared_models["yolox"], confidence=0.1).detect(frames[::2])
+    fast = create_tracker("bytetrack", params)
+    library = create_tracker("bytetrack", params)
+    library._tracker = _project_tracker("bytetrack", batched=False)(library._tracker.args)
+    assert type(fast._tracker) is not type(library._tracker)
+    people = set()
+    for k, frame in enumerate(frames):
+        got = [t.update(dets[k // 2], frame) if k % 2 == 0 else t.predict(frame) for t in (fast, library)]
+        np.testing.assert_array_equal(got[0].track_id, got[1].track_id, err_msg=f"frame {k}")
+        np.testing.assert_allclose(got[0].xyxy, got[1].xyxy, atol=1e-3, err_msg=f"frame {k}")
+        np.testing.assert_array_equal(got[0].score, got[1].score, err_msg=f"frame {k}")
+        np.testing.assert_array_equal(got[0].det_index, got[1].det_index, err_msg=f"frame {k}")
+        people |= set(got[0].track_id.tolist())
+    assert len(people) >= 6  # the comparison covered real tracking, not an empty scene
 
 
 def test_tracker_rejects_unknown_param():

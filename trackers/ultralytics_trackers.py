@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,66 @@ def buffered_boxes(xyxy: np.ndarray, buffer: float) -> np.ndarray:
     return np.concatenate([xyxy[:, 0:2] - pad, xyxy[:, 2:4] + pad], axis=1)
 
 
-def _project_tracker(kind: str):
+def stack_xyxy(stracks) -> np.ndarray:
+    """(N, 4) float32: each STrack's `xyxy` (a track's filter box; a new detection's own box), with the library's
+    arithmetic on all of them at once, so the values are those its per-track property gives. Axis-aligned boxes
+    only (`angle` None)."""
+    out = np.empty((len(stracks), 4), np.float32)
+    filtered = [i for i, s in enumerate(stracks) if s.mean is not None]
+    if filtered:
+        box = np.array([stracks[i].mean[:4] for i in filtered])  # STrack.tlwh from (x, y, a, h)
+        box[:, 2] *= box[:, 3]
+        box[:, :2] -= box[:, 2:] / 2
+        box[:, 2:] += box[:, :2]
+        out[filtered] = box
+    if len(filtered) < len(stracks):
+        fresh = [i for i, s in enumerate(stracks) if s.mean is None]
+        box = np.array([stracks[i]._tlwh for i in fresh])
+        box[:, 2:] += box[:, :2]
+        out[fresh] = box
+    return out
+
+
+@functools.cache
+def _batched_kalman_xyah():
+    """Ultralytics' KalmanFilterXYAH with its prediction and its correction done for all of a frame's tracks in a few
+    array operations. The library corrects one track at a time (about 25 small NumPy calls each) and its batched
+    prediction builds its noise with a dozen more: with ~10 tracks a camera-frame that Python, not the arithmetic,
+    was most of ByteTrack's CPU in the 8-camera run (README, Benchmarks: "Tracks by the array"). The equations are
+    the library's (constant velocity, noise as shares of the box height); only the grouping of the work differs,
+    so results agree with `predict` / `update` to rounding (tests/test_components.py)."""
+    from ultralytics.trackers.utils.kalman_filter import KalmanFilterXYAH
+
+    class BatchedKalmanXYAH(KalmanFilterXYAH):
+        def multi_predict(self, mean: np.ndarray, covariance: np.ndarray):
+            """(N, 8) means and (N, 8, 8) covariances one frame on."""
+            h = mean[:, 3:4]
+            pos, vel = self._std_weight_position * h, self._std_weight_velocity * h
+            std = np.concatenate([pos, pos, np.full_like(h, 1e-2), pos, vel, vel, np.full_like(h, 1e-5), vel], 1)
+            f = self._motion_mat
+            covariance = f @ covariance @ f.T
+            diag = np.arange(8)
+            covariance[:, diag, diag] += np.square(std)
+            return mean @ f.T, covariance
+
+        def multi_update(self, mean: np.ndarray, covariance: np.ndarray, measurement: np.ndarray):
+            """(N, 8) means and (N, 8, 8) covariances corrected by (N, 4) measurements (x, y, a, h) at once."""
+            h = mean[:, 3:4]
+            pos = self._std_weight_position * h
+            std = np.concatenate([pos, pos, np.full_like(h, 1e-1), pos], 1)
+            projected_cov = covariance[:, :4, :4].copy()
+            diag = np.arange(4)
+            projected_cov[:, diag, diag] += np.square(std)
+            gain = np.linalg.solve(projected_cov, covariance[:, :, :4].transpose(0, 2, 1)).transpose(0, 2, 1)
+            innovation = measurement - mean[:, :4]
+            new_mean = mean + np.einsum("nij,nj->ni", gain, innovation)
+            new_covariance = covariance - gain @ projected_cov @ gain.transpose(0, 2, 1)
+            return new_mean, new_covariance
+
+    return BatchedKalmanXYAH
+
+
+def _project_tracker(kind: str, batched: bool | None = None):
     """Ultralytics' BYTETracker / BOTSORT with this project's parameters: the Kalman filter's noise per tracker, and
     (ByteTrack) buffered IoU in `get_dists` (its first association and the confirmation of new tracks; the second,
     low-score association keeps plain IoU >= 0.5). Subclasses of the library's classes, not copies."""
@@ -92,9 +152,17 @@ def _project_tracker(kind: str):
     # height's; XYWH: width's and height's), so a lost box does not keep growing or shrinking.
     frozen = [6, 7] if kind == "botsort" else [7]
 
+    if batched is None:  # BoT-SORT's XYWH filter and its tracks' ReID features keep the library's path
+        batched = kind == "bytetrack"
+    elif batched and kind != "bytetrack":
+        raise ValueError("the batched filter and matching are ByteTrack's only")
+
+    def boxes_of(stracks) -> np.ndarray:
+        return stack_xyxy(stracks) if batched else np.stack([s.xyxy for s in stracks]).astype(np.float32)
+
     class ProjectTracker(base):
         def get_kalmanfilter(self):
-            kf = super().get_kalmanfilter()
+            kf = _batched_kalman_xyah()() if batched else super().get_kalmanfilter()
             kf._std_weight_position = float(self.args.std_weight_position)
             kf._std_weight_velocity = float(self.args.std_weight_velocity)
             return kf
@@ -112,14 +180,50 @@ def _project_tracker(kind: str):
             for t, m, c in zip(tracks, mean, cov):
                 t.mean, t.covariance = m, c
 
+        def _apply_matches(self, matches, pool, detections, activated, refind):
+            # The library's step (STrack.update for a tracked track, re_activate for a lost one, each correcting its
+            # own filter) with the filter's corrections of all the pairs done at once.
+            dets = [detections[j] for _, j in matches]
+            if not batched or not dets or any(d.angle is not None for d in dets):  # rotated boxes: the library's
+                return super()._apply_matches(matches, pool, detections, activated, refind)
+            tracks = [pool[i] for i, _ in matches]
+            xyah = np.array([d.tlwh for d in dets])  # STrack.tlwh_to_xyah, in the detections' own float32
+            xyah[:, :2] += xyah[:, 2:] / 2
+            xyah[:, 2] /= xyah[:, 3]
+            mean, cov = self.kalman_filter.multi_update(np.array([t.mean for t in tracks]),
+                                                        np.array([t.covariance for t in tracks]), xyah)
+            for t, d, m, c in zip(tracks, dets, mean, cov):
+                was_tracked = t.state == TrackState.Tracked
+                t.mean, t.covariance = m, c
+                t.tracklet_len = t.tracklet_len + 1 if was_tracked else 0
+                t.state = TrackState.Tracked
+                t.is_activated = True
+                t.frame_id = self.frame_id
+                t.score, t.cls, t.idx = d.score, d.cls, d.idx
+                (activated if was_tracked else refind).append(t)
+
+        def _format_output(self):
+            active = [t for t in self.tracked_stracks if t.is_activated]
+            if not batched or not active or any(t.angle is not None for t in active):
+                return super()._format_output()
+            # the library's [x1, y1, x2, y2, track_id, score, cls, idx] rows, the boxes computed all at once
+            rows = np.empty((len(active), 8), np.float32)
+            rows[:, :4] = stack_xyxy(active)
+            rows[:, 4:] = np.array([(t.track_id, t.score, t.cls, t.idx) for t in active], dtype=np.float32)
+            return rows
+
         def get_dists(self, tracks, detections):
             b = float(getattr(self.args, "iou_buffer", 0.0))  # BoT-SORT has no such parameter: 0
-            if b <= 0:
+            if not batched and b <= 0:
                 return super().get_dists(tracks, detections)
             if not tracks or not detections:
                 return np.zeros((len(tracks), len(detections)), dtype=np.float32)
-            dists = matching.iou_distance(list(buffered_boxes(np.stack([t.xyxy for t in tracks]), b)),
-                                          list(buffered_boxes(np.stack([d.xyxy for d in detections]), b)))
+            if any(s.angle is not None for s in detections):
+                return super().get_dists(tracks, detections)
+            boxes_t, boxes_d = boxes_of(tracks), boxes_of(detections)
+            if b > 0:
+                boxes_t, boxes_d = buffered_boxes(boxes_t, b), buffered_boxes(boxes_d, b)
+            dists = matching.iou_distance(list(boxes_t), list(boxes_d))
             return matching.fuse_score(dists, detections) if self.args.fuse_score else dists
 
         def _second_association(self, strack_pool, u_track, detections_second, activated, refind, lost):
@@ -131,8 +235,8 @@ def _project_tracker(kind: str):
             remaining = [strack_pool[i] for i in u_track if strack_pool[i].state == TrackState.Tracked]
             unmatched = range(len(remaining))
             if remaining and detections_second:
-                dists = matching.iou_distance(list(buffered_boxes(np.stack([t.xyxy for t in remaining]), b)),
-                                              list(buffered_boxes(np.stack([d.xyxy for d in detections_second]), b)))
+                dists = matching.iou_distance(list(buffered_boxes(boxes_of(remaining), b)),
+                                              list(buffered_boxes(boxes_of(detections_second), b)))
                 matches, unmatched, _ = matching.linear_assignment(dists, thresh=0.5)
                 self._apply_matches(matches, remaining, detections_second, activated, refind)
             for k in unmatched:
@@ -190,8 +294,7 @@ class UltralyticsTracker:
         t = self._tracker
         t.frame_id += 1
         t.multi_predict(t.tracked_stracks + t.lost_stracks)
-        rows = [s.result for s in t.tracked_stracks if s.is_activated]
-        tracks = _tracks(rows)
+        tracks = _tracks(t._format_output())
         return Tracks(tracks.xyxy, tracks.track_id, np.zeros_like(tracks.score), tracks.cls,
                       np.full_like(tracks.det_index, -1))
 
