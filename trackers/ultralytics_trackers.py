@@ -104,10 +104,11 @@ def stack_xyxy(stracks) -> np.ndarray:
 def _batched_kalman_xyah():
     """Ultralytics' KalmanFilterXYAH with its prediction and its correction done for all of a frame's tracks in a few
     array operations. The library corrects one track at a time (about 25 small NumPy calls each) and its batched
-    prediction builds its noise with a dozen more: with ~10 tracks a camera-frame that Python, not the arithmetic,
-    was most of ByteTrack's CPU in the 8-camera run (README, Benchmarks: "Tracks by the array"). The equations are
-    the library's (constant velocity, noise as shares of the box height); only the grouping of the work differs,
-    so results agree with `predict` / `update` to rounding (tests/test_components.py)."""
+    prediction builds its noise with a dozen more: with ~10 tracks a camera-frame, that Python (with the boxes
+    rebuilt track by track) was over half of ByteTrack's CPU in a profile of the 8-camera run (README, Benchmarks:
+    "Tracks by the array"). The equations are the library's (constant velocity, noise as shares of the box height);
+    only the grouping of the work differs, so results agree with `predict` / `update` to rounding
+    (tests/test_components.py)."""
     from ultralytics.trackers.utils.kalman_filter import KalmanFilterXYAH
 
     class BatchedKalmanXYAH(KalmanFilterXYAH):
