@@ -420,15 +420,21 @@ def test_batched_kalman_filter_matches_the_librarys_per_track_filter():
         np.testing.assert_allclose(got[1], np.array([w[1] for w in want]), rtol=1e-12, atol=1e-9)
 
 
+@pytest.fixture(scope="module")
+def pets_at_stride(shared_models, shared_video):
+    """120 PETS frames and the boxes of every second one at the pipeline's confidence (its default stride)."""
+    frames = _frames(shared_video["pets"], 120)
+    return frames, create_detector("yolox", shared_models["yolox"], confidence=0.1).detect(frames[::2])
+
+
 @pytest.mark.parametrize("params", [{}, {"iou_buffer": 0.2}])
-def test_bytetrack_on_arrays_gives_the_librarys_tracks_on_pets(shared_models, shared_video, params):
+def test_bytetrack_on_arrays_gives_the_librarys_tracks_on_pets(pets_at_stride, params):
     """ByteTrack with its boxes, costs and filter corrections computed for all tracks at once (the pipeline's)
     against the same tracker on the library's per-track path: on real PETS detections at the pipeline's
     confidence and stride (update, predict, ...), every frame's boxes, ids, scores and detection indices agree."""
     from trackers.ultralytics_trackers import _project_tracker
 
-    frames = _frames(shared_video["pets"], 120)
-    dets = create_detector("yolox", shared_models["yolox"], confidence=0.1).detect(frames[::2])
+    frames, dets = pets_at_stride
     fast = create_tracker("bytetrack", params)
     library = create_tracker("bytetrack", params)
     library._tracker = _project_tracker("bytetrack", batched=False)(library._tracker.args)

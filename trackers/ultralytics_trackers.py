@@ -83,7 +83,7 @@ def buffered_boxes(xyxy: np.ndarray, buffer: float) -> np.ndarray:
 def stack_xyxy(stracks) -> np.ndarray:
     """(N, 4) float32: each STrack's `xyxy` (a track's filter box; a new detection's own box), with the library's
     arithmetic on all of them at once, so the values are those its per-track property gives. Axis-aligned boxes
-    only (`angle` None)."""
+    only: `UltralyticsTracker.update` hands the library `Boxes`, never rotated ones, so no track has an `angle`."""
     out = np.empty((len(stracks), 4), np.float32)
     filtered = [i for i, s in enumerate(stracks) if s.mean is not None]
     if filtered:
@@ -184,9 +184,9 @@ def _project_tracker(kind: str, batched: bool | None = None):
         def _apply_matches(self, matches, pool, detections, activated, refind):
             # The library's step (STrack.update for a tracked track, re_activate for a lost one, each correcting its
             # own filter) with the filter's corrections of all the pairs done at once.
-            dets = [detections[j] for _, j in matches]
-            if not batched or not dets or any(d.angle is not None for d in dets):  # rotated boxes: the library's
+            if not batched or len(matches) == 0:
                 return super()._apply_matches(matches, pool, detections, activated, refind)
+            dets = [detections[j] for _, j in matches]
             tracks = [pool[i] for i, _ in matches]
             xyah = np.array([d.tlwh for d in dets])  # STrack.tlwh_to_xyah, in the detections' own float32
             xyah[:, :2] += xyah[:, 2:] / 2
@@ -205,7 +205,7 @@ def _project_tracker(kind: str, batched: bool | None = None):
 
         def _format_output(self):
             active = [t for t in self.tracked_stracks if t.is_activated]
-            if not batched or not active or any(t.angle is not None for t in active):
+            if not batched or not active:
                 return super()._format_output()
             # the library's [x1, y1, x2, y2, track_id, score, cls, idx] rows, the boxes computed all at once
             rows = np.empty((len(active), 8), np.float32)
@@ -219,8 +219,6 @@ def _project_tracker(kind: str, batched: bool | None = None):
                 return super().get_dists(tracks, detections)
             if not tracks or not detections:
                 return np.zeros((len(tracks), len(detections)), dtype=np.float32)
-            if any(s.angle is not None for s in detections):
-                return super().get_dists(tracks, detections)
             boxes_t, boxes_d = boxes_of(tracks), boxes_of(detections)
             if b > 0:
                 boxes_t, boxes_d = buffered_boxes(boxes_t, b), buffered_boxes(boxes_d, b)
