@@ -49,6 +49,47 @@ def test_yolox_network_input_is_the_frames_channels_as_float():
     np.testing.assert_array_equal(x, batch.transpose(0, 3, 1, 2).astype(np.float32))
 
 
+@pytest.mark.parametrize("classes", [(0,), (0, 1, 2), (0, 2, 7)], ids=["person", "consecutive", "scattered"])
+def test_yolox_decodes_the_kept_anchors_as_decoding_every_anchor_does(detector, shared_video, classes):
+    """Boxes are decoded only for the anchors whose score passes: the same boxes, scores and classes as decoding
+    all anchors first (the detector's earlier code, here as the reference), on the network's real output."""
+    from detectors.yolox_onnx import _grids, decode_candidates, input_shape, nchw_float32
+
+    frames = _frames(shared_video["pets"], 3)
+    hw = input_shape(frames[0].shape[:2], detector.input_size)
+    grid, stride = _grids(*hw)
+    batch = np.empty((len(frames), *hw, 3), np.uint8)
+    for i, f in enumerate(frames):
+        detector._letterbox(f, batch[i])
+    raw = detector.net(nchw_float32(batch))
+    cols = np.asarray(classes)
+    confidence = 0.01  # low, so that many anchors pass, some of them for each class
+    xy = (raw[..., 0:2] + grid) * stride
+    wh = np.exp(raw[..., 2:4]) * stride
+    class_scores = raw[..., 5:][..., cols] * raw[..., 4:5]
+    best = class_scores.argmax(-1)
+    score = np.take_along_axis(class_scores, best[..., None], -1)[..., 0]
+    columns = slice(5, 5 + len(classes)) if classes[-1] - classes[0] == len(classes) - 1 else 5 + cols
+    for i in range(len(frames)):
+        keep = np.flatnonzero(score[i] >= confidence)
+        expected = np.concatenate([xy[i, keep] - wh[i, keep] / 2, xy[i, keep] + wh[i, keep] / 2], 1)
+        got_xyxy, got_score, got_cls = decode_candidates(raw[i], grid, stride, columns, cols, confidence)
+        assert 50 < len(keep) < len(score[i]) / 2
+        np.testing.assert_array_equal(got_xyxy, expected)
+        np.testing.assert_array_equal(got_score, score[i, keep])
+        np.testing.assert_array_equal(got_cls, cols[best[i, keep]])
+        if len(classes) > 1:
+            assert len(set(got_cls.tolist())) > 1
+
+
+def test_yolox_class_columns_follow_the_configured_classes(shared_models):
+    """A view of the raw output for consecutive classes, the classes' own columns otherwise."""
+    assert create_detector("yolox", shared_models["yolox"], classes=(0,))._class_columns == slice(5, 6)
+    assert create_detector("yolox", shared_models["yolox"], classes=(1, 2))._class_columns == slice(6, 8)
+    np.testing.assert_array_equal(create_detector("yolox", shared_models["yolox"], classes=(0, 2))._class_columns,
+                                  [5, 7])
+
+
 def test_yolox_finds_pets_people_and_batches(detector, shared_video):
     frames = _frames(shared_video["pets"], 3)
     batched = detector.detect(frames)

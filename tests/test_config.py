@@ -45,6 +45,7 @@ def test_relative_source_is_relative_to_config(tmp_path, shared_video):
          "greater than or equal to 0"),
         ("cameras: [{id: a, source: rtsp://x/y}]\ndetector: {input_size: 16}\n", "detector.input_size",
          "greater than or equal to 32"),
+        ("cameras: [{id: a, source: rtsp://x/y}]\ndetector: {classes: []}\n", "detector.classes", "at least 1"),
     ],
 )
 def test_bad_config_names_key_path(tmp_path, text, key_path, words):
