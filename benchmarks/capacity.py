@@ -9,7 +9,8 @@ PETS09-S2L1 (768x576, ../shared/data) for `--frames` frames each, then times the
 frames, batched as the run batches them (one frame per camera per step; with a staggered stride, the cameras
 of one phase) and fed as the run feeds them (with `detector.ahead`, the next step queued before this one's boxes
 are taken), decoded beforehand, each slot of a batch its own frame (as each camera's is), once just before
-the run and once just after (their mean is the detector-only rate: a shared host drifts). It prints:
+the run and once just after (their mean is the detector-only rate: a shared host drifts; a run whose two lie
+more than 15 % apart is marked unsteady, its ratio not to be trusted). It prints:
 
 * pipeline frames/s over all cameras and the real-time cameras it carries at `--camera-fps` (10);
 * ms per camera-frame of each stage (the run's own stage clocks; decode runs in reader threads beside them);
@@ -138,6 +139,17 @@ def detector_only(config, video: Path, cameras: int, frames: int, detector=None,
     return len(batches) * batch / wall
 
 
+UNSTEADY = 0.15  # detector-only rates before and after a run further apart than this: the host changed speed
+
+
+def unsteady(before: float, after: float, limit: float = UNSTEADY) -> float | None:
+    """How far apart (a fraction of the slower) the detector-only rates before and after a run are, when more
+    than `limit`; else None. The ratio divides by their mean, so such a row says more about the host than about
+    the pipeline (seen: 40.2 frames/s before a run and 75.9 after it, on a fresh process's first run)."""
+    gap = abs(after - before) / max(min(before, after), 1e-9)
+    return gap if gap > limit else None
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
     """`NAME` or `NAME:KEY=VALUE,KEY=VALUE` -> (name, overrides)."""
     name, _, rest = text.partition(":")
@@ -184,14 +196,17 @@ def main() -> int:
                        "realtime_cameras": run["fps"] / args.camera_fps, "detector_only_fps": det_fps,
                        "detector_only_fps_before_after": [det_before, det_after],
                        "detector_every": every, "ratio": run["fps"] / (det_fps * every), "stage_ms": run["stage_ms"],
-                       "frames": run["frames"], "crops": run["crops"], "crops_check": run["crops_check"]}
+                       "frames": run["frames"], "crops": run["crops"], "crops_check": run["crops_check"],
+                       "unsteady": unsteady(det_before, det_after)}
                 rows.append(row)
                 print(f"round {round_}, {name}, {n} cameras: pipeline {row['pipeline_fps']:.1f} frames/s "
                       f"({row['realtime_cameras']:.1f} real-time cameras at {args.camera_fps:g} fps), detector only "
                       f"{det_fps:.1f} frames/s ({det_before:.1f} before the run, {det_after:.1f} after; detecting 1 "
                       f"frame in {every}), ratio {row['ratio']:.2f}; "
                       "ms per camera-frame " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_ms"].items())
-                      + f"; {run['crops']} crops embedded ({run['crops_check']} of them swap-check crops)", flush=True)
+                      + f"; {run['crops']} crops embedded ({run['crops_check']} of them swap-check crops)"
+                      + (f"; UNSTEADY HOST: the detector alone ran {row['unsteady']:.0%} apart before and after the "
+                         "run, so this ratio is not to be trusted (run it again)" if row["unsteady"] else ""), flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     import torch  # the pipeline has loaded it already; named so a GPU run's table says which GPU embedded
 
@@ -215,7 +230,8 @@ def main() -> int:
             print(f"| {name} | {n} | " + ", ".join(f"{r['pipeline_fps']:.1f}" for r in runs)
                   + f" | {spread([r['realtime_cameras'] for r in runs], '.1f')}"
                   + f" | {spread([r['detector_only_fps'] for r in runs], '.1f')}"
-                  + " | " + ", ".join(f"{r['ratio']:.2f}" for r in runs) + " | "
+                  + " | " + ", ".join(f"{r['ratio']:.2f}" + (" (unsteady)" if r["unsteady"] else "") for r in runs)
+                  + " | "
                   + " | ".join(spread([r["stage_ms"][k] for r in runs], ".1f") for k in stages) + " |")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "date": str(date.today()), "overrides": args.overrides,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -686,3 +689,17 @@ def test_crops_wait_for_one_reid_call_but_never_past_their_tracks_end(shared_vid
     # with 30 steps to wait, some calls came early because a track was ending (the last call: the camera's end)
     assert any(step - first < 30 and n < 32 for step, first, n in seen[30][:-1])
     assert len(seen[30]) * 3 < len(seen[0])
+
+
+def test_capacity_marks_a_run_whose_detector_rates_before_and_after_differ():
+    """benchmarks/capacity.py: a run between detector-only rates 15 % or more apart says more about the host than
+    about the pipeline; its row is marked (seen: 40.2 frames/s before a run, 75.9 after)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        from capacity import unsteady
+    finally:
+        sys.path.pop(0)
+    assert unsteady(40.2, 75.9) == pytest.approx(75.9 / 40.2 - 1)
+    assert unsteady(75.9, 40.2) == pytest.approx(75.9 / 40.2 - 1)
+    assert unsteady(77.2, 76.4) is None
+    assert unsteady(70.0, 80.0) is None and unsteady(70.0, 81.0) is not None
