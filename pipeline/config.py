@@ -188,6 +188,9 @@ class ReidConfig(Strict):
         1.0, ge=0, le=1000, description="crops a second a track still takes, only for the swap check, once "
         "max_crops_per_track is reached or only small crops remain, while its box is near another track's and 2 s "
         "after (0: none)")
+    swap_check_while_near: bool = Field(
+        True, description="swap-check crops also while the box is near another track's (false: only in the 2 s "
+        "after the boxes parted, when a crop shows one person)")
     threads: int = Field(0, ge=0, le=1024, description="the ReID model's threads; 0: beside a detector running "
                          "frames side by side (detector.workers > 1), one frame's share of the cores (1 on 2 cores), "
                          "else the backend's own choice (README: capacity, 'The ReID model on its share of the cores')")

@@ -290,7 +290,7 @@ class PipelineRunner:
         r = self.config.reid
         gate = CropGate(r.min_height, r.min_width, r.min_confidence, r.crops_per_second, r.edge_margin,
                         r.max_crops_per_track, r.small_min_height,
-                        r.swap_check_per_second if r.swap_threshold is not None else 0.0)
+                        r.swap_check_per_second if r.swap_threshold is not None else 0.0, r.swap_check_while_near)
         run = CameraRun(cam.id, self.sources.reader(cam, self.max_frames), tracker,
                         CameraTracklets(cam.id, self.run_id, gate, tracker.max_lost_frames))
         if self.config.detector.stagger:

@@ -149,6 +149,7 @@ class CropGate:
     max_crops_per_track: int | None = None  # None: no cap
     small_min_height: int = 0  # crops from here up to min_height are "small" (low weight); 0: none
     check_per_second: float = 0.0  # swap-check crops a second once a track takes no more crops; 0: none
+    check_while_near: bool = True  # False: check crops only once the boxes have parted (within NEAR_WINDOW_S)
     # Trackers swap ids where boxes meet: check crops are taken only while a track is near another one and for
     # NEAR_WINDOW_S after (the ids may have changed hands during the meeting), so lone walkers cost nothing.
     NEAR_WINDOW_S = 2.0
@@ -235,6 +236,7 @@ class CameraTracklets:
             if (small and t.full_crops) or (cap is not None and (t.small_crops if small else t.full_crops) >= cap):
                 rate = self.gate.check_per_second
                 if (rate > 0 and video_time - t.last_near_time <= self.gate.NEAR_WINDOW_S
+                        and (self.gate.check_while_near or not near[i])
                         and video_time - max(t.last_check_time, t.last_crop_time) >= 1.0 / rate):
                     requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight, check_only=True,
                                                 near=bool(near[i])))

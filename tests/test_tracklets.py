@@ -180,6 +180,38 @@ def test_after_the_cap_a_track_near_another_takes_check_crops_at_their_rate():
     assert _crops_taken(CropGate(crops_per_second=2.0, max_crops_per_track=4), seconds=10) == {1: 4, 2: 4}
 
 
+def test_check_crops_can_wait_until_the_boxes_have_parted():
+    """reid.swap_check_while_near false: no check crop while the box is near another track's (it would show both
+    people); once they part, the track takes its check crops for NEAR_WINDOW_S, at their rate."""
+    gate = CropGate(crops_per_second=2.0, max_crops_per_track=4, check_per_second=0.5, check_while_near=False)
+    cams = CameraTracklets("cam", "run", gate, max_lost_frames=30)
+    kinds: dict[int, list[tuple[int, bool]]] = {1: [], 2: [], 3: []}
+    for f in range(140):  # as above: tracks 1 and 2 side by side until 8 s, track 3 alone
+        boxes = {1: (100, 100, 160, 260), 3: (500, 100, 560, 260)}
+        if f < 80:
+            boxes[2] = (170, 100, 230, 260)
+        elif 100 <= f < 104:
+            boxes[2] = (170, 100, 230, 260)  # they meet again for 0.4 s
+        for r in cams.update(f, f, f / 10, _tracks(boxes), FRAME)[1]:
+            kinds[r.tracklet.track_id].append((f, r.check_only))
+    assert [f for f, check in kinds[1] if not check] == [0, 5, 10, 15]
+    # none while near (frames 20-79 and 100-103); the first frame apart, then 2 s on while still within 2 s of
+    # the last meeting (frame 80; frame 100 is near again; frame 104 is apart, 2.4 s after the last check)
+    assert [f for f, check in kinds[1] if check] == [80, 104]
+    assert [f for f, check in kinds[3] if check] == []
+
+
+def test_the_runner_gives_each_camera_the_configured_check_policy(shared_video, tmp_path):
+    from pipeline.config import parse_config
+    from pipeline.runner import PipelineRunner
+
+    for value in (True, False):
+        raw = {"cameras": [{"id": "a", "source": str(shared_video["pets"])}], "store": "embedded",
+               "output": {"dir": str(tmp_path)}, "reid": {"swap_check_while_near": value}}
+        runner = PipelineRunner(parse_config(raw), tmp_path)
+        assert runner._camera(runner.config.cameras[0]).tracklets.gate.check_while_near is value
+
+
 def test_crops_say_they_were_taken_near_another_track_without_check_crops_too():
     """CropRequest.near does not depend on reid.swap_check_per_second: with no check crops the swap check still
     keeps crossing crops out of its reference."""
