@@ -115,8 +115,8 @@ def decode_candidates(raw: np.ndarray, grid: np.ndarray, stride: np.ndarray, cla
     """One frame's raw YOLOX output (A, 5 + C) as the boxes (x1, y1, x2, y2 in network-input pixels), scores
     (objectness x class score, the best of `classes`) and classes of the anchors scoring `confidence` or more.
 
-    Only the score is computed for every anchor; the boxes are decoded for the few that pass (about 100 of the
-    6,300 anchors of a 640x480 input at confidence 0.01, fewer at the pipeline's): the detector's work beside
+    Only the score is computed for every anchor; the boxes are decoded for the few that pass (a small share of
+    the 6,300 anchors of a 640x480 input, even at a confidence of 0.01): the detector's work beside
     the network fell from 1.14-1.22 to 0.89-0.94 ms a PETS frame on one core (README, Benchmarks: "Boxes for
     the anchors that pass"). Each kept anchor gets the same arithmetic as before, so the same values."""
     class_scores = raw[:, class_columns] * raw[:, 4:5]  # (A, K)
@@ -240,6 +240,8 @@ class YoloxOnnxDetector:
             raise ValueError("YOLOX precision bf16 needs runtime openvino (ONNX Runtime runs the file in float32)")
         if workers < 1:
             raise ValueError(f"YOLOX workers must be at least 1, got {workers}")
+        if not len(classes):
+            raise ValueError("YOLOX classes: name at least one class id to keep (COCO: 0 is a person)")
         self.runtime = runtime
         self.net = _OnnxRuntimeNet(model_path, threads, spin_wait) if runtime == "onnxruntime" else \
             _OpenVinoNet(model_path, threads, precision)
@@ -263,10 +265,9 @@ class YoloxOnnxDetector:
         self.classes = np.asarray(list(classes), dtype=np.int64)
         # The classes' score columns of the raw output: a slice (a view, no copy) when they are consecutive, as
         # the default's one class is.
-        consecutive = len(self.classes) > 0 and np.array_equal(self.classes, np.arange(self.classes[0],
-                                                                                      self.classes[0] + len(self.classes)))
-        self._class_columns = slice(5 + int(self.classes[0]), 5 + int(self.classes[0]) + len(self.classes)) \
-            if consecutive else 5 + self.classes
+        first, count = int(self.classes[0]), len(self.classes)
+        consecutive = np.array_equal(self.classes, np.arange(first, first + count))
+        self._class_columns = slice(5 + first, 5 + first + count) if consecutive else 5 + self.classes
         self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _letterbox(self, frame: np.ndarray, out: np.ndarray) -> float:

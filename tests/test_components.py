@@ -91,6 +91,8 @@ def test_yolox_class_columns_follow_the_configured_classes(shared_models):
     assert create_detector("yolox", shared_models["yolox"], classes=(1, 2))._class_columns == slice(6, 8)
     np.testing.assert_array_equal(create_detector("yolox", shared_models["yolox"], classes=(0, 2))._class_columns,
                                   [5, 7])
+    with pytest.raises(ValueError, match="at least one class"):
+        create_detector("yolox", shared_models["yolox"], classes=())
 
 
 def test_yolox_finds_pets_people_and_batches(detector, shared_video):
