@@ -107,6 +107,9 @@ class PendingCrops:
 
 # A batch this large already spreads the model's per-call cost thin: embed it without waiting longer.
 EMBED_FLUSH_CROPS = 32
+# A replayed file behind the others holds a step this long at most (a file on a stalled disk slows the rest by this
+# much a step, never stops them).
+LOCKSTEP_WAIT_S = 2.0
 
 
 @dataclass
@@ -529,6 +532,7 @@ class PipelineRunner:
             if not running:
                 return []
             self.sources.wait([c.reader for c in running], timeout=0.2)
+            self._wait_for_replayed(running)
             self._publish([IdentityEvent("camera.state", ch.camera_id, state=ch.state, detail=ch.detail,
                                          ts=iso_utc(ch.wall_time)) for ch in self.sources.state_changes()])
             batch = []
@@ -541,6 +545,17 @@ class PipelineRunner:
             if batch:
                 return batch
         return []
+
+    def _wait_for_replayed(self, running: list[CameraRun]) -> None:
+        """Lockstep for files replayed as fast as they decode: every step takes a frame of each of them (or its
+        end), so which camera's frames share a step does not follow the decoders' pace, and a replay of several
+        files repeats exactly (crops wait a number of steps, and a swap split lands where they are embedded).
+        Waits at most LOCKSTEP_WAIT_S for a file that is behind; live cameras and paced files are never waited for."""
+        behind = [c.reader for c in running if c.reader.replayed and not c.reader.ready_now()]
+        deadline = time.monotonic() + LOCKSTEP_WAIT_S
+        while behind and not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.sources.wait(behind, timeout=min(left, 0.2))
+            behind = [r for r in behind if not r.ready_now()]
 
     def _end_camera(self, c: CameraRun, status: str, error: str | None, detail: str | None = None) -> None:
         c.error = c.error or error
@@ -640,6 +655,8 @@ class PipelineRunner:
             c.reader.check_stall(now)  # a camera that stopped sending is noticed while the others keep the loop busy
         if any(c.reader.end_waiting() for c in running):
             return []
+        if any(c.reader.replayed and not c.reader.ready_now() for c in running):
+            return []  # lockstep: the step waits in _next_frames for the replayed file that is behind
         return [(c, frame) for c in running if (frame := c.reader.poll_frame()) is not None]
 
     def _start_step(self, batch: list[tuple[CameraRun, Frame]], detector, ahead: bool) -> "_Step":

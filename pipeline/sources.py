@@ -404,6 +404,17 @@ class CameraReader(threading.Thread):
         """A frame or the end marker is waiting (call with the shared condition held)."""
         return bool(self._buffer) or (self._done and not self._end_returned)
 
+    def ready_now(self) -> bool:
+        """`ready`, taking the shared lock itself."""
+        with self._cond:
+            return self.ready()
+
+    @property
+    def replayed(self) -> bool:
+        """A file read as fast as the pipeline takes it (not paced as a live camera): its next frame is always
+        coming, so a step may wait for it (PipelineRunner's lockstep)."""
+        return not self.live and not self.camera.realtime
+
     @property
     def queue_depth(self) -> int:
         return len(self._buffer)

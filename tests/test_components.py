@@ -705,3 +705,41 @@ def test_capacity_marks_a_run_whose_detector_rates_before_and_after_differ():
     assert unsteady(75.9, 40.2) == pytest.approx(75.9 / 40.2 - 1)
     assert unsteady(77.2, 76.4) is None
     assert unsteady(70.0, 80.0) is None and unsteady(70.0, 81.0) is not None
+
+
+@pytest.mark.parametrize("b_paced", [False, True], ids=["both-replayed", "b-paced"])
+def test_replayed_files_share_every_step_even_when_one_decodes_slowly(shared_video, tmp_path, monkeypatch, b_paced):
+    """Files replayed as fast as they decode go in lockstep: every step takes a frame of each, even when one of
+    them decodes slower than the loop runs, so which cameras share a step never follows the decoders' pace and a
+    replay of several files repeats exactly. A file paced as a live camera (`realtime`) is never waited for."""
+    import time
+
+    from pipeline import sources
+    from pipeline.config import parse_config
+    from pipeline.runner import PipelineRunner
+
+    read = sources.OpenCVCapture.read
+
+    def slow_b(self):
+        if self.camera.id == "b":
+            time.sleep(0.03)  # slower than the loop's step for two cameras
+        return read(self)
+
+    steps: list[list[str]] = []
+    start = PipelineRunner._start_step
+
+    def recording(self, batch, *args, **kwargs):
+        steps.append(sorted(c.camera_id for c, _ in batch))
+        return start(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(sources.OpenCVCapture, "read", slow_b)
+    monkeypatch.setattr(PipelineRunner, "_start_step", recording)
+    pets = str(shared_video["pets"])
+    raw = {"cameras": [{"id": "a", "source": pets}, {"id": "b", "source": pets, "realtime": b_paced}],
+           "store": "embedded", "output": {"dir": str(tmp_path), "video": False, "snapshots": False}}
+    summary = PipelineRunner(parse_config(raw), tmp_path, max_frames=30, progress=False).run()
+    assert summary.frames == 60
+    if b_paced:  # b at 7 fps: camera a runs ahead in steps of its own
+        assert ["a"] in steps and steps.count(["a", "b"]) < 25
+    else:
+        assert steps == [["a", "b"]] * 30
