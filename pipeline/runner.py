@@ -523,7 +523,8 @@ class PipelineRunner:
 
     def _next_frames(self, cams: list[CameraRun]) -> list[tuple[CameraRun, Frame]]:
         """The frames ready now (at most one per camera; live cameras: their newest). Waits until some
-        camera has one, never for a particular camera, so a stalled or dead camera slows no other.
+        camera has one, never for a live camera (nor a paced file), so a stalled or dead stream slows no other;
+        files replayed as fast as they decode go in lockstep (`_wait_for_replayed`, at most LOCKSTEP_WAIT_S a step).
         Returns [] when no camera is running any more or a stop was requested."""
         while not self._stop.is_set():
             self.worker.check()
