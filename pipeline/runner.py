@@ -552,11 +552,16 @@ class PipelineRunner:
         end), so which camera's frames share a step does not follow the decoders' pace, and a replay of several
         files repeats exactly (crops wait a number of steps, and a swap split lands where they are embedded).
         Waits at most LOCKSTEP_WAIT_S for a file that is behind; live cameras and paced files are never waited for."""
-        behind = [c.reader for c in running if c.reader.replayed and not c.reader.ready_now()]
+        behind = self._replayed_behind(running)
         deadline = time.monotonic() + LOCKSTEP_WAIT_S
         while behind and not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
             self.sources.wait(behind, timeout=min(left, 0.2))
             behind = [r for r in behind if not r.ready_now()]
+
+    @staticmethod
+    def _replayed_behind(running: list[CameraRun]) -> list:
+        """The readers of replayed files (lockstep) that have neither a frame nor their end waiting."""
+        return [c.reader for c in running if c.reader.replayed and not c.reader.ready_now()]
 
     def _end_camera(self, c: CameraRun, status: str, error: str | None, detail: str | None = None) -> None:
         c.error = c.error or error
@@ -656,7 +661,7 @@ class PipelineRunner:
             c.reader.check_stall(now)  # a camera that stopped sending is noticed while the others keep the loop busy
         if any(c.reader.end_waiting() for c in running):
             return []
-        if any(c.reader.replayed and not c.reader.ready_now() for c in running):
+        if self._replayed_behind(running):
             return []  # lockstep: the step waits in _next_frames for the replayed file that is behind
         return [(c, frame) for c in running if (frame := c.reader.poll_frame()) is not None]
 
