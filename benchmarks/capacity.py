@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -45,7 +43,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from machine import describe as describe_machine  # noqa: E402
 from mot_pets import read_frames  # noqa: E402  (benchmarks/ is this script's own folder)
 from pipeline.config import parse_config  # noqa: E402
 
@@ -207,7 +207,7 @@ def main() -> int:
                       + f"; {run['crops']} crops embedded ({run['crops_check']} of them swap-check crops)"
                       + (f"; UNSTEADY HOST: the detector alone ran {row['unsteady']:.0%} apart before and after the "
                          "run, so this ratio is not to be trusted (run it again)" if row["unsteady"] else ""), flush=True)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    machine = describe_machine()
     import torch  # the pipeline has loaded it already; named so a GPU run's table says which GPU embedded
 
     if torch.cuda.is_available():

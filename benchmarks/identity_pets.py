@@ -17,7 +17,6 @@ one person (REENTRIES in tests/test_identity_pets.py: MOT gives a person who lea
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 from collections import Counter
@@ -30,7 +29,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from machine import describe as describe_machine  # noqa: E402
 from pipeline.redis_server import RedisServer, free_port  # noqa: E402
 from pipeline.store import IdentityStore  # noqa: E402
 from tests.test_identity_pets import (HALF, REENTRIES, _write_half, global_idf1, linked_people,  # noqa: E402
@@ -185,8 +186,7 @@ def main() -> None:
             for cam, tracks in results[name]["mixed"].items():
                 print(f"  {cam}: {len(tracks)} of {results[name]['tracks'][cam]} tracks cover more than one person "
                       f"(track: boxes per gt person, re-entries as one): {tracks}")
-    print(f"\n`python benchmarks/identity_pets.py --rows {args.rows}` ({platform.machine()}, "
-          f"{len(__import__('os').sched_getaffinity(0))} CPUs, {date.today()})")
+    print(f"\n`python benchmarks/identity_pets.py --rows {args.rows}` ({describe_machine()}, {date.today()})")
     print("| row | what | global IDF1 | per-camera IDF1 | tracks only | people of both halves linked | "
           "boxes without identity % | re-entries as one: global | per-camera | people linked |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -21,8 +21,6 @@ import argparse
 import configparser
 import contextlib
 import io
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -37,7 +35,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from machine import describe as describe_machine  # noqa: E402
 from pipeline.annotate import write_mot_rows  # noqa: E402
 from pipeline.config import DetectorConfig, TrackerConfig  # noqa: E402
 from pipeline.perception import detector_from_config, tracker_from_config  # noqa: E402
@@ -258,20 +258,21 @@ def main() -> int:
 
     print(f"PETS09-S2L1 dev frames 1-{seq_len}, TrackEval MOT15 protocol; "
           f"`nice -n 15 .venv/bin/python benchmarks/mot_pets.py --options {','.join(o.name for o in chosen)}`")
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores, "
-          f"onnxruntime CPU; date {date.today().isoformat()}")
+    print(f"machine: {describe_machine()}, onnxruntime CPU; date {date.today().isoformat()}")
     print()
     print("A stride (`every` n) is scored at each of its n phases: mean, then the phases in brackets.")
     print()
-    print("| option | what | HOTA | IDF1 | MOTA | ID switches | detect ms/frame | track ms/frame | frames/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| option | what | frames detected | HOTA | IDF1 | MOTA | ID switches | detect ms/frame | track ms/frame "
+          "| frames/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for o in chosen:
         det_cfg = configs[o.name][0]
         # ms per frame of the stream: a stride detects one frame in `every`
         det_ms = detected[det_cfg.model_copy(update={"every": 1}).model_dump_json()][1] / det_cfg.every
         cells = [_phases([100 * s[k] for s in scores[o.name]], ".1f") for k in ("HOTA", "IDF1", "MOTA")]
         cells.append(_phases([s["IDSW"] for s in scores[o.name]], ".1f", whole=True))
-        print(f"| {o.name} | {o.what} | {' | '.join(cells)} | {det_ms:.1f} | {track_ms[o.name]:.2f} | "
+        detected_share = "all" if det_cfg.every == 1 else f"1 in {det_cfg.every}"
+        print(f"| {o.name} | {o.what} | {detected_share} | {' | '.join(cells)} | {det_ms:.1f} | {track_ms[o.name]:.2f} | "
               f"{1000 / (det_ms + track_ms[o.name]):.1f} |")
     return 0
 

@@ -38,8 +38,6 @@ import argparse
 import configparser
 import contextlib
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -54,7 +52,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from machine import describe as describe_machine  # noqa: E402
 from pipeline.config import ReidConfig  # noqa: E402
 from pipeline.store import IdentityStore  # noqa: E402
 from synth.truth import DECISION_KINDS, decision_kinds, outfit_event_check, track_people  # noqa: E402
@@ -463,7 +463,7 @@ def main() -> int:
               + ("ground-truth boxes" if args.warm_from == "gt" else
                  "a pipeline run on it with the same model and settings, identities dropped")
               + "), as earlier runs leave them in the store")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; date {date.today().isoformat()}")
+    print(f"machine: {describe_machine()}; date {date.today().isoformat()}")
     print("\n| outfit changes | seed | model | MTMC IDF1 | IDF1, tracks only | HOTA | MOTA | ID sw. | people | identities "
           "| outfit changes (gt) | outfit_changed events (correct) | merges | same id twice in a frame | run s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -707,6 +707,22 @@ def test_capacity_marks_a_run_whose_detector_rates_before_and_after_differ():
     assert unsteady(70.0, 80.0) is None and unsteady(70.0, 81.0) is not None
 
 
+def test_benchmark_tables_name_the_cpu_class_that_decides_their_speed():
+    """benchmarks/machine.py: the hosts differ by CPU class (an AVX2-only EPYC runs the detector at half the rate
+    of an AVX-512 one), so a table's header names the model and the instruction sets, not only 'x86_64'."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        from machine import cpu_model
+    finally:
+        sys.path.pop(0)
+    xeon = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx avx2 avx512f avx512_vnni "
+            "avx512_bf16 amx_bf16 amx_int8\n\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu\n")
+    assert cpu_model(xeon) == ("Intel(R) Xeon(R) Processor", ["AVX-512 (VNNI, BF16)", "AMX"])
+    epyc = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+    assert cpu_model(epyc) == ("AMD EPYC 7B13", ["AVX2 only"])
+    assert cpu_model("model name : AMD EPYC 9B14\nflags : avx2 avx512f\n") == ("AMD EPYC 9B14", ["AVX-512"])
+    assert cpu_model("") == ("", [])
+
 @pytest.mark.parametrize("b_paced", [False, True], ids=["both-replayed", "b-paced"])
 def test_replayed_files_share_every_step_even_when_one_decodes_slowly(shared_video, tmp_path, monkeypatch, b_paced):
     """Files replayed as fast as they decode go in lockstep: every step takes a frame of each, even when one of
