@@ -821,7 +821,7 @@ class PipelineRunner:
         with self.stage.lock:
             for req, vec, look in zip(requests, identity, looks):
                 agrees, swap = (True, False) if self.swap_check is None else \
-                    self.swap_check.observe(req.tracklet, vec, req.near)
+                    self.swap_check.observe(req.tracklet, vec, req.met_lately)
                 if agrees and not req.check_only:
                     req.tracklet.add_embedding(vec, req.weight, look)
                 if swap and not req.tracklet.split_off:

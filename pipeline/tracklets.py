@@ -74,7 +74,9 @@ class CropRequest:
     bbox: np.ndarray  # int xyxy inside the frame
     weight: float
     check_only: bool = False  # taken after the crop cap for SwapCheck only: not added to the embedding
-    near: bool = False  # the box overlapped another track's (grown by CropGate.NEAR_GROW) in this frame
+    # the box overlapped another track's (grown by CropGate.NEAR_GROW) in this frame or the last
+    # CropGate.NEAR_WINDOW_S: SwapCheck judges the crop but keeps it out of its reference
+    met_lately: bool = False
 
 
 SWAP_THRESHOLD_KEY = "swap_threshold"  # PreprocessSpec.extra key: the model's own reid.swap_threshold
@@ -104,26 +106,30 @@ class SwapCheck:
     below its recent crops. On PETS09-S2L1's dev frames the default model gives 0.0-0.35 across a swap and
     0.6-0.95 between a person's consecutive crops (README, Benchmarks).
 
-    A crop taken while the box is near another track's is judged but never becomes a reference: at a crossing the
-    box may hold both people, and a reference taken there lets the other person in by degrees (PETS dev frames: a
-    track's crops fell 0.9 -> 0.6 -> 0.35 -> 0.15 from its first person over one crossing, each step agreeing
-    with the crops just before it)."""
+    A crop taken while the box is near another track's, or in the NEAR_WINDOW_S after, is judged but never
+    becomes a reference: at a crossing the box may hold both people, and a reference taken there lets the other
+    person in by degrees (PETS dev frames: a track's crops fell 0.9 -> 0.6 -> 0.35 -> 0.15 from its first person
+    over one crossing, each step agreeing with the crops just before it). Just after the meeting the box may
+    already follow the other person while the first is still half behind them: with every frame detected, a
+    track's first crop of its new person (PETS gt 9 after gt 15, frame 35) agreed at 0.70 with the old reference
+    and, once in it, carried the next ones (0.39, 0.45 at a threshold of 0.4), so the swap was never found."""
 
     threshold: float = 0.3
     crops: int = 2
     RECENT = 4
 
-    def observe(self, tl: Tracklet, vector: np.ndarray, near: bool = False) -> tuple[bool, bool]:
+    def observe(self, tl: Tracklet, vector: np.ndarray, met_lately: bool = False) -> tuple[bool, bool]:
         """(agrees, swapped) for one L2-normalised crop feature of `tl`: `agrees` when the crop belongs to the
         tracklet's person (add it to its embedding); `swapped` when the suspects show the track changed person.
-        `near`: the crop was taken while the box was near another track's (CropRequest.near)."""
+        `met_lately`: the box was near another track's when the crop was taken or shortly before
+        (CropRequest.met_lately)."""
         v = np.asarray(vector, np.float32)
         if len(tl.recent) < 2:
             tl.recent.append(v)
             return True, False
         ref = np.mean(tl.recent, axis=0)
         if float(v @ ref) / max(float(np.linalg.norm(ref)), 1e-12) >= self.threshold:
-            if not near:
+            if not met_lately:
                 tl.recent.append(v)
             tl.suspects.clear()
             return True, False
@@ -151,7 +157,8 @@ class CropGate:
     check_per_second: float = 0.0  # swap-check crops a second once a track takes no more crops; 0: none
     check_while_near: bool = True  # False: check crops only once the boxes have parted (within NEAR_WINDOW_S)
     # Trackers swap ids where boxes meet: check crops are taken only while a track is near another one and for
-    # NEAR_WINDOW_S after (the ids may have changed hands during the meeting), so lone walkers cost nothing.
+    # NEAR_WINDOW_S after (the ids may have changed hands during the meeting), so lone walkers cost nothing; for
+    # the same reason no crop of that time becomes SwapCheck's reference (CropRequest.met_lately).
     NEAR_WINDOW_S = 2.0
     NEAR_GROW = 0.25  # boxes grown by this share of their size on every side are "near" when they overlap
 
@@ -239,17 +246,21 @@ class CameraTracklets:
                         and (self.gate.check_while_near or not near[i])
                         and video_time - max(t.last_check_time, t.last_crop_time) >= 1.0 / rate):
                     requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight, check_only=True,
-                                                near=bool(near[i])))
+                                                met_lately=self._met_lately(t, video_time)))
                     t.last_check_time = video_time
                 continue
             requests.append(CropRequest(t, np.array([x1, y1, x2, y2]), weight,
-                                        near=bool(near[i])))
+                                        met_lately=self._met_lately(t, video_time)))
             t.last_crop_time = video_time
             if small:
                 t.small_crops += 1
             else:
                 t.full_crops += 1
         return started, requests
+
+    def _met_lately(self, t: Tracklet, video_time: float) -> bool:
+        """Whether `t`'s box was near another track's in this frame or the last NEAR_WINDOW_S seconds."""
+        return video_time - t.last_near_time <= self.gate.NEAR_WINDOW_S
 
     def ends(self, t: Tracklet, step: int) -> bool:
         """Whether `expire(step)` ends `t`: its track was split off, or lost longer than the tracker keeps it."""

@@ -638,7 +638,7 @@ def test_run_summary_counts_swap_check_crops_apart(shared_video, tmp_path, monke
     checks = sum(r.check_only for r in requested)
     assert summary.crops == len(requested) and summary.crops_check == checks
     # with one crop a track, PETS's groups make check crops most of them (and near-but-not-check crops exist)
-    assert 0 < len(requested) - checks < checks and any(r.near and not r.check_only for r in requested)
+    assert 0 < len(requested) - checks < checks and any(r.met_lately and not r.check_only for r in requested)
     assert sum(described) == len(requested) - checks
 
 

@@ -145,7 +145,7 @@ def test_crops_taken_at_a_crossing_never_become_the_reference_so_the_other_perso
         check, tl = SwapCheck(threshold=0.3, crops=2), _tracklet()
         _observe(check, tl, [a() for _ in range(4)])
         crossing = [_unit(w * a() + (1 - w) * b()) for w in (0.8, 0.55, 0.45)]
-        out = [check.observe(tl, v, near=near_at_crossing) for v in crossing]
+        out = [check.observe(tl, v, met_lately=near_at_crossing) for v in crossing]
         return out + [check.observe(tl, b()) for _ in range(3)]
 
     judged = run(near_at_crossing=True)
@@ -168,8 +168,9 @@ def test_after_the_cap_a_track_near_another_takes_check_crops_at_their_rate():
             boxes[2] = (170, 100, 230, 260)
         for r in cams.update(f, f, f / 10, _tracks(boxes), FRAME)[1]:
             kinds[r.tracklet.track_id].append((f, r.check_only))
-            # a crop says whether its box touched another track's then (SwapCheck keeps those out of its reference)
-            assert r.near == (r.tracklet.track_id in (1, 2) and f < 80), (f, r)
+            # a crop says whether its box touched another track's then or in the 2 s before (SwapCheck keeps
+            # those out of its reference): frame 79 was the last side by side
+            assert r.met_lately == (r.tracklet.track_id in (1, 2) and f < 100), (f, r)
     for tid in (1, 2, 3):
         assert [f for f, check in kinds[tid] if not check] == [0, 5, 10, 15]
     # 2 s after the last full crop (frame 15), then every 2 s, until 2 s after the neighbour left (frame 79)
@@ -213,12 +214,12 @@ def test_the_runner_gives_each_camera_the_configured_check_policy(shared_video, 
 
 
 def test_crops_say_they_were_taken_near_another_track_without_check_crops_too():
-    """CropRequest.near does not depend on reid.swap_check_per_second: with no check crops the swap check still
-    keeps crossing crops out of its reference."""
+    """CropRequest.met_lately does not depend on reid.swap_check_per_second: with no check crops the swap check
+    still keeps crossing crops out of its reference."""
     cams = CameraTracklets("cam", "run", CropGate(crops_per_second=2.0, check_per_second=0.0), max_lost_frames=30)
     _, requests = cams.update(0, 0, 0.0, _tracks({1: (100, 100, 160, 260), 2: (170, 100, 230, 260),
                                                    3: (500, 100, 560, 260)}), FRAME)
-    assert {r.tracklet.track_id: r.near for r in requests} == {1: True, 2: True, 3: False}
+    assert {r.tracklet.track_id: r.met_lately for r in requests} == {1: True, 2: True, 3: False}
 
 
 def test_a_split_tracklet_ends_at_the_next_expiry():
