@@ -272,8 +272,8 @@ def main() -> int:
         cells = [_phases([100 * s[k] for s in scores[o.name]], ".1f") for k in ("HOTA", "IDF1", "MOTA")]
         cells.append(_phases([s["IDSW"] for s in scores[o.name]], ".1f", whole=True))
         detected_share = "all" if det_cfg.every == 1 else f"1 in {det_cfg.every}"
-        print(f"| {o.name} | {o.what} | {detected_share} | {' | '.join(cells)} | {det_ms:.1f} | {track_ms[o.name]:.2f} | "
-              f"{1000 / (det_ms + track_ms[o.name]):.1f} |")
+        print(f"| {o.name} | {o.what} | {detected_share} | {' | '.join(cells)} | {det_ms:.1f} | "
+              f"{track_ms[o.name]:.2f} | {1000 / (det_ms + track_ms[o.name]):.1f} |")
     return 0
 
 

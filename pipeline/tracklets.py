@@ -111,7 +111,7 @@ class SwapCheck:
     person in by degrees (PETS dev frames: a track's crops fell 0.9 -> 0.6 -> 0.35 -> 0.15 from its first person
     over one crossing, each step agreeing with the crops just before it). Just after the meeting the box may
     already follow the other person while the first is still half behind them: with every frame detected, a
-    track's first crop of its new person (PETS gt 9 after gt 15, frame 35) agreed at 0.70 with the old reference
+    track's first crop of its new person (PETS gt 9 after gt 15, frame 35) agreed at 0.73 with the old reference
     and, once in it, carried the next ones (0.39, 0.45 at a threshold of 0.4), so the swap was never found."""
 
     threshold: float = 0.3

@@ -716,7 +716,8 @@ def test_benchmark_tables_name_the_cpu_class_that_decides_their_speed():
     finally:
         sys.path.pop(0)
     xeon = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx avx2 avx512f avx512_vnni "
-            "avx512_bf16 amx_bf16 amx_int8\n\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu\n")
+            "avx512_bf16 amx_bf16 amx_int8\n\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+            "flags\t\t: fpu\n")
     assert cpu_model(xeon) == ("Intel(R) Xeon(R) Processor", ["AVX-512 (VNNI, BF16)", "AMX"])
     epyc = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
     assert cpu_model(epyc) == ("AMD EPYC 7B13", ["AVX2 only"])

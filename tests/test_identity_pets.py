@@ -277,7 +277,7 @@ def test_a_swap_just_after_a_meeting_is_split_with_every_frame_detected(tmp_path
                                                                          shared_models):
     """Camera a with every frame detected: at frame 32 the tracker moves gt 15's track onto gt 9, who walks beside
     gt 15 after their boxes met. The track's first crop of gt 9 (frame 35) still agrees with gt 15's reference
-    (0.70 at a swap level of 0.4); had it become part of the reference, the next crops of gt 9 would agree with
+    (0.73 at a swap level of 0.4); had it become part of the reference, the next crops of gt 9 would agree with
     the mix (0.39, 0.45) and the track would keep gt 9 for 154 boxes. Crops this soon after a meeting never
     become the reference, so the track is split at its second crop of gt 9 (frame 55)."""
     from pipeline.config import parse_config
