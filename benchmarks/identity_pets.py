@@ -140,6 +140,24 @@ def _settings_row(items: list[str], option: str) -> tuple[str, dict]:
     return ", ".join(f"`{item.partition('=')[0]}: {item.partition('=')[2]}`" for item in items), extra
 
 
+def missing_models(names: list[str]) -> list[str]:
+    """'row: section.key: why' for each model file a row names that the pipeline's resolver cannot find."""
+    from pipeline.models import ModelNotFound, resolve_model
+
+    missing = []
+    for name in names:
+        for section, keys in (("detector", ("model",)), ("reid", ("model", "outfit_model"))):
+            for key in keys:
+                file = ROWS[name][1].get(section, {}).get(key)
+                if not file:
+                    continue
+                try:
+                    resolve_model(file)
+                except ModelNotFound as exc:
+                    missing.append(f"{name}: {section}.{key}: {exc}")
+    return missing
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ROWS))
@@ -172,6 +190,9 @@ def main() -> None:
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    missing = missing_models(names)
+    if missing:  # before any row runs: a row that fails half an hour in would take the finished rows with it
+        raise SystemExit("rows whose model files are not here (nothing was run):\n" + "\n".join(missing))
     with tempfile.TemporaryDirectory(prefix="identity_pets_") as tmp:
         root = Path(tmp)
         halves = {"pets-a": root / "a.avi", "pets-b": root / "b.avi"}

@@ -707,6 +707,20 @@ def test_capacity_marks_a_run_whose_detector_rates_before_and_after_differ():
     assert unsteady(70.0, 80.0) is None and unsteady(70.0, 81.0) is not None
 
 
+def test_identity_benchmark_refuses_rows_whose_models_are_missing_before_running_any(shared_video):
+    """benchmarks/identity_pets.py runs its rows one after another (about 20 s each): a row naming a model file
+    that is not here is refused with the resolver's reason before the first row runs, instead of failing after
+    the others have run and taking their figures with it."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "identity_pets.py"
+    proc = subprocess.run([sys.executable, str(script), "--rows", "default", "--row", "bad:reid.model=nowhere.xml"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "nothing was run" in proc.stderr and "bad: reid.model: model file 'nowhere.xml' not found" in proc.stderr
+    assert "default:" not in proc.stderr and proc.stdout == ""  # the default row's files are here; nothing ran
+
+
 def test_benchmark_tables_name_the_cpu_class_that_decides_their_speed():
     """benchmarks/machine.py: the hosts differ by CPU class (an AVX2-only EPYC runs the detector at half the rate
     of an AVX-512 one), so a table's header names the model and the instruction sets, not only 'x86_64'."""
