@@ -15,6 +15,8 @@ from detectors.yolox_onnx import input_shape
 from reid.inference.factory import create_embedder
 from trackers import STATIC_CAMERA_PARAMS, create_tracker, default_tracker_params, ultralytics_tracker_params
 
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
 
 def _frames(path, n):
     cap = cv2.VideoCapture(str(path))
@@ -693,14 +695,21 @@ def test_crops_wait_for_one_reid_call_but_never_past_their_tracks_end(shared_vid
     assert len(seen[30]) * 3 < len(seen[0])
 
 
+def _benchmark_module(name: str):
+    """A script of benchmarks/ as a module (the scripts import each other by that folder's name)."""
+    import importlib
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def test_capacity_marks_a_run_whose_detector_rates_before_and_after_differ():
     """benchmarks/capacity.py: a run between detector-only rates 15 % or more apart says more about the host than
     about the pipeline; its row is marked (seen: 40.2 frames/s before a run, 75.9 after)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    try:
-        from capacity import unsteady
-    finally:
-        sys.path.pop(0)
+    unsteady = _benchmark_module("capacity").unsteady
     assert unsteady(40.2, 75.9) == pytest.approx(75.9 / 40.2 - 1)
     assert unsteady(75.9, 40.2) == pytest.approx(75.9 / 40.2 - 1)
     assert unsteady(77.2, 76.4) is None
@@ -713,7 +722,7 @@ def test_identity_benchmark_refuses_rows_whose_models_are_missing_before_running
     the others have run and taking their figures with it."""
     import subprocess
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "identity_pets.py"
+    script = BENCHMARKS / "identity_pets.py"
     proc = subprocess.run([sys.executable, str(script), "--rows", "default", "--row", "bad:reid.model=nowhere.xml"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr[-2000:]
@@ -724,11 +733,7 @@ def test_identity_benchmark_refuses_rows_whose_models_are_missing_before_running
 def test_benchmark_tables_name_the_cpu_class_that_decides_their_speed():
     """benchmarks/machine.py: the hosts differ by CPU class (an AVX2-only EPYC runs the detector at half the rate
     of an AVX-512 one), so a table's header names the model and the instruction sets, not only 'x86_64'."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    try:
-        from machine import cpu_model
-    finally:
-        sys.path.pop(0)
+    cpu_model = _benchmark_module("machine").cpu_model
     xeon = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx avx2 avx512f avx512_vnni "
             "avx512_bf16 amx_bf16 amx_int8\n\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\n"
             "flags\t\t: fpu\n")
@@ -737,6 +742,7 @@ def test_benchmark_tables_name_the_cpu_class_that_decides_their_speed():
     assert cpu_model(epyc) == ("AMD EPYC 7B13", ["AVX2 only"])
     assert cpu_model("model name : AMD EPYC 9B14\nflags : avx2 avx512f\n") == ("AMD EPYC 9B14", ["AVX-512"])
     assert cpu_model("") == ("", [])
+
 
 @pytest.mark.parametrize("b_paced", [False, True], ids=["both-replayed", "b-paced"])
 def test_replayed_files_share_every_step_even_when_one_decodes_slowly(shared_video, tmp_path, monkeypatch, b_paced):
