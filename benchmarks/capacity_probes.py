@@ -34,6 +34,8 @@
 * `decode`: `--cameras` FFmpeg readers side by side (the pipeline's capture class) on PETS and the two room
   videos, `decode_threads` 0 against 1 over `--repeat` rounds: CPU and wall ms a frame (README: "One thread a
   decoder").
+* `convert`: `--cameras` FFmpeg readers side by side, every frame decoded and all, one in 2 or none of them
+  converted to BGR pixels, over `--repeat` rounds: CPU ms a frame (README: "Frames nobody looks at").
 * `detector-input`: the YOLOX session fed float32 NCHW made by NumPy from the uint8 NHWC batch (what the
   detector does) against the same graph with a uint8 NHWC input and the transpose and cast inside it.
 
@@ -418,6 +420,43 @@ def probe_decode(cameras: int, frames: int, repeat: int) -> None:
               + "; ".join(f"decode_threads {t}: " + ", ".join(f"{c:.3f} ({w:.3f})" for c, w in got[t]) for t in got))
 
 
+def probe_convert(cameras: int, frames: int, repeat: int) -> None:
+    """The pipeline's FFmpeg capture on `cameras` readers side by side (one decoder thread each, the default),
+    every frame decoded (`grab`) and converted to BGR pixels (`retrieve`) on all, one in 2 (the frames a stride
+    of 2 detects) or none, alternated over `repeat` rounds: the process's CPU ms a frame, for PETS (MPEG-4 part
+    2) and the two room videos (H.264)."""
+    from pipeline.config import CameraConfig
+    from pipeline.sources import OpenCVCapture
+
+    room = ROOT.parent / "shared" / "data" / "videos"
+    videos = [VIDEO, room / "people-detection.264", room / "one-by-one-person-detection.mp4"]
+    shares = {"all": 1, "one in 2": 2, "none": 0}
+    for video in videos:
+        got: dict[str, list[float]] = {name: [] for name in shares}
+        for _ in range(repeat):
+            for name, every in shares.items():
+                counts = [0] * cameras
+
+                def read(k: int) -> None:
+                    capture = OpenCVCapture(CameraConfig(id=f"d{k}", source=str(video)))
+                    try:
+                        while counts[k] < frames and capture.grab():
+                            if every and counts[k] % every == 0 and capture.retrieve() is None:
+                                raise RuntimeError(f"{video.name}: frame {counts[k]} could not be converted")
+                            counts[k] += 1
+                    finally:
+                        capture.close()
+                readers = [threading.Thread(target=read, args=(k,)) for k in range(cameras)]
+                cpu = time.process_time()
+                for r in readers:
+                    r.start()
+                for r in readers:
+                    r.join()
+                got[name].append((time.process_time() - cpu) / sum(counts) * 1000)
+        print(f"convert {video.name}, {cameras} readers x {frames} frames: ms of CPU a frame with frames converted "
+              + "; ".join(f"{name}: " + ", ".join(f"{c:.3f}" for c in got[name]) for name in got))
+
+
 def probe_reid_threads(config, frames: list[np.ndarray], calls: int) -> None:
     """The config's ReID model alone on one thread and on every core, calls of 4 and of 12 crops cut from PETS
     frames: wall and CPU ms a crop (the CPU the process spent, so a second thread's share counts)."""
@@ -584,7 +623,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--probe", nargs="+", default=["overlap", "detector-input"],
                     choices=["overlap", "detector-input", "inside", "batch-sizes", "detector-parts", "cpu", "decode",
-                             "reid-threads", "detector-schedule"])
+                             "convert", "reid-threads", "detector-schedule"])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--calls", type=int, default=300, help="batch-sizes: embedder calls a round")
     ap.add_argument("--batch", type=int, default=8, help="overlap, detector-parts: frames the detector takes a step")
@@ -619,6 +658,8 @@ def main() -> int:
             probe_reid_threads(config, frames, args.calls)
         elif probe == "decode":
             probe_decode(args.cameras, args.frames, args.repeat)
+        elif probe == "convert":
+            probe_convert(args.cameras, args.frames, args.repeat)
         elif probe == "cpu":
             probe_cpu(args.cameras, args.frames, args.variant, args.repeat)
         elif probe == "detector-schedule":

@@ -34,6 +34,9 @@ class _CameraCollector(Collector):
         dropped = family("counter", "pipeline_camera_frames_dropped",
                          "frames dropped: stale = replaced by a newer one (latest-frame policy), "
                          "rate = above the camera's processing fps", ["reason"])
+        unconverted = family("counter", "pipeline_camera_frames_unconverted",
+                             "frames handed to the pipeline decoded but never converted to pixels: nothing looks "
+                             "at them (with detector.every n > 1, the frames between detections)")
         reconnects = family("counter", "pipeline_camera_reconnects", "successful reconnections after a loss")
         failures = family("counter", "pipeline_camera_connect_failures", "failed attempts to open the source")
         fps_in = family("gauge", "pipeline_camera_fps_in", "decoded frames per second over the last 5 s")
@@ -46,6 +49,7 @@ class _CameraCollector(Collector):
             frames_out.add_metric([cam], r.taken)
             dropped.add_metric([cam, "stale"], r.dropped_stale)
             dropped.add_metric([cam, "rate"], r.skipped)
+            unconverted.add_metric([cam], r.imageless)
             reconnects.add_metric([cam], r.reconnects)
             failures.add_metric([cam], r.connect_failures)
             fps_in.add_metric([cam], r.rate("in"))
@@ -53,7 +57,7 @@ class _CameraCollector(Collector):
             depth.add_metric([cam], r.queue_depth)
             for s in CAMERA_STATES:
                 state.add_metric([cam, s], 1.0 if r.state == s else 0.0)
-        yield from (frames_in, frames_out, dropped, reconnects, failures, fps_in, fps_out, depth, state)
+        yield from (frames_in, frames_out, dropped, unconverted, reconnects, failures, fps_in, fps_out, depth, state)
 
 
 class _StoreCollector(Collector):

@@ -62,6 +62,7 @@ class CameraRun:
     tracks_split: int = 0  # tracks ended at an identity swap and continued under a new id (reid.swap_threshold)
     detect_phase: int = 0  # with detector.every n: the frames k with (k + detect_phase) % n == 0 are detected
     scheduled: int = 0  # frames taken into a step so far (`frames` counts the steps finished)
+    missed_detections: int = 0  # frames due for detection that came without pixels (never, unless a bug)
 
 
 @dataclass
@@ -296,9 +297,16 @@ class PipelineRunner:
                         r.swap_check_per_second if r.swap_threshold is not None else 0.0, r.swap_check_while_near)
         run = CameraRun(cam.id, self.sources.reader(cam, self.max_frames), tracker,
                         CameraTracklets(cam.id, self.run_id, gate, tracker.max_lost_frames))
+        every = self.config.detector.every
         if self.config.detector.stagger:
-            run.detect_phase = self._cameras_made % self.config.detector.every
+            run.detect_phase = self._cameras_made % every
         self._cameras_made += 1
+        if every > 1 and not self.config.output.video:
+            # Only the frames detected are looked at (a guessed box gives no crop; the dashboard draws the next
+            # frame with pixels): the others are decoded and never converted. Positions among the frames taken
+            # are what `scheduled` counts in _start_step.
+            phase = run.detect_phase
+            run.reader.wants_image = lambda position: detected(position, phase, every)
         if self.mot_dir:
             self.mot_dir.mkdir(parents=True, exist_ok=True)
             run.mot = open(self.mot_dir / f"{cam.id}.txt", "w")
@@ -678,9 +686,14 @@ class PipelineRunner:
         # detector.every > 1: a camera's frames between detections are tracked by motion alone (None). Frames
         # are counted as they are taken (`scheduled`): a camera's frame may still wait in the step before.
         due = []
-        for k, (c, _) in enumerate(batch):
-            if (c.scheduled + c.detect_phase) % every == 0:
-                due.append(k)
+        for k, (c, frame) in enumerate(batch):
+            if detected(c.scheduled, c.detect_phase, every):
+                if frame.image is not None:
+                    due.append(k)
+                else:  # the reader's count of frames taken and `scheduled` disagree: a bug, said, never hidden
+                    c.missed_detections += 1
+                    log.error("camera %s: frame %d was due for detection but came without pixels (%d so far); "
+                              "it is tracked by motion", c.camera_id, frame.index, c.missed_detections)
             c.scheduled += 1
         images = [batch[k][1].image for k in due]
         if not images:
@@ -717,7 +730,7 @@ class PipelineRunner:
         per_camera_tracks = []
         t = time.perf_counter()
         for (c, frame), dets in zip(batch, detections):
-            size = (frame.image.shape[1], frame.image.shape[0])
+            size = (frame.shape[1], frame.shape[0])
             if c.frame_size is not None and size != c.frame_size:
                 self._restart_tracking(c, size)
             c.frame_size = size
@@ -727,7 +740,7 @@ class PipelineRunner:
             tracks = c.tracker.update(dets, frame.image) if dets is not None else c.tracker.predict(frame.image)
             with stage.lock:  # tracklets are shared with the store worker's decisions
                 started, requests = c.tracklets.update(c.frames, frame.index, frame.video_time, tracks,
-                                                       frame.image.shape,
+                                                       frame.shape,
                                                        self.clock.frame_time(c.camera_id, frame.video_time))
             c.tracks_seen.update(int(t_) for t_ in tracks.track_id)
             for tl in started:
@@ -761,7 +774,8 @@ class PipelineRunner:
         for c, frame, tracks in per_camera_tracks:
             if c.mot is not None:
                 write_mot_rows(c.mot, frame.index, tracks)
-            live_due = self.live_frames is not None and self.live_frames.due(c.camera_id)
+            # a frame without pixels is not drawn: the dashboard's frame stays due for the next one with them
+            live_due = self.live_frames is not None and frame.image is not None and self.live_frames.due(c.camera_id)
             if self.config.output.video or live_due:
                 with stage.lock:
                     ids = {tid: tl.identity_id for tid, tl in c.tracklets.live.items()}
@@ -887,6 +901,11 @@ def reid_threads(configured: int, detector) -> int:
     if configured:
         return configured
     return frame_threads(detector) or 0
+
+
+def detected(position: int, phase: int, every: int) -> bool:
+    """Whether a camera detects its frame at `position` among those taken (`detector.every`, its phase)."""
+    return (position + phase) % every == 0
 
 
 def slow_stride(camera_fps: float | None, source_fps: float, every: int) -> str | None:

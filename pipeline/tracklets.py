@@ -231,8 +231,8 @@ class CameraTracklets:
             t.last_seen_at = seen_at
             if near[i]:
                 t.last_near_time = video_time
-            if video_time - t.last_crop_time < min_gap:
-                continue
+            if tracks.det_index[i] < 0 or video_time - t.last_crop_time < min_gap:
+                continue  # a box the motion model guessed (no detection) never gives a crop, whatever its score
             weight, small = self.gate.quality(bbox, score, frame_shape)
             if weight <= 0:
                 continue

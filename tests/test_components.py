@@ -755,12 +755,12 @@ def test_replayed_files_share_every_step_even_when_one_decodes_slowly(shared_vid
     from pipeline.config import parse_config
     from pipeline.runner import PipelineRunner
 
-    read = sources.OpenCVCapture.read
+    grab = sources.OpenCVCapture.grab
 
     def slow_b(self):
         if self.camera.id == "b":
             time.sleep(0.03)  # slower than the loop's step for two cameras
-        return read(self)
+        return grab(self)
 
     steps: list[list[str]] = []
     start = PipelineRunner._start_step
@@ -769,7 +769,7 @@ def test_replayed_files_share_every_step_even_when_one_decodes_slowly(shared_vid
         steps.append(sorted(c.camera_id for c, _ in batch))
         return start(self, batch, *args, **kwargs)
 
-    monkeypatch.setattr(sources.OpenCVCapture, "read", slow_b)
+    monkeypatch.setattr(sources.OpenCVCapture, "grab", slow_b)
     monkeypatch.setattr(PipelineRunner, "_start_step", recording)
     pets = str(shared_video["pets"])
     raw = {"cameras": [{"id": "a", "source": pets}, {"id": "b", "source": pets, "realtime": b_paced}],

@@ -79,6 +79,115 @@ def test_file_reader_bounded_buffer_no_drops(shared_video):
     assert got == list(range(0, 40, 2)) and reader.dropped_stale == 0 and reader.state == "ended"
 
 
+def _take_all(cs: CameraSet, reader) -> list:
+    frames = []
+    while True:
+        cs.wait([reader], 1.0)
+        item = reader.poll()
+        if item is END:
+            return frames
+        if item is not None:
+            frames.append(item)
+
+
+def _count_retrieves(monkeypatch, capture_class) -> list[int]:
+    """Counts the frames a capture class converts to pixels (`retrieve`), in a one-item list."""
+    calls = [0]
+    retrieve = capture_class.retrieve
+
+    def counting(self):
+        calls[0] += 1
+        return retrieve(self)
+
+    monkeypatch.setattr(capture_class, "retrieve", counting)
+    return calls
+
+
+@pytest.mark.parametrize("backend", ["ffmpeg", "gstreamer"])
+def test_frames_nobody_looks_at_are_decoded_but_never_converted(shared_video, request, monkeypatch, backend):
+    """`wants_image`: the frames at positions it refuses come without pixels, and are never converted (about
+    half of a frame's decoding cost); the first frame of a connection always comes with them (its shape is
+    every frame's). The frames that do come with pixels are the very frames a plain reader gives: skipping the
+    conversion of one never shifts the decoding of the next."""
+    from pipeline.sources import GStreamerCapture, OpenCVCapture
+
+    if backend == "gstreamer":
+        request.getfixturevalue("gstreamer_backend")
+    cam = CameraConfig(id="f", source=str(shared_video["pets"]), backend=backend)
+    cs = CameraSet()
+    plain = cs.reader(cam, max_frames=30)
+    plain.start()
+    reference = _take_all(cs, plain)
+    plain.close()
+    assert len(reference) == 30 and all(f.image is not None for f in reference)
+
+    retrieves = _count_retrieves(monkeypatch, GStreamerCapture if backend == "gstreamer" else OpenCVCapture)
+    cs = CameraSet()
+    reader = cs.reader(cam, max_frames=30)
+    reader.wants_image = lambda position: position % 3 == 1
+    reader.start()
+    frames = _take_all(cs, reader)
+    reader.close()
+    with_pixels = [f.index for f in frames if f.image is not None]
+    assert [f.index for f in frames] == list(range(30))
+    assert with_pixels == [0] + list(range(1, 30, 3)), with_pixels
+    assert retrieves[0] == len(with_pixels) and reader.imageless == 30 - len(with_pixels)
+    assert all(f.shape == (576, 768, 3) for f in frames)
+    for f in frames:
+        if f.image is not None:
+            assert np.array_equal(f.image, reference[f.index].image), f"frame {f.index} differs from a plain read"
+
+
+def test_frames_above_the_rate_cap_are_never_converted(shared_video, monkeypatch):
+    """`fps` below the source's rate skips frames after decoding them (a video's next frames need them), but
+    never converts them: a 25 fps camera kept at 10 converts 10 frames a second, not 25."""
+    from pipeline.sources import OpenCVCapture
+
+    retrieves = _count_retrieves(monkeypatch, OpenCVCapture)
+    cs = CameraSet()
+    reader = cs.reader(CameraConfig(id="f", source=str(shared_video["pets"]), fps=5), max_frames=40)
+    reader.start()
+    frames = _take_all(cs, reader)
+    reader.close()
+    assert [f.index for f in frames] == list(range(0, 40, 2)) and reader.skipped == 20
+    assert retrieves[0] == 20 and all(f.image is not None for f in frames)
+
+
+def test_a_frame_is_converted_when_it_may_be_taken_at_a_position_that_wants_it():
+    """Which position a frame about to be delivered is taken at: a file's, after those waiting in its buffer;
+    a live camera's, the one waiting is replaced by it, unless taken first, so either of two: converted when
+    either wants pixels (a frame due for detection never comes without them)."""
+    from pipeline.sources import CameraReader, Frame
+
+    def reader(source: str) -> CameraReader:
+        r = CameraReader(CameraConfig(id="x", source=source))
+        r.wants_image = lambda position: position % 2 == 0
+        return r
+
+    waiting = Frame("x", 0, 0.0, 0.0, None, (576, 768, 3))
+    live = reader("rtsp://127.0.0.1:1/x")
+    assert live.live
+    live.taken = 0
+    assert live._image_wanted()  # taken next at 0
+    live.taken = 1
+    assert not live._image_wanted()  # at 1
+    live._buffer.append(waiting)
+    assert live._image_wanted()  # at 1, or 2 if the one waiting is taken first
+    live.taken = 2
+    assert live._image_wanted()  # at 2 or 3
+
+    file = reader("/videos/a.mp4")
+    assert not file.live
+    file.taken = 1
+    assert not file._image_wanted()  # at 1
+    file._buffer.append(waiting)
+    assert file._image_wanted()  # at 2
+    file._buffer.append(waiting)
+    assert not file._image_wanted()  # at 3
+    file.wants_image = None
+    assert file._image_wanted()
+
+
 def test_taking_one_cameras_frame_wakes_only_its_reader(shared_video):
     """File readers with full buffers wait for room: a frame taken from one camera wakes that camera's reader
     alone (with eight cameras, waking every reader on every frame taken cost CPU and GIL hand-offs beside the

@@ -167,6 +167,43 @@ def test_a_staggered_stride_spreads_cameras_over_the_phases(tmp_path, shared_vid
     assert "frames a second, below" not in proc.stderr  # 7 fps at one frame in 2: the measured rate
 
 
+def test_a_stride_converts_only_the_frames_it_detects_and_tracks_as_if_it_converted_all(tmp_path, shared_video,
+                                                                                         monkeypatch, caplog):
+    """`detector.every: 2` without annotated video: the frames between detections are decoded but never
+    converted to pixels (nothing looks at them: a guessed box gives no crop), and the run is the same, track for
+    track and identity for identity, as one that converts every frame; no frame due for detection comes
+    without its pixels, on either phase of the stagger."""
+    import logging
+
+    from pipeline import sources
+    from pipeline.config import parse_config
+    from pipeline.runner import PipelineRunner
+
+    pets = str(shared_video["pets"])
+    raw = {"cameras": [{"id": "a", "source": pets}, {"id": "b", "source": pets}], "store": "embedded",
+           "detector": {"every": 2}, "output": {"video": False, "snapshots": False}}
+
+    def run(name: str):
+        runner = PipelineRunner(parse_config({**raw, "output": {**raw["output"], "dir": str(tmp_path / name)}}),
+                                tmp_path / name, max_frames=60, mot_dir=tmp_path / name / "mot", progress=False)
+        summary = runner.run()
+        mot = {c: (tmp_path / name / "mot" / f"{c}.txt").read_text() for c in "ab"}
+        return summary, mot, {c.camera_id: c.reader.imageless for c in runner._cams}
+
+    with caplog.at_level(logging.ERROR, logger="pipeline"):
+        summary, mot, imageless = run("skipping")
+    assert "without pixels" not in caplog.text
+    # a: detected at positions 0, 2, ...; b at 1, 3, ... and its first frame converted for its shape
+    assert imageless == {"a": 30, "b": 29}
+    monkeypatch.setattr(sources.CameraReader, "_image_wanted", lambda self: True)
+    every_summary, every_mot, every_imageless = run("converting")
+    assert every_imageless == {"a": 0, "b": 0}
+    assert mot == every_mot and mot["a"].count("\n") > 100
+    same = ("frames", "identities", "crops", "crops_check")
+    assert [getattr(summary, k) for k in same] == [getattr(every_summary, k) for k in same]
+    assert summary.frames == 120 and summary.identities >= 4
+
+
 def test_a_stride_too_coarse_for_a_slow_camera_is_named_in_the_log(tmp_path, shared_video):
     """PETS processed at 3 frames a second with the default stride of 2 detects 1.5 frames a second, below the
     3.5 the tracker was measured at: the run says so, for that camera, and still runs."""

@@ -10,10 +10,12 @@ from trackers.base import Tracks
 FRAME = (576, 768, 3)
 
 
-def _tracks(boxes: dict[int, tuple[float, float, float, float]], score: float = 0.9) -> Tracks:
+def _tracks(boxes: dict[int, tuple[float, float, float, float]], score: float = 0.9, guessed: bool = False) -> Tracks:
+    """`guessed`: the boxes the motion model put there, matched to no detection (det_index -1)."""
     ids = sorted(boxes)
     return Tracks(np.array([boxes[i] for i in ids], np.float32).reshape(-1, 4), np.array(ids, np.int64),
-                  np.full(len(ids), score, np.float32), np.zeros(len(ids), np.int32), np.arange(len(ids)))
+                  np.full(len(ids), score, np.float32), np.zeros(len(ids), np.int32),
+                  np.full(len(ids), -1) if guessed else np.arange(len(ids)))
 
 
 def _crops_taken(gate: CropGate, seconds: float, fps: float = 10.0, boxes=None, score: float = 0.9) -> dict[int, int]:
@@ -52,6 +54,17 @@ def test_small_low_score_and_cut_boxes_are_not_embedded():
     assert _crops_taken(gate, 2, boxes={1: (100, 100, 130, 150)}) == {}  # 50 px tall
     assert _crops_taken(gate, 2, score=0.3) == {}  # below min_confidence (and a motion guess has score 0)
     assert _crops_taken(gate, 2, boxes={1: (0, 100, 60, 260)}) == {}  # touches the frame border
+
+
+def test_a_guessed_box_never_gives_a_crop_whatever_its_score():
+    """A frame the detector skipped (detector.every) carries the motion model's boxes: the pipeline never
+    converts its pixels, so no crop may come from it, even with min_confidence 0 or a tracker that scores guesses."""
+    gate = CropGate(min_confidence=0.0)
+    cams = CameraTracklets("cam", "run", gate, max_lost_frames=30)
+    boxes = {1: (100, 100, 160, 260), 2: (300, 120, 350, 250)}
+    requests = [r for f in range(20) for r in cams.update(f, f, f / 10, _tracks(boxes, 0.9, guessed=True), FRAME)[1]]
+    assert requests == [] and set(cams.live) == {1, 2}
+    assert _crops_taken(gate, 2, score=0.9) == {1: 4, 2: 4}
 
 
 def test_small_people_get_low_weight_crops_until_a_full_size_one_arrives():

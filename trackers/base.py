@@ -39,8 +39,9 @@ class Tracker(Protocol):
 
     def update(self, detections: Detections, frame: np.ndarray) -> Tracks: ...
 
-    def predict(self, frame: np.ndarray) -> Tracks:
-        """A frame without detections: move the tracks by their motion model, report the confirmed ones."""
+    def predict(self, frame: np.ndarray | None) -> Tracks:
+        """A frame without detections: move the tracks by their motion model, report the confirmed ones (with
+        det_index -1). `frame` is None when its pixels were never converted (pipeline.sources.Frame)."""
         ...
 
     def split(self, track_id: int) -> int | None:

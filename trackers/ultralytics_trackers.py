@@ -285,7 +285,7 @@ class UltralyticsTracker:
         boxes = self._boxes(detections.as_rows().reshape(-1, 6), (h, w)).numpy()
         return _tracks(self._tracker.update(boxes, frame))
 
-    def predict(self, frame: np.ndarray) -> Tracks:
+    def predict(self, frame: np.ndarray | None) -> Tracks:
         """A frame the detector skipped (`detector.every` > 1): every track's motion model moves one frame on, as
         an update would, and the confirmed tracks are reported where it puts them, with score 0 (so no crop is
         taken from a guessed box) and det_index -1. Nothing is matched, started or lost; the frame counter moves,
