@@ -296,6 +296,31 @@ def test_inference_package_imports_no_training_code():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
 
 
+@pytest.mark.parametrize("package", ["pipeline", "reid"])
+def test_importing_openvino_after_the_projects_packages_reports_nothing(tmp_path, package):
+    """OpenVINO's first import in a process reports it to Google Analytics unless the user has opted out, writing
+    a client id and a usage count under ~/intel: a process that imports `pipeline` or `reid` first writes
+    nothing there and holds no consent. The same import without them, in the same environment, does write
+    there (so this test sees the telemetry it guards against; if it stops, the guard may be obsolete)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}  # it skips CI jobs
+    root = str(__import__("pathlib").Path(__file__).parents[1])
+
+    def run(code: str, home: Path) -> str:
+        home.mkdir()
+        return subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={**env, "HOME": str(home)},
+                              capture_output=True, text=True, timeout=120).stdout
+
+    out = run(f"import {package}, openvino, openvino_telemetry as t\nprint(t.Telemetry().consent)", tmp_path / "guarded")
+    assert out.strip() == "False" and not (tmp_path / "guarded" / "intel").exists()
+    run("import openvino", tmp_path / "plain")
+    assert (tmp_path / "plain" / "intel" / "openvino_ga_cid").is_file(), \
+        "OpenVINO no longer writes its telemetry id on import: reid/telemetry.py may be obsolete"
+
+
 def test_onnxruntime_providers_auto_and_explicit():
     import onnxruntime as ort
 
