@@ -1,5 +1,5 @@
 """The runtime: config, sources, run loop, tracklets, matcher, identity store, events, output."""
 
-from reid.telemetry import decline_openvino_telemetry
+from reid.telemetry import decline_vendor_telemetry
 
-decline_openvino_telemetry()  # before any OpenVINO import: a camera system reports nothing to third parties
+decline_vendor_telemetry()  # before any OpenVINO or Ultralytics import: a camera system reports nothing

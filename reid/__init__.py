@@ -1,5 +1,5 @@
 """Clothes-changing person ReID: models, methods, data sets, protocols, training, export, inference."""
 
-from reid.telemetry import decline_openvino_telemetry
+from reid.telemetry import decline_vendor_telemetry
 
-decline_openvino_telemetry()  # before any OpenVINO import (export, INT8 quantisation, inference)
+decline_vendor_telemetry()  # before any OpenVINO or Ultralytics import (export, training, inference)

@@ -297,28 +297,36 @@ def test_inference_package_imports_no_training_code():
 
 
 @pytest.mark.parametrize("package", ["pipeline", "reid"])
-def test_importing_openvino_after_the_projects_packages_reports_nothing(tmp_path, package):
+def test_a_process_of_the_project_reports_nothing_to_openvino_or_ultralytics(tmp_path, package):
     """OpenVINO's first import in a process reports it to Google Analytics unless the user has opted out, writing
-    a client id and a usage count under ~/intel: a process that imports `pipeline` or `reid` first writes
-    nothing there and holds no consent. The same import without them, in the same environment, does write
-    there (so this test sees the telemetry it guards against; if it stops, the guard may be obsolete)."""
+    a client id and a usage count under ~/intel; Ultralytics' import resolves public DNS names to learn whether it
+    is online (and, online, sends usage events). A process that imports `pipeline` or `reid` first writes nothing
+    under ~/intel, holds no OpenVINO consent and makes no lookup. The same imports without them, in the same
+    environment, do both (so this test sees what it guards against; if they stop, reid/telemetry.py may be
+    obsolete)."""
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}  # it skips CI jobs
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL", "YOLO_OFFLINE")}
     root = str(__import__("pathlib").Path(__file__).parents[1])
+    lookups = ("import socket\nlooked_up, lookup = [], socket.getaddrinfo\n"
+               "socket.getaddrinfo = lambda host, *a, **k: looked_up.append(host) or lookup(host, *a, **k)\n")
 
-    def run(code: str, home: Path) -> str:
+    def run(imports: str, home: Path) -> list[str]:
         home.mkdir()
-        return subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={**env, "HOME": str(home)},
-                              capture_output=True, text=True, timeout=120).stdout
+        code = lookups + f"{imports}\nimport openvino, ultralytics, openvino_telemetry as t\n" \
+            "print(t.Telemetry().consent)\nprint(sorted(set(looked_up)))"
+        out = subprocess.run([sys.executable, "-c", code], check=True, cwd=root, capture_output=True, text=True,
+                             env={**env, "HOME": str(home)}, timeout=180).stdout
+        return out.strip().splitlines()[-2:]
 
-    out = run(f"import {package}, openvino, openvino_telemetry as t\nprint(t.Telemetry().consent)", tmp_path / "guarded")
-    assert out.strip() == "False" and not (tmp_path / "guarded" / "intel").exists()
-    run("import openvino", tmp_path / "plain")
-    assert (tmp_path / "plain" / "intel" / "openvino_ga_cid").is_file(), \
+    assert run(f"import {package}", tmp_path / "guarded") == ["False", "[]"]
+    assert not (tmp_path / "guarded" / "intel").exists()
+    consent, looked_up = run("", tmp_path / "plain")
+    assert (tmp_path / "plain" / "intel" / "openvino_ga_cid").is_file() and consent == "True", \
         "OpenVINO no longer writes its telemetry id on import: reid/telemetry.py may be obsolete"
+    assert "one.one.one.one" in looked_up, f"Ultralytics no longer checks that it is online: {looked_up}"
 
 
 def test_onnxruntime_providers_auto_and_explicit():
