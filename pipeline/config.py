@@ -302,9 +302,25 @@ class EventsConfig(Strict):
 
 class OutputConfig(Strict):
     dir: str | None = None  # default: runs/<config file stem>
-    video: bool = True
+    # A live camera's annotated video would be one MP4 growing for as long as the service runs (days: the disk),
+    # readable only once the run ends (its index is written last): by default files get one, live cameras none.
+    video: Union[bool, Literal["auto"]] = Field(
+        "auto", description="annotated video per camera (<camera id>.mp4): auto: for file cameras only; true: for "
+        "every camera, live ones included (one file for the whole run); false: none")
+
+    @field_validator("video", mode="before")
+    @classmethod
+    def _video(cls, v):
+        if isinstance(v, bool) or v == "auto":
+            return v
+        raise ValueError(f"must be auto, true or false, got {v!r}")
     snapshots: bool = Field(True, description="keep the best crop (JPEG) per identity outfit in the store, "
                             "for the dashboard's gallery")
+
+
+def writes_video(output: OutputConfig, camera: CameraConfig) -> bool:
+    """Whether `camera` gets an annotated video (`output.video`: auto is file cameras only)."""
+    return camera.kind == "file" if output.video == "auto" else bool(output.video)
 
 
 class MetricsConfig(Strict):

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.annotate import VideoOut, draw_tracks, write_mot_rows
 from pipeline.dashboard.snapshots import LiveFrames, SnapshotKeeper
 from pipeline.clock import RunClock, use_video_clock
-from pipeline.config import CameraConfig, ConfigError, PipelineConfig, load_config
+from pipeline.config import CameraConfig, ConfigError, PipelineConfig, load_config, writes_video
 from pipeline.events import IdentityEvent, iso_utc
 from reid.inference.outfit import outfit_descriptors
 from pipeline.identity_stage import MatchStage
@@ -63,6 +63,7 @@ class CameraRun:
     detect_phase: int = 0  # with detector.every n: the frames k with (k + detect_phase) % n == 0 are detected
     scheduled: int = 0  # frames taken into a step so far (`frames` counts the steps finished)
     missed_detections: int = 0  # frames due for detection that came without pixels (never, unless a bug)
+    writes_video: bool = False  # an annotated video (output.video)
 
 
 @dataclass
@@ -301,7 +302,12 @@ class PipelineRunner:
         if self.config.detector.stagger:
             run.detect_phase = self._cameras_made % every
         self._cameras_made += 1
-        if every > 1 and not self.config.output.video:
+        run.writes_video = writes_video(self.config.output, cam)
+        if run.writes_video and cam.kind != "file":
+            log.warning("camera %s: output.video true writes this live camera's annotated video as one MP4 for the "
+                        "whole run, growing until the run ends and readable only then (output.video: auto writes "
+                        "it for file cameras only)", cam.id)
+        if every > 1 and not run.writes_video:
             # Only the frames detected are looked at (a guessed box gives no crop; the dashboard draws the next
             # frame with pixels): the others are decoded and never converted. Positions among the frames taken
             # are what `scheduled` counts in _start_step.
@@ -776,11 +782,11 @@ class PipelineRunner:
                 write_mot_rows(c.mot, frame.index, tracks)
             # a frame without pixels is not drawn: the dashboard's frame stays due for the next one with them
             live_due = self.live_frames is not None and frame.image is not None and self.live_frames.due(c.camera_id)
-            if self.config.output.video or live_due:
+            if c.writes_video or live_due:
                 with stage.lock:
                     ids = {tid: tl.identity_id for tid, tl in c.tracklets.live.items()}
                 drawn = draw_tracks(frame.image, tracks, ids, c.camera_id, frame.index)
-            if self.config.output.video:
+            if c.writes_video:
                 if c.video is None:
                     c.video = VideoOut(self.output_dir / f"{c.camera_id}.mp4",
                                        c.reader.camera.fps or c.reader.source_fps or 25.0)

@@ -23,6 +23,19 @@ def test_minimal_config_gets_defaults(tmp_path, shared_video):
     assert cfg.cameras[0].kind == "file"
 
 
+def test_annotated_video_by_default_for_file_cameras_only(tmp_path, shared_video):
+    """`output.video: auto` (the default): a file camera gets an annotated video, a live one (stream, device) none,
+    since its video would be one MP4 growing for the whole run; true gives every camera one, false none."""
+    from pipeline.config import writes_video
+
+    cameras = f"cameras: [{{id: f, source: {shared_video['pets']}}}, {{id: s, source: 'rtsp://h/s'}}, {{id: d, source: 0}}]\n"
+    for setting, expected in (("", [True, False, False]), ("output: {video: auto}\n", [True, False, False]),
+                              ("output: {video: true}\n", [True, True, True]),
+                              ("output: {video: false}\n", [False, False, False])):
+        cfg = load_config(_write(tmp_path, cameras + setting))
+        assert [writes_video(cfg.output, c) for c in cfg.cameras] == expected, setting
+
+
 def test_relative_source_is_relative_to_config(tmp_path, shared_video):
     (tmp_path / "v.avi").symlink_to(shared_video["pets"])
     cfg = load_config(_write(tmp_path, "cameras: [{id: a, source: v.avi}]\n"))
@@ -46,6 +59,8 @@ def test_relative_source_is_relative_to_config(tmp_path, shared_video):
         ("cameras: [{id: a, source: rtsp://x/y}]\ndetector: {input_size: 16}\n", "detector.input_size",
          "greater than or equal to 32"),
         ("cameras: [{id: a, source: rtsp://x/y}]\ndetector: {classes: []}\n", "detector.classes", "at least 1"),
+        ("cameras: [{id: a, source: rtsp://x/y}]\noutput: {video: atuo}\n", "output.video",
+         "must be auto, true or false, got 'atuo'"),
     ],
 )
 def test_bad_config_names_key_path(tmp_path, text, key_path, words):

@@ -35,7 +35,8 @@ def test_reconnect_at_another_resolution_restarts_the_tracker(tmp_path, shared_v
     cfg.write_text(
         f"cameras:\n  - {{id: door, source: '{server.url}', read_timeout_s: 2, open_timeout_s: 5,\n"
         "      reconnect: {initial_s: 0.25, max_s: 1.0, reset_after_s: 2.0}}\n"
-        f"store: {redis_server.url}\ntracker: {{type: botsort}}\nmatcher: {{min_crops: 1}}\n")
+        f"store: {redis_server.url}\ntracker: {{type: botsort}}\nmatcher: {{min_crops: 1}}\n"
+        "output: {video: true}\n")  # a live camera's annotated video only when asked for (default: files only)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(cfg), "--output-dir", str(out),
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -60,6 +61,7 @@ def test_reconnect_at_another_resolution_restarts_the_tracker(tmp_path, shared_v
         server.stop()
     assert proc.returncode == 0, err
     assert "frame size changed from 384x288 to 256x192" in err, err
+    assert "camera door: output.video true writes this live camera's annotated video as one MP4" in err, err
     events = [json.loads(f[b"json"]) for _, f in client.xrange("pipeline:events")]
     started = {e["tracklet_id"] for e in events if e["type"] == "track.started"}
     ended = {e["tracklet_id"] for e in events if e["type"] == "track.ended"}

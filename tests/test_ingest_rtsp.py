@@ -202,7 +202,7 @@ def test_killing_one_camera_server_repeatedly(tmp_path, shared_video, shared_mod
             "cameras:\n"
             f"  - {{id: flaky, source: '{flaky.url}', {timeouts}, reconnect: {json.dumps(rc)}}}\n"
             f"  - {{id: steady, source: '{steady.url}', {timeouts}, reconnect: {json.dumps(rc)}}}\n"
-            f"store: {redis_server.url}\nevents: {{stream: '{name}'}}\noutput: {{video: false}}\n"
+            f"store: {redis_server.url}\nevents: {{stream: '{name}'}}\n"  # output.video: auto, the default
             f"metrics: {{port: {port}}}\n")
         return path, port
 
@@ -315,6 +315,8 @@ def test_killing_one_camera_server_repeatedly(tmp_path, shared_video, shared_mod
             unconverted = _value(run["s2"], "pipeline_camera_frames_unconverted_total", camera=camera)
             assert 0.3 * out <= unconverted <= 0.5 * out, (camera, out, unconverted)
     assert "without pixels" not in caplog.text
+    # By default live cameras write no annotated video (it would grow for as long as the service runs).
+    assert not list(tmp_path.rglob("*.mp4")), list(tmp_path.rglob("*.mp4"))
     assert abs(r_fault - r_base) <= 0.1 * r_base, (r_base, r_fault)
 
     # 3. No leak: reconnecting three times left no thread and no file descriptor behind.
