@@ -385,6 +385,34 @@ def probe_inside(cameras: int, frames: int, overrides: list[str]) -> None:
               "fitted to the calls: {:.2f} ms a call + {:.2f} ms a crop".format(*run_clock.per_call_and_crop(part)))
 
 
+def _decode_videos() -> list[Path]:
+    """PETS (MPEG-4 part 2) and the two room videos (H.264) of ../shared/data."""
+    room = ROOT.parent / "shared" / "data" / "videos"
+    return [VIDEO, room / "people-detection.264", room / "one-by-one-person-detection.mp4"]
+
+
+def _readers_side_by_side(cameras: int, read_one) -> tuple[float, float]:
+    """`read_one(k)` (returns the frames it read) on `cameras` threads at once, as the run's readers: the process's
+    ms of CPU and wall ms a frame. A reader's error is raised here, not left to a thread's traceback."""
+    counts, errors = [0] * cameras, []
+
+    def run(k: int) -> None:
+        try:
+            counts[k] = read_one(k)
+        except Exception as exc:
+            errors.append(exc)
+    readers = [threading.Thread(target=run, args=(k,)) for k in range(cameras)]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join()
+    if errors:
+        raise errors[0]
+    n = sum(counts)
+    return (time.process_time() - cpu) / n * 1000, (time.perf_counter() - wall) / n * 1000
+
+
 def probe_decode(cameras: int, frames: int, repeat: int) -> None:
     """The pipeline's FFmpeg capture (`OpenCVCapture`) on `cameras` readers side by side, one thread each as the
     run has them, with `decode_threads` 0 (FFmpeg's choice: a thread per core) and 1 (the default), alternated
@@ -393,29 +421,20 @@ def probe_decode(cameras: int, frames: int, repeat: int) -> None:
     from pipeline.config import CameraConfig
     from pipeline.sources import OpenCVCapture
 
-    room = ROOT.parent / "shared" / "data" / "videos"
-    videos = [VIDEO, room / "people-detection.264", room / "one-by-one-person-detection.mp4"]
-    for video in videos:
+    for video in _decode_videos():
         got: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
         for _ in range(repeat):
             for threads in (0, 1):
-                counts = [0] * cameras
-
-                def read(k: int) -> None:
+                def read(k: int) -> int:
                     capture = OpenCVCapture(CameraConfig(id=f"d{k}", source=str(video), decode_threads=threads))
+                    n = 0
                     try:
-                        while counts[k] < frames and capture.read() is not None:
-                            counts[k] += 1
+                        while n < frames and capture.read() is not None:
+                            n += 1
                     finally:
                         capture.close()
-                readers = [threading.Thread(target=read, args=(k,)) for k in range(cameras)]
-                cpu, wall = time.process_time(), time.perf_counter()
-                for r in readers:
-                    r.start()
-                for r in readers:
-                    r.join()
-                n = sum(counts)
-                got[threads].append(((time.process_time() - cpu) / n * 1000, (time.perf_counter() - wall) / n * 1000))
+                    return n
+                got[threads].append(_readers_side_by_side(cameras, read))
         print(f"decode {video.name}, {cameras} readers x {frames} frames: ms of CPU a frame (wall) with "
               + "; ".join(f"decode_threads {t}: " + ", ".join(f"{c:.3f} ({w:.3f})" for c, w in got[t]) for t in got))
 
@@ -428,31 +447,23 @@ def probe_convert(cameras: int, frames: int, repeat: int) -> None:
     from pipeline.config import CameraConfig
     from pipeline.sources import OpenCVCapture
 
-    room = ROOT.parent / "shared" / "data" / "videos"
-    videos = [VIDEO, room / "people-detection.264", room / "one-by-one-person-detection.mp4"]
     shares = {"all": 1, "one in 2": 2, "none": 0}
-    for video in videos:
+    for video in _decode_videos():
         got: dict[str, list[float]] = {name: [] for name in shares}
         for _ in range(repeat):
             for name, every in shares.items():
-                counts = [0] * cameras
-
-                def read(k: int) -> None:
+                def read(k: int) -> int:
                     capture = OpenCVCapture(CameraConfig(id=f"d{k}", source=str(video)))
+                    n = 0
                     try:
-                        while counts[k] < frames and capture.grab():
-                            if every and counts[k] % every == 0 and capture.retrieve() is None:
-                                raise RuntimeError(f"{video.name}: frame {counts[k]} could not be converted")
-                            counts[k] += 1
+                        while n < frames and capture.grab():
+                            if every and n % every == 0 and capture.retrieve() is None:
+                                raise RuntimeError(f"{video.name}: frame {n} could not be converted")
+                            n += 1
                     finally:
                         capture.close()
-                readers = [threading.Thread(target=read, args=(k,)) for k in range(cameras)]
-                cpu = time.process_time()
-                for r in readers:
-                    r.start()
-                for r in readers:
-                    r.join()
-                got[name].append((time.process_time() - cpu) / sum(counts) * 1000)
+                    return n
+                got[name].append(_readers_side_by_side(cameras, read)[0])
         print(f"convert {video.name}, {cameras} readers x {frames} frames: ms of CPU a frame with frames converted "
               + "; ".join(f"{name}: " + ", ".join(f"{c:.3f}" for c in got[name]) for name in got))
 

@@ -307,6 +307,8 @@ class OutputConfig(Strict):
     video: Union[bool, Literal["auto"]] = Field(
         "auto", description="annotated video per camera (<camera id>.mp4): auto: for file cameras only; true: for "
         "every camera, live ones included (one file for the whole run); false: none")
+    snapshots: bool = Field(True, description="keep the best crop (JPEG) per identity outfit in the store, "
+                            "for the dashboard's gallery")
 
     @field_validator("video", mode="before")
     @classmethod
@@ -314,8 +316,6 @@ class OutputConfig(Strict):
         if isinstance(v, bool) or v == "auto":
             return v
         raise ValueError(f"must be auto, true or false, got {v!r}")
-    snapshots: bool = Field(True, description="keep the best crop (JPEG) per identity outfit in the store, "
-                            "for the dashboard's gallery")
 
 
 def writes_video(output: OutputConfig, camera: CameraConfig) -> bool:
