@@ -213,6 +213,8 @@ def main() -> int:
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"
     print(f"\n`python benchmarks/capacity.py --cameras {' '.join(map(str, args.cameras))} --frames {args.frames}"
+          + (f" --video {args.video}" if args.video != VIDEO else "")  # the table names its data
+          + (f" --camera-fps {args.camera_fps:g}" if args.camera_fps != 10.0 else "")
           + "".join(f" --set {o}" for o in args.overrides) + "".join(f" --variant {v}" for v in args.variants)
           + (f" --repeat {args.repeat}" if args.repeat > 1 else "") + f"` ({machine}, {date.today()})")
     stages = list(rows[0]["stage_ms"])

@@ -119,11 +119,14 @@ def _print_summary(console, s) -> None:
     from rich.table import Table
 
     cams = Table(title="cameras")
-    for col in ("camera", "status", "frames", "fps", "tracks"):
-        cams.add_column(col, justify="right" if col in ("frames", "fps", "tracks") else "left")
+    # "detected": frames the detector looked at; "skipped still": due ones it did not (detector.motion_gate)
+    numbers = ("frames", "fps", "tracks", "detected", "skipped still")
+    for col in ("camera", "status", *numbers):
+        cams.add_column(col, justify="right" if col in numbers else "left")
     for c in s.cameras:
         status = c["status"] if not c["error"] else f"{c['status']}: {c['error']}"
-        cams.add_row(c["camera"], status, str(c["frames"]), f"{c['fps']:.1f}", str(c["tracks"]))
+        cams.add_row(c["camera"], status, str(c["frames"]), f"{c['fps']:.1f}", str(c["tracks"]),
+                     str(c.get("detected", "")), str(c.get("detections_skipped_still", "")))
     console.print(cams)
     stages = Table(title="stages (ms per camera-frame)")
     for st in s.stage_ms_per_frame:

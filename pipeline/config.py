@@ -107,6 +107,21 @@ class CameraConfig(Strict):
         return "file"
 
 
+class MotionGateConfig(Strict):
+    # Defaults from the two Intel room videos in ../shared/data/videos (a camera that jitters a little, people
+    # walking in one at a time): no person's first detection came later with them, and 18 % / 50 % of the due
+    # frames were skipped (README: Benchmarks, "Detection where something changed").
+    enabled: bool = Field(True, description="skip a due frame when the camera follows no one and its picture has not "
+                          "changed since the detector last looked and found no one (Frigate's motion gating); "
+                          "false: every due frame is detected")
+    level: float = Field(20.0, gt=0, le=255, description="a cell of the 160 px wide grey copy has changed when it "
+                         "differs by more than this (0-255) from the reference")
+    area: float = Field(0.001, gt=0, le=1, description="the frame has changed when this share of the cells has "
+                        "(0.001 of a 768x576 frame: about 21x21 px)")
+    max_skip_s: float = Field(2.0, gt=0, le=3600, description="the detector looks at least this often (video "
+                              "seconds) while nothing changes: a person it missed walking in is found this late at most")
+
+
 class DetectorConfig(Strict):
     backend: Literal["yolox", "ultralytics"] = "yolox"
     model: str = "yolox_nano.onnx"
@@ -141,6 +156,7 @@ class DetectorConfig(Strict):
         True, description="with workers > 1: frames already waiting go to the detector's threads a step ahead, while "
         "the frame loop tracks and embeds the step before (the same boxes; README: capacity, 'Frame by frame, and "
         "detection a step ahead'); false: each step is detected, then tracked")
+    motion_gate: MotionGateConfig = MotionGateConfig()
 
 
 class TrackerConfig(Strict):

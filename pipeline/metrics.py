@@ -78,12 +78,30 @@ class _StoreCollector(Collector):
         yield CounterMetricFamily("pipeline_store_outages", "times the store became unreachable", value=link.outages)
 
 
+class _SkipCollector(Collector):
+    """Due frames the detector did not look at (detector.motion_gate), per camera, read at scrape time."""
+
+    def __init__(self, skipped: Callable[[], dict[str, int]]) -> None:
+        self._skipped = skipped
+
+    def collect(self):
+        family = CounterMetricFamily("pipeline_camera_detections_skipped",
+                                     "frames due for detection that the detector skipped: the camera followed no one "
+                                     "and its picture had not changed since the detector last looked "
+                                     "(detector.motion_gate)", labels=["camera"])
+        for cam, n in sorted(self._skipped().items()):
+            family.add_metric([cam], n)
+        yield family
+
+
 class PipelineMetrics:
     def __init__(self, readers: Callable[[], Iterable[CameraReader]],
-                 store_link: Callable[[], object | None] = lambda: None) -> None:
+                 store_link: Callable[[], object | None] = lambda: None,
+                 skipped: Callable[[], dict[str, int]] = dict) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_CameraCollector(readers))
         self.registry.register(_StoreCollector(store_link))
+        self.registry.register(_SkipCollector(skipped))
         # RSS, CPU seconds, open fds of this process: long runs must show flat memory (anchors §3.4).
         ProcessCollector(registry=self.registry)
         self.stage_seconds = Histogram("pipeline_stage_seconds", "time per batch spent in each stage",

@@ -26,6 +26,7 @@ from pipeline.identity_stage import MatchStage
 from pipeline.embedded import open_store_client
 from pipeline.matcher import matcher_from_config, thresholds_from_model
 from pipeline.metrics import PipelineMetrics
+from pipeline.motion import MotionGate
 from pipeline.models import resolve_model
 from detectors.base import frame_threads, queued
 from pipeline.perception import detector_from_config, tracker_from_config
@@ -64,6 +65,8 @@ class CameraRun:
     scheduled: int = 0  # frames taken into a step so far (`frames` counts the steps finished)
     missed_detections: int = 0  # frames due for detection that came without pixels (never, unless a bug)
     writes_video: bool = False  # an annotated video (output.video)
+    motion: MotionGate | None = None  # detector.motion_gate: due frames skipped while nothing changes
+    detected: int = 0  # frames the detector looked at
 
 
 @dataclass
@@ -144,7 +147,9 @@ class PipelineRunner:
         self.config_path = config_path  # re-read on SIGHUP / reload(): the camera set follows it
         self.sources = CameraSet()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()  # camera add/remove/reload, applied by the loop
-        self.metrics = PipelineMetrics(lambda: list(self.sources.readers.values()), lambda: self.link)
+        self.metrics = PipelineMetrics(lambda: list(self.sources.readers.values()), lambda: self.link,
+                                       lambda: {c.camera_id: c.motion.skipped for c in self._cams
+                                                if c.motion is not None})
         self.metrics_port: int | None = None
         self.output_dir = Path(output_dir)
         self.max_frames = max_frames
@@ -298,7 +303,9 @@ class PipelineRunner:
                         r.swap_check_per_second if r.swap_threshold is not None else 0.0, r.swap_check_while_near)
         run = CameraRun(cam.id, self.sources.reader(cam, self.max_frames), tracker,
                         CameraTracklets(cam.id, self.run_id, gate, tracker.max_lost_frames))
-        every = self.config.detector.every
+        every, gate = self.config.detector.every, self.config.detector.motion_gate
+        if gate.enabled:
+            run.motion = MotionGate(gate.level, gate.area, gate.max_skip_s)
         if self.config.detector.stagger:
             run.detect_phase = self._cameras_made % every
         self._cameras_made += 1
@@ -495,7 +502,8 @@ class PipelineRunner:
         return RunSummary(
             cameras=[{"camera": c.camera_id, "status": c.status, "error": c.error, "frames": c.frames,
                       "fps": c.frames / max((c.finished or time.monotonic()) - c.started, 1e-9),
-                      "tracks": len(c.tracks_seen), "tracks_split": c.tracks_split} for c in cams],
+                      "tracks": len(c.tracks_seen), "tracks_split": c.tracks_split, "detected": c.detected,
+                      "detections_skipped_still": c.motion.skipped if c.motion is not None else 0} for c in cams],
             stage_ms_per_frame={s: 1000 * self.stage_s[s] / max(total_frames, 1) for s in STAGES},
             frames=total_frames, wall_s=wall, identities=identities, events=self.link.published,
             crops=self.crops_embedded, output_dir=self.output_dir, stopped_early=self._stop.is_set(),
@@ -695,7 +703,12 @@ class PipelineRunner:
         for k, (c, frame) in enumerate(batch):
             if detected(c.scheduled, c.detect_phase, every):
                 if frame.image is not None:
-                    due.append(k)
+                    # detector.motion_gate: a camera that follows no one skips the frame while its picture has not
+                    # changed since the detector last looked (its tracker moves on as on any frame between)
+                    if c.motion is None or c.motion.needs_detection(frame.image, frame.video_time,
+                                                                    c.tracker.following()):
+                        due.append(k)
+                        c.detected += 1
                 else:  # the reader's count of frames taken and `scheduled` disagree: a bug, said, never hidden
                     c.missed_detections += 1
                     log.error("camera %s: frame %d was due for detection but came without pixels (%d so far); "

@@ -44,6 +44,10 @@ class Tracker(Protocol):
         det_index -1). `frame` is None when its pixels were never converted (pipeline.sources.Frame)."""
         ...
 
+    def following(self) -> bool:
+        """Whether a track is being followed now: seen in the last frames, or just started (not only lost ones)."""
+        ...
+
     def split(self, track_id: int) -> int | None:
         """From the next frame on, report the track `track_id` under a new id (it was found to follow another
         person from here); the new id, or None when the tracker no longer holds that track."""

@@ -297,6 +297,11 @@ class UltralyticsTracker:
         return Tracks(tracks.xyxy, tracks.track_id, np.zeros_like(tracks.score), tracks.cls,
                       np.full_like(tracks.det_index, -1))
 
+    def following(self) -> bool:
+        """The library's tracked list holds the tracks seen lately, the new unconfirmed ones included; a lost
+        track can only come back through a detection that a change in the picture would have asked for."""
+        return bool(self._tracker.tracked_stracks)
+
     def split(self, track_id: int) -> int | None:
         """The track keeps its motion state and goes on under the library's next id (ids stay unique)."""
         t = self._tracker

@@ -1,0 +1,121 @@
+"""detector.motion_gate: a camera that follows no one skips due frames while its picture has not changed since the
+detector last looked; the people it tracks, and when it first finds them, stay those of a run that detects all."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.motion import MotionGate, thumbnail
+
+# people-detection.264 (the Intel room, 10 fps): with every frame of its first 400 detected, nobody is tracked on
+# frames 78-183 and 254-343 (the run's MOT file), and people are on 184-253.
+EMPTY_FRAME, PERSON_FRAME = 130, 200
+
+
+def _frames(path, wanted: set[int]) -> dict[int, np.ndarray]:
+    cap, out, index = cv2.VideoCapture(str(path)), {}, 0
+    while len(out) < len(wanted):
+        ok, frame = cap.read()
+        assert ok, f"{path} ended before frame {max(wanted)}"
+        index += 1
+        if index in wanted:
+            out[index] = frame
+    cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def room(shared_video) -> dict[int, np.ndarray]:
+    return _frames(shared_video["room_h264"], {EMPTY_FRAME, EMPTY_FRAME + 2, PERSON_FRAME})
+
+
+def test_an_unchanged_empty_room_is_skipped_until_the_detector_must_look_again(room):
+    gate = MotionGate(level=20, area=0.001, max_skip_s=2.0)
+    empty, later = room[EMPTY_FRAME], room[EMPTY_FRAME + 2]
+    assert gate.needs_detection(empty, 0.0, following=False), "no reference yet: the detector looks"
+    assert not gate.needs_detection(later, 0.2, following=False), "the same empty room 0.2 s later"
+    assert not gate.needs_detection(later, 1.9, following=False)
+    assert gate.needs_detection(later, 2.0, following=False), "max_skip_s: the detector looks at least this often"
+    assert not gate.needs_detection(empty, 2.2, following=False)
+    assert gate.needs_detection(later, 1.0, following=False), "a clock that went back: look"
+    assert gate.skipped == 3
+    assert gate.needs_detection(later, 1.2, following=True), "a camera that follows someone is always detected"
+    assert gate.needs_detection(room[PERSON_FRAME], 1.4, following=False), "a person walked in"
+    assert gate.needs_detection(cv2.resize(later, (384, 216)), 1.6, following=False), "another resolution"
+    gate.reset()
+    assert gate.needs_detection(later, 1.8, following=False), "after a reset (new connection)"
+    assert gate.skipped == 3
+
+
+def test_a_person_walking_in_slowly_adds_up_against_the_last_frame_the_detector_saw(room):
+    """Ten frames that each move a tenth of the way from the empty room to the room with a person: no frame differs
+    from the one before by the level, yet the detector is asked to look before the person is fully in (the
+    reference is the frame it last saw, not the previous frame)."""
+    gate = MotionGate(level=20, area=0.001, max_skip_s=3600)
+    empty, person = room[EMPTY_FRAME].astype(np.float32), room[PERSON_FRAME].astype(np.float32)
+    steps = [np.clip(empty + (person - empty) * k / 10, 0, 255).astype(np.uint8) for k in range(11)]
+    assert gate.needs_detection(steps[0], 0.0, following=False)
+    looked = [k for k in range(1, 11) if gate.needs_detection(steps[k], 0.1 * k, following=False)]
+    assert looked and looked[0] < 10, looked
+    # what a comparison with the previous frame would have seen: no step changes enough cells
+    thumbs = [thumbnail(f) for f in steps]
+    assert max(gate.changed_share(b, a) for a, b in zip(thumbs, thumbs[1:])) < 0.001
+
+def _run(tmp_path, shared_video, name: str, gate: bool, frames: int = 400):
+    from pipeline.config import parse_config
+    from pipeline.runner import PipelineRunner
+
+    raw = {"cameras": [{"id": "room", "source": str(shared_video["room_h264"]), "source_fps": 10}],
+           "store": "embedded", "detector": {"motion_gate": {"enabled": gate}},
+           "output": {"video": False, "snapshots": False, "dir": str(tmp_path / name)}}
+    runner = PipelineRunner(parse_config(raw), tmp_path / name, max_frames=frames, mot_dir=tmp_path / name / "mot",
+                            progress=False)
+    summary = runner.run()
+    return summary, (tmp_path / name / "mot" / "room.txt").read_text(), runner.metrics.text()
+
+
+@pytest.mark.slow
+def test_the_gate_skips_the_empty_rooms_frames_and_tracks_everyone_as_detecting_all(tmp_path, shared_video):
+    """The room camera's first 400 frames at one frame in 2: with the gate, every track is the same box for box
+    and frame for frame as with every due frame detected (nobody is found later), and a third or more of the due
+    frames are skipped (the empty room between visits); the count is in the summary and the metrics."""
+    gated, gated_mot, metrics = _run(tmp_path, shared_video, "gated", True)
+    plain, plain_mot, _ = _run(tmp_path, shared_video, "plain", False)
+    assert gated.frames == plain.frames == 400
+    assert gated_mot == plain_mot and gated_mot.count("\n") > 150, "the same tracks, found on the same frames"
+    assert gated.identities == plain.identities >= 3
+    (g,), (p,) = gated.cameras, plain.cameras
+    assert p["detected"] == 200 and p["detections_skipped_still"] == 0
+    assert g["detected"] + g["detections_skipped_still"] == 200
+    assert g["detections_skipped_still"] >= 70, g
+    assert f'pipeline_camera_detections_skipped_total{{camera="room"}} {float(g["detections_skipped_still"])}' \
+        in metrics
+
+
+def test_a_still_person_is_detected_on_every_due_frame_and_a_still_empty_room_once_in_max_skip(tmp_path, room,
+                                                                                                shared_video):
+    """A clip of the empty room held still for 4 s, then of a person standing still in it for 4 s (10 fps, one
+    frame in 2 due): the empty part is detected at 0 s and 2 s only (max_skip_s), the person from the frame they
+    appear on and on every due frame after, as long as the tracker follows them (a still picture that is followed
+    is never skipped), their track's boxes all from the detector."""
+    from pipeline.config import parse_config
+    from pipeline.runner import PipelineRunner
+
+    clip = tmp_path / "still.mp4"
+    h, w = room[EMPTY_FRAME].shape[:2]
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (w, h))
+    for frame in [room[EMPTY_FRAME]] * 40 + [room[PERSON_FRAME]] * 40:
+        out.write(frame)
+    out.release()
+    raw = {"cameras": [{"id": "still", "source": str(clip)}], "store": "embedded",
+           "output": {"video": False, "snapshots": False, "dir": str(tmp_path / "out")}}
+    runner = PipelineRunner(parse_config(raw), tmp_path / "out", mot_dir=tmp_path / "mot", progress=False)
+    (cam,) = runner.run().cameras
+    assert cam["frames"] == 80
+    assert (cam["detected"], cam["detections_skipped_still"]) == (22, 18), cam
+    rows = np.loadtxt(tmp_path / "mot" / "still.txt", delimiter=",", ndmin=2)
+    assert rows.size and rows[:, 0].min() >= 41, "nobody before the person appears"
+    due = (rows[:, 0].astype(int) - 1) % 2 == 0
+    assert np.all(rows[due, 6] > 0), "on every due frame the person's box is the detector's, not a guess"
