@@ -44,10 +44,6 @@ class MotionGate:
         self._looked_at: float | None = None  # video time of the reference
         self.skipped = 0  # due frames skipped: nobody followed, nothing changed
 
-    def reset(self) -> None:
-        """Forget the reference (a new connection, another resolution): the next due frame is detected."""
-        self._reference = self._looked_at = None
-
     def needs_detection(self, image: np.ndarray, video_time: float, following: bool) -> bool:
         """Whether the due frame `image` must be detected. `following`: the camera's tracker follows someone
         (then always; the reference is left as it is). A detected frame becomes the reference."""
