@@ -118,7 +118,7 @@ class MotionGateConfig(Strict):
                          "differs by more than this (0-255) from the reference")
     area: float = Field(0.001, gt=0, le=1, description="the frame has changed when this share of the cells has "
                         "(0.001 of a 768x576 frame: about 21x21 px)")
-    max_skip_s: float = Field(2.0, gt=0, le=3600, description="the detector looks at least this often (video "
+    max_skip_s: float = Field(1.0, gt=0, le=3600, description="the detector looks at least this often (video "
                               "seconds) while nothing changes: a person it missed walking in is found this late at most")
 
 

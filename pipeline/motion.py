@@ -42,22 +42,35 @@ class MotionGate:
         self.level, self.area, self.max_skip_s = float(level), float(area), float(max_skip_s)
         self._reference: np.ndarray | None = None
         self._looked_at: float | None = None  # video time of the reference
+        self._unsettled: int | None = None  # position of a changed frame whose detections the tracker has not had
         self.skipped = 0  # due frames skipped: nobody followed, nothing changed
 
-    def needs_detection(self, image: np.ndarray, video_time: float, following: bool) -> bool:
-        """Whether the due frame `image` must be detected. `following`: the camera's tracker follows someone
-        (then always; the reference is left as it is). A detected frame becomes the reference."""
+    def needs_detection(self, image: np.ndarray, video_time: float, following: bool, position: int = 0) -> bool:
+        """Whether the due frame `image` (the camera's frame number `position`) must be detected. `following`: the
+        camera's tracker follows someone (then always; the reference is left as it is). A frame the detector
+        sees while the camera follows no one becomes the reference."""
         if following:
             return True
         thumb = thumbnail(image)
         ref = self._reference
-        if (ref is None or ref.shape != thumb.shape or self._looked_at is None
-                or not 0 <= video_time - self._looked_at < self.max_skip_s  # also a clock that went back
-                or self.changed_share(thumb, ref) >= self.area):
+        changed = (ref is None or ref.shape != thumb.shape or self._looked_at is None
+                   or not 0 <= video_time - self._looked_at < self.max_skip_s  # also a clock that went back
+                   or self.changed_share(thumb, ref) >= self.area)
+        # With detection a step ahead (detector.ahead) and every frame due, this frame is decided while the
+        # frame before it is still being detected, before `following` can say whether that one found someone:
+        # after a changed frame the next is detected too (it alone, so an empty scene is still skipped).
+        if changed or self._unsettled is not None:
             self._reference, self._looked_at = thumb, video_time
+            if changed:
+                self._unsettled = position
             return True
         self.skipped += 1
         return False
+
+    def settled(self, position: int) -> None:
+        """The tracker has had the detections of the camera's frames up to `position`."""
+        if self._unsettled is not None and self._unsettled <= position:
+            self._unsettled = None
 
     def changed_share(self, thumb: np.ndarray, ref: np.ndarray) -> float:
         return float(np.count_nonzero(np.abs(thumb - ref) > self.level)) / thumb.size

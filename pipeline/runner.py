@@ -706,7 +706,7 @@ class PipelineRunner:
                     # detector.motion_gate: a camera that follows no one skips the frame while its picture has not
                     # changed since the detector last looked (its tracker moves on as on any frame between)
                     if c.motion is None or c.motion.needs_detection(frame.image, frame.video_time,
-                                                                    c.tracker.following()):
+                                                                    c.tracker.following(), c.scheduled):
                         due.append(k)
                         c.detected += 1
                 else:  # the reader's count of frames taken and `scheduled` disagree: a bug, said, never hidden
@@ -757,6 +757,8 @@ class PipelineRunner:
                 log.warning("camera %s: %s", c.camera_id, slow)
             c.frames += 1
             tracks = c.tracker.update(dets, frame.image) if dets is not None else c.tracker.predict(frame.image)
+            if c.motion is not None:
+                c.motion.settled(c.frames - 1)  # this frame's position among the camera's (`scheduled` in _start_step)
             with stage.lock:  # tracklets are shared with the store worker's decisions
                 started, requests = c.tracklets.update(c.frames, frame.index, frame.video_time, tracks,
                                                        frame.shape,

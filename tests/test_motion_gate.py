@@ -34,16 +34,41 @@ def room(shared_video) -> dict[int, np.ndarray]:
 def test_an_unchanged_empty_room_is_skipped_until_the_detector_must_look_again(room):
     gate = MotionGate(level=20, area=0.001, max_skip_s=2.0)
     empty, later = room[EMPTY_FRAME], room[EMPTY_FRAME + 2]
-    assert gate.needs_detection(empty, 0.0, following=False), "no reference yet: the detector looks"
-    assert not gate.needs_detection(later, 0.2, following=False), "the same empty room 0.2 s later"
-    assert not gate.needs_detection(later, 1.9, following=False)
-    assert gate.needs_detection(later, 2.0, following=False), "max_skip_s: the detector looks at least this often"
-    assert not gate.needs_detection(empty, 2.2, following=False)
-    assert gate.needs_detection(later, 1.0, following=False), "a clock that went back: look"
+
+    def looks(image, t, position, following=False):
+        needed = gate.needs_detection(image, t, following, position)
+        gate.settled(position)  # the tracker has had this frame before the next is decided
+        return needed
+
+    assert looks(empty, 0.0, 0), "no reference yet: the detector looks"
+    assert not looks(later, 0.2, 1), "the same empty room 0.2 s later"
+    assert not looks(later, 1.9, 2)
+    assert looks(later, 2.0, 3), "max_skip_s: the detector looks at least this often"
+    assert not looks(empty, 2.2, 4)
+    assert looks(later, 1.0, 5), "a clock that went back: look"
     assert gate.skipped == 3
-    assert gate.needs_detection(later, 1.2, following=True), "a camera that follows someone is always detected"
-    assert gate.needs_detection(room[PERSON_FRAME], 1.4, following=False), "a person walked in"
-    assert gate.needs_detection(cv2.resize(later, (384, 216)), 1.6, following=False), "another resolution"
+    assert looks(later, 1.2, 6, following=True), "a camera that follows someone is always detected"
+    assert looks(room[PERSON_FRAME], 1.4, 7), "a person walked in"
+    assert looks(cv2.resize(later, (384, 216)), 1.6, 8), "another resolution"
+    assert gate.skipped == 3
+
+
+def test_after_a_change_the_next_frame_is_detected_while_the_changed_one_is_still_being_detected(room):
+    """Detection a step ahead with every frame due: frame p+1 is decided before the tracker has frame p's
+    detections. After a changed frame the next is detected too, but only that one: an empty room is still
+    skipped once the changed frame's detections are in."""
+    gate = MotionGate(level=20, area=0.001, max_skip_s=3600)
+    empty, later, person = room[EMPTY_FRAME], room[EMPTY_FRAME + 2], room[PERSON_FRAME]
+    assert gate.needs_detection(empty, 0.0, False, 0)
+    gate.settled(0)
+    assert not gate.needs_detection(later, 0.1, False, 1)
+    assert gate.needs_detection(person, 0.2, False, 2), "changed"
+    assert gate.needs_detection(person, 0.3, False, 3), "frame 2's detections are not in yet"
+    gate.settled(2)
+    assert not gate.needs_detection(person, 0.4, False, 4), "frame 2 found no one to follow: nothing changed since"
+    gate.settled(3)
+    gate.settled(4)
+    assert not gate.needs_detection(person, 0.5, False, 5)
     assert gate.skipped == 3
 
 
@@ -77,7 +102,7 @@ def _run(tmp_path, shared_video, name: str, gate: bool, frames: int = 400):
 @pytest.mark.slow
 def test_the_gate_skips_the_empty_rooms_frames_and_tracks_everyone_as_detecting_all(tmp_path, shared_video):
     """The room camera's first 400 frames at one frame in 2: with the gate, every track is the same box for box
-    and frame for frame as with every due frame detected (nobody is found later), and a third or more of the due
+    and frame for frame as with every due frame detected (nobody is found later), and 30 % or more of the due
     frames are skipped (the empty room between visits); the count is in the summary and the metrics."""
     gated, gated_mot, metrics = _run(tmp_path, shared_video, "gated", True)
     plain, plain_mot, _ = _run(tmp_path, shared_video, "plain", False)
@@ -87,7 +112,7 @@ def test_the_gate_skips_the_empty_rooms_frames_and_tracks_everyone_as_detecting_
     (g,), (p,) = gated.cameras, plain.cameras
     assert p["detected"] == 200 and p["detections_skipped_still"] == 0
     assert g["detected"] + g["detections_skipped_still"] == 200
-    assert g["detections_skipped_still"] >= 70, g
+    assert g["detections_skipped_still"] >= 60, g  # 76 with the defaults
     assert f'pipeline_camera_detections_skipped_total{{camera="room"}} {float(g["detections_skipped_still"])}' \
         in metrics
 
@@ -95,9 +120,9 @@ def test_the_gate_skips_the_empty_rooms_frames_and_tracks_everyone_as_detecting_
 def test_a_still_person_is_detected_on_every_due_frame_and_a_still_empty_room_once_in_max_skip(tmp_path, room,
                                                                                                 shared_video):
     """A clip of the empty room held still for 4 s, then of a person standing still in it for 4 s (10 fps, one
-    frame in 2 due): the empty part is detected at 0 s and 2 s only (max_skip_s), the person from the frame they
-    appear on and on every due frame after, as long as the tracker follows them (a still picture that is followed
-    is never skipped), their track's boxes all from the detector."""
+    frame in 2 due): the empty part is detected at 0, 1, 2 and 3 s only (max_skip_s 1 s, the default), the person
+    from the frame they appear on and on every due frame after, as long as the tracker follows them (a still
+    picture that is followed is never skipped), their track's boxes all from the detector."""
     from pipeline.config import parse_config
     from pipeline.runner import PipelineRunner
 
@@ -112,7 +137,7 @@ def test_a_still_person_is_detected_on_every_due_frame_and_a_still_empty_room_on
     runner = PipelineRunner(parse_config(raw), tmp_path / "out", mot_dir=tmp_path / "mot", progress=False)
     (cam,) = runner.run().cameras
     assert cam["frames"] == 80
-    assert (cam["detected"], cam["detections_skipped_still"]) == (22, 18), cam
+    assert (cam["detected"], cam["detections_skipped_still"]) == (24, 16), cam
     rows = np.loadtxt(tmp_path / "mot" / "still.txt", delimiter=",", ndmin=2)
     assert rows.size and rows[:, 0].min() >= 41, "nobody before the person appears"
     due = (rows[:, 0].astype(int) - 1) % 2 == 0
