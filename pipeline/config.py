@@ -109,7 +109,7 @@ class CameraConfig(Strict):
 
 class MotionGateConfig(Strict):
     # Defaults from the two Intel room videos in ../shared/data/videos (a camera that jitters a little, people
-    # walking in one at a time): the same tracks on the same frames with them, and 17 % / 49 % of the due
+    # walking in one at a time): the same tracks on the same frames with them, and 15 % / 43 % of the due
     # frames were skipped (README: Benchmarks, "Detection where something changed").
     enabled: bool = Field(True, description="skip a due frame when the camera follows no one and its picture has not "
                           "changed since the detector last looked and found no one (Frigate's motion gating); "

@@ -45,7 +45,7 @@ class MotionGate:
         self._unsettled: int | None = None  # position of a changed frame whose detections the tracker has not had
         self.skipped = 0  # due frames skipped: nobody followed, nothing changed
 
-    def needs_detection(self, image: np.ndarray, video_time: float, following: bool, position: int = 0) -> bool:
+    def needs_detection(self, image: np.ndarray, video_time: float, following: bool, position: int) -> bool:
         """Whether the due frame `image` (the camera's frame number `position`) must be detected. `following`: the
         camera's tracker follows someone (then always; the reference is left as it is). A frame the detector
         sees while the camera follows no one becomes the reference."""
