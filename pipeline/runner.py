@@ -303,9 +303,9 @@ class PipelineRunner:
                         r.swap_check_per_second if r.swap_threshold is not None else 0.0, r.swap_check_while_near)
         run = CameraRun(cam.id, self.sources.reader(cam, self.max_frames), tracker,
                         CameraTracklets(cam.id, self.run_id, gate, tracker.max_lost_frames))
-        every, gate = self.config.detector.every, self.config.detector.motion_gate
-        if gate.enabled:
-            run.motion = MotionGate(gate.level, gate.area, gate.max_skip_s)
+        every, motion = self.config.detector.every, self.config.detector.motion_gate
+        if motion.enabled:
+            run.motion = MotionGate(motion.level, motion.area, motion.max_skip_s)
         if self.config.detector.stagger:
             run.detect_phase = self._cameras_made % every
         self._cameras_made += 1
