@@ -126,7 +126,7 @@ def _print_summary(console, s) -> None:
     for c in s.cameras:
         status = c["status"] if not c["error"] else f"{c['status']}: {c['error']}"
         cams.add_row(c["camera"], status, str(c["frames"]), f"{c['fps']:.1f}", str(c["tracks"]),
-                     str(c.get("detected", "")), str(c.get("detections_skipped_still", "")))
+                     str(c["detected"]), str(c["detections_skipped_still"]))
     console.print(cams)
     stages = Table(title="stages (ms per camera-frame)")
     for st in s.stage_ms_per_frame:

@@ -53,7 +53,7 @@ class MotionGate:
             return True
         thumb = thumbnail(image)
         ref = self._reference
-        changed = (ref is None or ref.shape != thumb.shape or self._looked_at is None
+        changed = (ref is None or ref.shape != thumb.shape  # `_looked_at` is set with the reference
                    or not 0 <= video_time - self._looked_at < self.max_skip_s  # also a clock that went back
                    or self.changed_share(thumb, ref) >= self.area)
         # With detection a step ahead (detector.ahead) and every frame due, this frame is decided while the
